@@ -1,0 +1,97 @@
+"""AWS clients built lazily, once per process, and AWS errors mapped to the project's own.
+
+Handlers never build clients at import time (cold start, and tests inject their own). The
+factory honours ``AWS_ENDPOINT_URL`` through botocore itself, so the same code reaches AWS or the
+sandbox's moto server.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from hyperpod_control.exceptions import (
+    AccessDeniedError,
+    ControlPlaneError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    PermanentError,
+    ResourceNotFoundError,
+    ThrottledError,
+    VersionConflictError,
+)
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None], Any] = {}
+
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "RequestThrottled",
+    "SlowDown",
+}
+_NOT_FOUND = {"ResourceNotFoundException", "NoSuchEntity", "NotFoundException", "NoSuchKey"}
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
+_INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
+
+
+def get_client(service: str, region: str | None = None) -> Any:
+    """A cached boto3 client; boto3 clients are thread-safe once built, sessions are not."""
+    key = (service, region)
+    client = _clients.get(key)
+    if client is None:
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                import boto3  # deferred: 190 ms that handlers without AWS calls never pay
+                from botocore.config import Config
+
+                client = boto3.session.Session().client(
+                    service,
+                    region_name=region,
+                    config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
+                )
+                _clients[key] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that switch endpoints or credentials call this)."""
+    with _lock:
+        _clients.clear()
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def map_client_error(exc: Exception, *, resource: str = "") -> ControlPlaneError:
+    """Translate a botocore error into the exception class a retry policy understands."""
+    code = error_code(exc) or type(exc).__name__
+    message = (getattr(exc, "response", {}) or {}).get("Error", {}).get("Message") or str(exc)
+    subject = f"{resource}: " if resource else ""
+    if code in _THROTTLING:
+        return ThrottledError(f"{subject}AWS throttled the request ({code}).")
+    if code == "ConditionalCheckFailedException":
+        return VersionConflictError(f"{subject}a concurrent writer changed the item.")
+    if code in _NOT_FOUND:
+        return ResourceNotFoundError(f"{subject}{message}")
+    if code in _DENIED:
+        return AccessDeniedError(
+            f"{subject}{message}",
+            remedy="grant the control plane's role this permission (see template.yaml policies).",
+        )
+    if code in _INVALID:
+        return InvalidInputError(f"{subject}{message}")
+    status = (getattr(exc, "response", {}) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if status >= 500 or code in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"}:
+        return DependencyUnavailableError(f"{subject}{code}: {message}")
+    # Any other 4xx is a request AWS will refuse again; do not burn the retry budget on it.
+    return PermanentError(f"{subject}AWS refused the request ({code}): {message}")

@@ -1,0 +1,45 @@
+"""SageMaker HyperPod calls the control plane makes, with errors mapped to the project's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperpod_control.adapters.aws import error_code, get_client, map_client_error
+from hyperpod_control.exceptions import ResourceNotFoundError
+
+
+class SageMakerAdapter:
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = get_client("sagemaker")
+        return self._client
+
+    def describe_cluster(self, name: str) -> dict[str, Any]:
+        try:
+            return self.client.describe_cluster(ClusterName=name)
+        except Exception as exc:
+            # SageMaker reports a missing cluster as ValidationException "Could not find cluster".
+            if error_code(exc) == "ValidationException" and "could not find" in str(exc).lower():
+                raise ResourceNotFoundError(
+                    f"HyperPod cluster '{name}' does not exist in this account and region.",
+                    remedy="check the cluster name with `aws sagemaker list-clusters`.",
+                ) from exc
+            raise map_client_error(exc, resource=f"HyperPod cluster {name}") from exc
+
+    def list_cluster_nodes(self, name: str) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ClusterName": name}
+        while True:
+            try:
+                resp = self.client.list_cluster_nodes(**kwargs)
+            except Exception as exc:
+                raise map_client_error(exc, resource=f"HyperPod cluster {name}") from exc
+            nodes.extend(resp.get("ClusterNodeSummaries", []))
+            token = resp.get("NextToken")
+            if not token:
+                return nodes
+            kwargs["NextToken"] = token

@@ -1,0 +1,181 @@
+"""The DynamoDB store: one table, records in and out, every decision-changing write conditional.
+
+Keys are ``PK``/``SK`` (DESIGN.md). ``version`` guards optimistic concurrency: ``put`` with
+``expected_version=None`` creates an item only if it does not exist; with an int it replaces the
+item only if nobody has written since that version was read. A lost race raises
+``VersionConflictError`` (retryable: re-read, decide again).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+from hyperpod_control.adapters.aws import get_client, map_client_error
+from hyperpod_control.exceptions import VersionConflictError
+from hyperpod_control.models.records import (
+    OPERATOR_SK,
+    NodeRecord,
+    OperatorRecord,
+    Record,
+    cluster_pk,
+    node_sk,
+)
+
+R = TypeVar("R", bound=Record)
+
+
+def _serializer():
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+class Store:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._ser, self._de = _serializer()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = get_client("dynamodb")
+        return self._client
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _to_item(self, record: Record, **extra: Any) -> dict[str, Any]:
+        data = record.model_dump(mode="json", exclude_none=True)
+        data.update(PK=record.pk, SK=record.sk, **extra)  # type: ignore[attr-defined]
+        return {k: self._ser.serialize(v) for k, v in data.items()}
+
+    def _from_item(self, model: type[R], item: dict[str, Any]) -> R:
+        data = {k: self._de.deserialize(v) for k, v in item.items()}
+        # DynamoDB numbers come back as Decimal; pydantic coerces them per field.
+        return model.model_validate(data)
+
+    # -- generic operations ---------------------------------------------------------------------
+
+    def get(self, model: type[R], pk: str, sk: str, *, consistent: bool = True) -> R | None:
+        try:
+            resp = self.client.get_item(
+                TableName=self.table_name,
+                Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                ConsistentRead=consistent,
+            )
+        except Exception as exc:  # botocore ClientError and connection errors alike
+            raise map_client_error(exc, resource=f"{self.table_name} {pk}/{sk}") from exc
+        item = resp.get("Item")
+        return self._from_item(model, item) if item else None
+
+    def put(self, record: R, *, expected_version: int | None) -> R:
+        """Write ``record`` as version ``expected_version + 1`` (or 1 for a new item)."""
+        new = record.model_copy(update={"version": (expected_version or 0) + 1})
+        if expected_version is None:
+            condition = "attribute_not_exists(PK)"
+            values: dict[str, Any] = {}
+        else:
+            condition = "version = :expected"
+            values = {":expected": {"N": str(expected_version)}}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": self._to_item(new),
+            "ConditionExpression": condition,
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.client.put_item(**kwargs)
+        except Exception as exc:
+            raise map_client_error(exc, resource=f"{new.pk}/{new.sk}") from exc  # type: ignore[attr-defined]
+        return new
+
+    def query(self, model: type[R], pk: str, sk_prefix: str) -> list[R]:
+        items: list[R] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+        }
+        while True:
+            try:
+                resp = self.client.query(**kwargs)
+            except Exception as exc:
+                raise map_client_error(exc, resource=f"{self.table_name} {pk}") from exc
+            items.extend(self._from_item(model, it) for it in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- operator -------------------------------------------------------------------------------
+
+    def get_operator(self, cluster_arn: str) -> OperatorRecord | None:
+        return self.get(OperatorRecord, cluster_pk(cluster_arn), OPERATOR_SK)
+
+    def list_operators(self) -> list[OperatorRecord]:
+        """Every registered cluster (a scan: the number of clusters per account is small)."""
+        records: list[OperatorRecord] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "SK = :sk",
+            "ExpressionAttributeValues": {":sk": {"S": OPERATOR_SK}},
+        }
+        while True:
+            try:
+                resp = self.client.scan(**kwargs)
+            except Exception as exc:
+                raise map_client_error(exc, resource=self.table_name) from exc
+            records.extend(self._from_item(OperatorRecord, it) for it in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return records
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def get_node(self, cluster_arn: str, instance_id: str) -> NodeRecord | None:
+        return self.get(NodeRecord, cluster_pk(cluster_arn), node_sk(instance_id))
+
+    def list_nodes(self, cluster_arn: str) -> list[NodeRecord]:
+        return self.query(NodeRecord, cluster_pk(cluster_arn), "NODE#")
+
+    def record_node_health(self, record: NodeRecord) -> bool:
+        """Store a node's new health if it changes the status and is newer than what we saw.
+
+        HyperPod may send one change several times, each copy with its own event id, so the id
+        cannot deduplicate; the condition on status and event time does. Returns False when the
+        event changed nothing (a duplicate, or an older event arriving late).
+        """
+        fields = record.model_dump(mode="json", exclude_none=True, exclude={"version"})
+        names = {f"#{k}": k for k in fields}
+        values = {f":{k}": self._ser.serialize(v) for k, v in fields.items()}
+        values[":event_ms"] = {"N": str(_epoch_ms(record.last_event_time))}
+        values[":one"] = {"N": "1"}
+        values[":zero"] = {"N": "0"}
+        assignments = ", ".join(f"#{k} = :{k}" for k in fields)
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"PK": {"S": record.pk}, "SK": {"S": record.sk}},
+                UpdateExpression=(
+                    f"SET {assignments}, event_ms = :event_ms, "
+                    "version = if_not_exists(version, :zero) + :one"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(PK) OR "
+                    "(#health_status <> :health_status AND event_ms < :event_ms)"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            mapped = map_client_error(exc, resource=f"{record.pk}/{record.sk}")
+            if isinstance(mapped, VersionConflictError):
+                return False
+            raise mapped from exc
+        return True
+
+
+def _epoch_ms(value: datetime) -> int:
+    # Compared as a number: ISO strings with and without fractions do not sort by time.
+    return int(value.timestamp() * 1000)

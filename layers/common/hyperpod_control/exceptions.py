@@ -1,0 +1,70 @@
+"""The project's exception hierarchy, sorted by what a retry should do.
+
+Step Functions matches ``Retry``/``Catch`` on the error name, which for a Lambda task is the
+exception's class name. So the ASL files name these classes: ``RetryableError`` subclasses are
+retried with backoff, ``PermanentError`` subclasses go straight to the ``Catch`` that records the
+failure. Leaves name the cause precisely, for messages and metrics; ASL matches on the leaf when a
+workflow must branch on it (for example ``ClusterNotReadyError`` loops on a Wait state).
+"""
+
+from __future__ import annotations
+
+
+class ControlPlaneError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    def __init__(self, message: str, *, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+
+    def __str__(self) -> str:
+        return f"{self.message} Fix: {self.remedy}" if self.remedy else self.message
+
+
+class RetryableError(ControlPlaneError):
+    """Trying again later may succeed: throttling, a service hiccup, a lost race."""
+
+
+class ThrottledError(RetryableError):
+    """An AWS or Kubernetes API asked us to slow down."""
+
+
+class DependencyUnavailableError(RetryableError):
+    """A service we call failed on its side (5xx, timeout, connection reset)."""
+
+
+class VersionConflictError(RetryableError):
+    """A conditional write lost to a concurrent writer; re-read and decide again."""
+
+
+class LockHeldError(RetryableError):
+    """Another workflow holds the cluster's lock."""
+
+
+class ClusterNotReadyError(RetryableError):
+    """The cluster exists but is in a transitional state (Creating, Updating, ...)."""
+
+
+class PermanentError(ControlPlaneError):
+    """Retrying will not help until a person changes something."""
+
+
+class InvalidInputError(PermanentError):
+    """The request does not validate; the message names the field and the fix."""
+
+
+class ResourceNotFoundError(PermanentError):
+    """A resource the request names does not exist."""
+
+
+class AccessDeniedError(PermanentError):
+    """The control plane's role lacks a permission."""
+
+
+class ClusterUnusableError(PermanentError):
+    """The cluster is in a state the control plane cannot work with (Failed, Deleting)."""
+
+
+class OperatorConflictError(PermanentError):
+    """The cluster already runs the other training operator."""

@@ -1,0 +1,1 @@
+"""Pydantic models: the shapes that cross every boundary (events, task I/O, store items). No I/O."""

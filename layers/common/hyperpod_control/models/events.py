@@ -1,0 +1,49 @@
+"""EventBridge events the control plane consumes, parsed with Powertools' parser.
+
+Field names follow AWS's event reference (hyperpod-facts.md 4.1). HyperPod writes the health
+status as "Unhealthy" or "Healthy"; other spellings are normalised so a casing change on AWS's
+side does not turn into a validation failure at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hyperpod_control.models.records import NodeHealth
+
+NODE_HEALTH_DETAIL_TYPE = "SageMaker HyperPod Cluster Node Health Event"
+
+
+class HealthSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    HealthStatus: NodeHealth
+    HealthStatusReason: str = ""
+    RepairAction: str = "None"
+    Recommendation: str = ""
+
+    @field_validator("HealthStatus", mode="before")
+    @classmethod
+    def _normalise(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().capitalize()
+        return value
+
+
+class NodeHealthDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ClusterName: str = Field(min_length=1)
+    ClusterArn: str = Field(pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:cluster/.+")
+    InstanceId: str = Field(min_length=1)
+    Tags: dict[str, str] = Field(default_factory=dict)
+    HealthSummary: HealthSummary
+
+
+class NodeHealthEvent(EventBridgeModel):
+    source: Literal["aws.sagemaker"]
+    detail_type: Literal["SageMaker HyperPod Cluster Node Health Event"] = Field(alias="detail-type")
+    detail: NodeHealthDetail

@@ -1,0 +1,102 @@
+"""Items of the single DynamoDB table (DESIGN.md, "Data model").
+
+Each record knows its keys; the store turns records into items and back. ``version`` is the
+optimistic-concurrency attribute: a write that changes a decision is conditional on it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def cluster_pk(cluster_arn: str) -> str:
+    return f"CLUSTER#{cluster_arn}"
+
+
+OPERATOR_SK = "OPERATOR"
+
+
+def node_sk(instance_id: str) -> str:
+    return f"NODE#{instance_id}"
+
+
+class OperatorMode(StrEnum):
+    """Which training operator runs a cluster's jobs (exactly one per cluster)."""
+
+    ADDON = "addon"
+    SERVERLESS = "serverless"
+
+
+class OperatorStatus(StrEnum):
+    REGISTERED = "REGISTERED"
+    INSTALLING = "INSTALLING"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+
+
+class NodeHealth(StrEnum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    version: int = Field(default=0, ge=0, description="Optimistic-concurrency counter of the item.")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OperatorRecord(Record):
+    """``CLUSTER#<arn>`` / ``OPERATOR``: the cluster's training operator and its last workflow."""
+
+    cluster_arn: str
+    cluster_name: str
+    mode: OperatorMode
+    status: OperatorStatus = OperatorStatus.REGISTERED
+    addon_version: str | None = None
+    role_arn: str | None = None
+    association_id: str | None = None
+    lock_owner: str | None = None
+    last_workflow: str | None = None
+    reason: str | None = None
+
+    @property
+    def pk(self) -> str:
+        return cluster_pk(self.cluster_arn)
+
+    @property
+    def sk(self) -> str:
+        return OPERATOR_SK
+
+
+class NodeRecord(Record):
+    """``CLUSTER#<arn>`` / ``NODE#<instance-id>``: a node's health as HyperPod last reported it."""
+
+    cluster_arn: str
+    instance_id: str
+    health_status: NodeHealth
+    health_reason: str = ""
+    repair_action: str = "None"
+    last_event_time: datetime
+    last_event_id: str
+    repair_requested: bool = False
+
+    @property
+    def node_name(self) -> str:
+        # HyperPod's events carry no Kubernetes node name; HyperPod EKS names nodes this way.
+        return f"hyperpod-{self.instance_id}"
+
+    @property
+    def pk(self) -> str:
+        return cluster_pk(self.cluster_arn)
+
+    @property
+    def sk(self) -> str:
+        return node_sk(self.instance_id)

@@ -1,0 +1,1 @@
+"""Services: the control plane's decisions, as functions over models (pure where possible)."""

@@ -1,0 +1,372 @@
+"""``Sandbox``: an emulated AWS account with the project's stack deployed and running in it.
+
+    with Sandbox(SandboxConfig(server=True)) as sb:
+        sfn = sb.client("stepfunctions")
+        result = sb.run_execution("RegisterClusterStateMachine", {"clusterName": "demo", ...})
+
+In-process mode (``server=False``) uses ``mock_aws``: fastest, for unit and integration tests in
+one process. Server mode runs moto's HTTP server on 127.0.0.1 so that any process reaches it
+through ``AWS_ENDPOINT_URL`` (``hpctl sandbox up``, the demo, tests over real HTTP). In both,
+Lambda handlers run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox import patches
+from sandbox.eventbus import Delivery, SandboxClock, Scheduler, dlq_message
+from sandbox.lambdas import FunctionSpec, LambdaRuntime
+from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
+
+log = logging.getLogger("sandbox")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+#: What every client of the sandbox needs; credentials are moto's dummies, never real ones.
+BASE_ENV = {
+    "AWS_ACCESS_KEY_ID": "sandbox",
+    "AWS_SECRET_ACCESS_KEY": "sandbox",
+    "AWS_SESSION_TOKEN": "sandbox",
+    "AWS_DEFAULT_REGION": "us-west-2",
+    "AWS_REGION": "us-west-2",
+}
+#: Only for the handlers running in process: no X-Ray daemon, no EMF noise on stdout.
+HANDLER_ENV = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
+@dataclass
+class SandboxConfig:
+    template: Path = REPO_ROOT / "template.yaml"
+    stack_name: str = "hyperpod-control-plane"
+    region: str = "us-west-2"
+    #: Wall seconds per sandbox second: Waits, Retry intervals, callback timeouts, Lambda async
+    #: retries and scheduled rules all run on it. 1.0 is real time.
+    time_scale: float = 0.01
+    #: Run moto as an HTTP server on ``host`` (port 0: any free port) instead of in process.
+    server: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+    #: Load AWS managed IAM policies into moto (about 1 s; needed to attach them to roles).
+    load_managed_policies: bool = False
+
+
+@dataclass
+class ExecutionResult:
+    arn: str
+    status: str
+    output: Any
+    error: str | None
+    cause: str | None
+    history: list[dict[str, Any]]
+
+    def states_entered(self) -> list[str]:
+        return [
+            e["stateEnteredEventDetails"]["name"] for e in self.history if "stateEnteredEventDetails" in e
+        ]
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.clock = SandboxClock(self.config.time_scale)
+        self.runtime = LambdaRuntime(sleep=self.clock.sleep)
+        self.delivery = Delivery()
+        self.stack: DeployedStack | None = None
+        self.endpoint_url: str | None = None
+        self._mock: Any = None
+        self._server: Any = None
+        self._scheduler: Scheduler | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_sfn_config: bool | None = None
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def time_scale(self) -> float:
+        return self.config.time_scale
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _setenv(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def start(self) -> Sandbox:
+        patches.install()
+        patches.activate(self)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._setenv({**BASE_ENV, "AWS_DEFAULT_REGION": cfg.region, "AWS_REGION": cfg.region, **HANDLER_ENV})
+        moto_config = {
+            "stepfunctions": {"execute_state_machine": True},
+            "iam": {"load_aws_managed_policies": cfg.load_managed_policies},
+        }
+        if cfg.server:
+            from moto.core.config import default_user_config
+            from moto.server import ThreadedMotoServer
+
+            self._saved_sfn_config = default_user_config["stepfunctions"]["execute_state_machine"]
+            default_user_config["stepfunctions"]["execute_state_machine"] = True
+            default_user_config["iam"]["load_aws_managed_policies"] = cfg.load_managed_policies
+            self._server = ThreadedMotoServer(ip_address=cfg.host, port=cfg.port, verbose=False)
+            self._server.start()
+            host, port = self._server.get_host_and_port()
+            self.endpoint_url = f"http://{host}:{port}"
+            # MOTO_PORT: where moto's ASL interpreter sends its own Lambda/SDK calls.
+            self._setenv({"AWS_ENDPOINT_URL": self.endpoint_url, "MOTO_PORT": str(port)})
+        else:
+            from moto import mock_aws
+
+            self._mock = mock_aws(config=moto_config)
+            self._mock.start()
+        self._forget_cached_clients()
+        deployer = StackDeployer(
+            cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, cfg.parameters
+        )
+        self.stack = deployer.deploy()
+        self._scheduler = Scheduler(
+            self.clock, self._scheduled_rules, self._fire_scheduled, cfg.region, ACCOUNT
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler.join(timeout=5)
+            self._scheduler = None
+        try:
+            self.delivery.wait_idle(timeout=30)
+        except TimeoutError as exc:
+            log.warning("stopping with deliveries in flight: %s", exc)
+        self.delivery.shutdown()
+        if self.stack is not None:
+            self._stop_executions()
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        if self._server is not None:
+            import urllib.request
+
+            try:  # moto's backends are process-wide: leave none of this sandbox's state behind
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=5
+                )
+            except OSError as exc:
+                log.warning("could not reset moto: %s", exc)
+            self._server.stop()
+            self._server = None
+            from moto.core.config import default_user_config
+
+            if self._saved_sfn_config is not None:
+                default_user_config["stepfunctions"]["execute_state_machine"] = self._saved_sfn_config
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        self._forget_cached_clients()
+        patches.activate(None)
+
+    def _stop_executions(self) -> None:
+        try:
+            sfn = self.client("stepfunctions")
+            for sm in sfn.list_state_machines()["stateMachines"]:
+                for ex in sfn.list_executions(stateMachineArn=sm["stateMachineArn"], statusFilter="RUNNING")[
+                    "executions"
+                ]:
+                    sfn.stop_execution(executionArn=ex["executionArn"], cause="sandbox stopped")
+        except Exception as exc:  # stopping must go on
+            log.warning("could not stop running executions: %s", exc)
+
+    def _forget_cached_clients(self) -> None:
+        self._clients.clear()
+        try:
+            from hyperpod_control.adapters.aws import reset_clients
+            from hyperpod_control.settings import get_settings
+        except ImportError:
+            return
+        reset_clients()
+        get_settings.cache_clear()
+
+    # -- clients and environment ----------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        with self._clients_lock:
+            if service not in self._clients:
+                import boto3
+
+                self._clients[service] = boto3.session.Session().client(
+                    service, region_name=self.config.region, endpoint_url=self.endpoint_url
+                )
+            return self._clients[service]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What another process needs to reach this sandbox (server mode), outputs included."""
+        values = {**BASE_ENV, "AWS_DEFAULT_REGION": self.config.region, "AWS_REGION": self.config.region}
+        if self.endpoint_url:
+            values["AWS_ENDPOINT_URL"] = self.endpoint_url
+        values["HPCTL_STACK"] = self.config.stack_name
+        if self.stack:
+            values.update({f"HPCTL_OUTPUT_{k}": v for k, v in self.stack.outputs.items()})
+        return values
+
+    def output(self, name: str) -> str:
+        assert self.stack is not None, "sandbox not started"
+        return self.stack.outputs[name]
+
+    # -- Lambda and EventBridge (called by the patches) -----------------------------------------
+
+    def invoke_lambda(self, function_name: str, event: Any) -> tuple[Any, str | None]:
+        return self.runtime.invoke(function_name, event)
+
+    def deliver_to_target(self, rule: Any, target: dict, event: Any) -> None:
+        arn = target["Arn"]
+        if ":lambda:" in arn:
+            self.delivery.submit(
+                lambda: self.runtime.invoke_async(arn, event, self._lambda_dead_letter), f"{rule.name}->{arn}"
+            )
+        else:
+            self.delivery.submit(lambda: self._start_execution_target(rule, target, event), f"{rule.name}->{arn}")
+
+    def _send_dead_letter(self, queue_arn: str | None, message: dict) -> None:
+        if not queue_arn:
+            log.error("event lost: no dead-letter queue configured (%s)", message["MessageAttributes"])
+            return
+        name = queue_arn.rsplit(":", 1)[-1]
+        sqs = self.client("sqs")
+        sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"], **message)
+
+    def _lambda_dead_letter(self, spec: FunctionSpec, event: Any, payload: Any) -> None:
+        error = payload.get("errorType", "Unhandled") if isinstance(payload, dict) else "Unhandled"
+        message = payload.get("errorMessage", "") if isinstance(payload, dict) else str(payload)
+        body = {"MessageBody": json.dumps(event), "MessageAttributes": {
+            "RequestID": {"DataType": "String", "StringValue": str(payload.get("requestId", ""))},
+            "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+            "ErrorMessage": {"DataType": "String", "StringValue": f"{error}: {message}"[:1000]},
+        }}
+        self._send_dead_letter(spec.dead_letter_arn, body)
+
+    def _start_execution_target(self, rule: Any, target: dict, event: Any) -> None:
+        policy = target.get("RetryPolicy", {})
+        attempts = int(policy.get("MaximumRetryAttempts", 185)) + 1
+        sfn = self.client("stepfunctions")
+        last = ""
+        for attempt in range(min(attempts, 20)):
+            try:
+                sfn.start_execution(
+                    stateMachineArn=target["Arn"], input=json.dumps(event), name=str(uuid.uuid4())
+                )
+                return
+            except Exception as exc:
+                last = str(exc)
+                self.clock.sleep(min(2**attempt, 60))
+        self._send_dead_letter(
+            target.get("DeadLetterConfig", {}).get("Arn"),
+            dlq_message(event, "SDK_CLIENT_ERROR", last, rule.arn, target["Arn"]),
+        )
+
+    def _scheduled_rules(self) -> list[Any]:
+        from moto.events.models import events_backends
+
+        bus = events_backends[ACCOUNT][self.config.region].event_buses.get("default")
+        return list(bus.rules.values()) if bus else []
+
+    def _fire_scheduled(self, rule: Any, event: dict) -> None:
+        from sandbox.patches import _target_input
+
+        for target in rule.targets:
+            self.deliver_to_target(rule, target, _target_input(target, event))
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until every event accepted so far has been delivered (and retried)."""
+        self.delivery.wait_idle(timeout)
+
+    # -- Step Functions -------------------------------------------------------------------------
+
+    def state_machine_arn(self, name: str) -> str:
+        """A state machine's ARN from its logical id, its name or its ARN."""
+        assert self.stack is not None
+        if name.startswith("arn:"):
+            return name
+        if name in self.stack.resources:
+            return self.stack.resources[name]
+        for arn in self.stack.resources.values():
+            if arn.endswith(f":stateMachine:{name}"):
+                return arn
+        raise KeyError(f"no state machine {name} in stack {self.stack.name}")
+
+    def start_execution(self, state_machine: str, payload: Any, name: str | None = None) -> str:
+        # Always named: moto leaves $$.Execution.Id ending in "None" for unnamed executions.
+        kwargs = {
+            "stateMachineArn": self.state_machine_arn(state_machine),
+            "input": json.dumps(payload),
+            "name": name or str(uuid.uuid4()),
+        }
+        return self.client("stepfunctions").start_execution(**kwargs)["executionArn"]
+
+    def wait_execution(self, execution_arn: str, timeout: float = 60.0) -> ExecutionResult:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            desc = sfn.describe_execution(executionArn=execution_arn)
+            if desc["status"] in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} still {desc['status']} after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        output = desc.get("output")
+        return ExecutionResult(
+            arn=execution_arn,
+            status=desc["status"],
+            output=json.loads(output) if output else None,
+            error=desc.get("error"),
+            cause=desc.get("cause"),
+            history=self.history(execution_arn),
+        )
+
+    def run_execution(self, state_machine: str, payload: Any, timeout: float = 60.0) -> ExecutionResult:
+        return self.wait_execution(self.start_execution(state_machine, payload), timeout)
+
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            events.extend(page["events"])
+            if not page.get("nextToken"):
+                return events
+            kwargs["nextToken"] = page["nextToken"]

@@ -1,0 +1,220 @@
+"""EventBridge in the sandbox: asynchronous delivery to targets, and the scheduler's clock.
+
+Delivery is asynchronous as on AWS: ``put_events`` returns, a worker pool delivers. A Lambda
+target is an asynchronous invocation (Lambda's two retries, then the function's dead-letter
+queue); a Step Functions target starts an execution, retried per the target's ``RetryPolicy``
+and sent to the target's ``DeadLetterConfig`` queue if it cannot be started. ``wait_idle()``
+returns when every accepted event has been delivered, so tests wait on a condition, not a sleep.
+
+Scheduled rules (``rate(...)``, ``cron(...)``) fire on the sandbox's clock: sandbox time runs
+``1 / time_scale`` times faster than wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+log = logging.getLogger("sandbox.events")
+
+
+class SandboxClock:
+    """Sandbox time: starts at wall time and runs ``1 / scale`` times faster."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self._wall0 = time.time()
+        self._mono0 = time.monotonic()
+
+    def now(self) -> datetime:
+        elapsed = (time.monotonic() - self._mono0) / self.scale
+        return datetime.fromtimestamp(self._wall0 + elapsed, UTC)
+
+    def sleep(self, sandbox_seconds: float) -> None:
+        time.sleep(sandbox_seconds * self.scale)
+
+
+class Delivery:
+    def __init__(self, workers: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-events")
+        self._pending: set[Future] = set()
+        self._cond = threading.Condition()
+        self.failures: list[dict[str, Any]] = []
+
+    def submit(self, fn: Callable[[], None], describe: str) -> None:
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:  # a bug in delivery must not vanish silently
+                log.exception("delivery failed: %s", describe)
+                self.failures.append({"target": describe, "error": repr(exc)})
+
+        with self._cond:
+            future = self._pool.submit(run)
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future) -> None:
+        with self._cond:
+            self._pending.discard(future)
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self._pending)} event deliveries still running after {timeout}s")
+                self._cond.wait(left)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- schedule expressions ------------------------------------------------------------------------
+
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_UNIT = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+class Schedule:
+    """``rate(N unit)`` or ``cron(min hour dom month dow year)`` with *, ?, lists, ranges, steps."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression.strip()
+        rate = _RATE.match(self.expression)
+        if rate:
+            n, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+            if n < 1:
+                raise ValueError(f"{expression}: rate must be at least 1")
+            self.period: float | None = n * _UNIT[unit]
+            self.fields: list[set[int] | None] = []
+            return
+        if not (self.expression.startswith("cron(") and self.expression.endswith(")")):
+            raise ValueError(f"{expression}: not a rate(...) or cron(...) expression")
+        parts = self.expression[5:-1].split()
+        if len(parts) != 6:
+            raise ValueError(f"{expression}: cron needs 6 fields (minutes hours day-of-month month day-of-week year)")
+        self.period = None
+        bounds = [(0, 59), (0, 23), (1, 31), (1, 12), (1, 7), (1970, 2199)]
+        self.fields = [self._field(p, lo, hi, expression) for p, (lo, hi) in zip(parts, bounds, strict=True)]
+
+    @staticmethod
+    def _field(text: str, lo: int, hi: int, expression: str) -> set[int] | None:
+        if text in ("*", "?"):
+            return None
+        values: set[int] = set()
+        for part in text.split(","):
+            step = 1
+            if "/" in part:
+                part, step_text = part.split("/", 1)
+                step = int(step_text)
+            if part in ("*", ""):
+                start, end = lo, hi
+            elif "-" in part:
+                start, end = (int(x) for x in part.split("-", 1))
+            elif part.isdigit():
+                start = int(part)
+                end = hi if step > 1 else start
+            else:
+                raise ValueError(f"{expression}: the sandbox does not support '{part}' in cron fields")
+            values.update(range(start, end + 1, step))
+        return values
+
+    def next_after(self, moment: datetime) -> datetime:
+        if self.period is not None:
+            return moment + timedelta(seconds=self.period)
+        candidate = (moment + timedelta(minutes=1)).replace(second=0, microsecond=0)
+        for _ in range(366 * 24 * 60):
+            minute, hour, dom, month, dow, year = self.fields
+            aws_dow = (candidate.isoweekday() % 7) + 1  # AWS: 1 = Sunday
+            if (
+                (minute is None or candidate.minute in minute)
+                and (hour is None or candidate.hour in hour)
+                and (dom is None or candidate.day in dom)
+                and (month is None or candidate.month in month)
+                and (dow is None or aws_dow in dow)
+                and (year is None or candidate.year in year)
+            ):
+                return candidate
+            candidate += timedelta(minutes=1)
+        raise ValueError(f"{self.expression}: never fires within a year")
+
+
+def scheduled_event(rule_arn: str, region: str, account: str, when: datetime) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+class Scheduler(threading.Thread):
+    """Fires enabled scheduled rules of the default bus on the sandbox clock."""
+
+    def __init__(
+        self,
+        clock: SandboxClock,
+        rules: Callable[[], list[Any]],
+        fire: Callable[[Any, dict], None],
+        region: str,
+        account: str,
+        tick: float = 0.02,
+    ) -> None:
+        super().__init__(name="sandbox-scheduler", daemon=True)
+        self.clock, self._rules, self._fire = clock, rules, fire
+        self.region, self.account, self.tick = region, account, tick
+        self._stop_event = threading.Event()
+        self._next: dict[str, tuple[str, datetime]] = {}
+        self.fired: list[tuple[str, datetime]] = []
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.tick):
+            now = self.clock.now()
+            for rule in self._rules():
+                expression = getattr(rule, "scheduled_expression", None)
+                if not expression or getattr(rule, "state", "ENABLED") != "ENABLED":
+                    continue
+                known = self._next.get(rule.arn)
+                if known is None or known[0] != expression:
+                    try:
+                        self._next[rule.arn] = (expression, Schedule(expression).next_after(now))
+                    except ValueError as exc:
+                        log.error("rule %s: %s", rule.name, exc)
+                        self._next[rule.arn] = (expression, datetime.max.replace(tzinfo=UTC))
+                    continue
+                if now >= known[1]:
+                    self._next[rule.arn] = (expression, Schedule(expression).next_after(known[1]))
+                    self.fired.append((rule.name, known[1]))
+                    self._fire(rule, scheduled_event(rule.arn, self.region, self.account, known[1]))
+
+
+def dlq_message(event: Any, error_code: str, message: str, rule_arn: str, target_arn: str) -> dict:
+    """An SQS message as EventBridge writes it to a target's dead-letter queue."""
+    return {
+        "MessageBody": json.dumps(event),
+        "MessageAttributes": {
+            "ERROR_CODE": {"DataType": "String", "StringValue": error_code},
+            "ERROR_MESSAGE": {"DataType": "String", "StringValue": message[:1000]},
+            "RULE_ARN": {"DataType": "String", "StringValue": rule_arn},
+            "TARGET_ARN": {"DataType": "String", "StringValue": target_arn},
+        },
+    }

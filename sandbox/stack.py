@@ -1,0 +1,386 @@
+"""Deploying template.yaml into the sandbox's moto account, the way CloudFormation would.
+
+Resources are created in dependency order (Ref, GetAtt, Sub, DependsOn) through real boto3
+clients; SAM resources are expanded as SAM would (a function's Globals, a state machine's
+DefinitionUri with DefinitionSubstitutions). Resources that only grant permissions in AWS (IAM
+policies, Lambda permissions, queue policies) are recorded as not emulated: the sandbox does not
+enforce IAM. The stack is also registered with moto's CloudFormation, outputs included, so
+``hpctl`` finds it with ``describe_stacks`` as it would on AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.lambdas import FunctionSpec, LambdaRuntime
+from sandbox.template import Resolver, TemplateError, load_template, references, substitute_definition
+
+ACCOUNT = "123456789012"
+
+#: Resource types that only grant permissions or observe; AWS enforces them, the sandbox does not.
+NOT_EMULATED = {
+    "AWS::IAM::Role",
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::Lambda::Permission",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
+    "AWS::Events::EventBusPolicy",
+    "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::S3::BucketPolicy",
+}
+
+
+@dataclass
+class DeployedStack:
+    name: str
+    region: str
+    template_path: Path
+    outputs: dict[str, str] = field(default_factory=dict)
+    #: logical id -> physical id (name, ARN or URL: what Ref returns)
+    resources: dict[str, str] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def physical(self, logical_id: str) -> str:
+        try:
+            return self.resources[logical_id]
+        except KeyError:
+            raise KeyError(f"{logical_id} is not a resource of stack {self.name}") from None
+
+
+class StackDeployer:
+    def __init__(
+        self,
+        template_path: str | Path,
+        stack_name: str,
+        region: str,
+        client: Callable[[str], Any],
+        runtime: LambdaRuntime,
+        parameters: dict[str, str] | None = None,
+    ) -> None:
+        self.template_path = Path(template_path).resolve()
+        self.root = self.template_path.parent
+        self.template = load_template(self.template_path)
+        self.stack_name = stack_name
+        self.region = region
+        self.client = client
+        self.runtime = runtime
+        self.parameters = self._parameters(parameters or {})
+        self.resolver = Resolver(
+            self.template,
+            pseudo={
+                "AWS::Region": region,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::StackName": stack_name,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackId": f"arn:aws:cloudformation:{region}:{ACCOUNT}:stack/{stack_name}/sandbox",
+            },
+            parameters=self.parameters,
+        )
+        self.stack = DeployedStack(stack_name, region, self.template_path)
+        self._globals = self.template.get("Globals", {})
+        self._roles: dict[str, str] = {}
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _parameters(self, overrides: dict[str, str]) -> dict[str, Any]:
+        declared = self.template.get("Parameters", {})
+        unknown = set(overrides) - set(declared)
+        if unknown:
+            raise TemplateError(f"unknown parameters: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, spec in declared.items():
+            if name in overrides:
+                values[name] = overrides[name]
+            elif "Default" in spec:
+                values[name] = spec["Default"]
+            else:
+                raise TemplateError(f"parameter {name} has no default; pass it to the sandbox")
+            allowed = spec.get("AllowedValues")
+            if allowed and values[name] not in allowed:
+                raise TemplateError(f"parameter {name}={values[name]} is not one of {allowed}")
+        return values
+
+    def _order(self) -> list[str]:
+        resources = self.template["Resources"]
+        deps: dict[str, set[str]] = {}
+        for logical, res in resources.items():
+            wanted = references(res.get("Properties", {}))
+            if res.get("Type") == "AWS::Serverless::Function":
+                wanted |= references(self._globals.get("Function", {}))
+            depends = res.get("DependsOn", [])
+            wanted |= set([depends] if isinstance(depends, str) else depends)
+            deps[logical] = {d for d in wanted if d in resources and d != logical}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(node: str, path: list[str]) -> None:
+            if state.get(node) == 2:
+                return
+            if state.get(node) == 1:
+                raise TemplateError(f"circular dependency: {' -> '.join([*path, node])}")
+            state[node] = 1
+            for dep in sorted(deps[node]):
+                visit(dep, [*path, node])
+            state[node] = 2
+            order.append(node)
+
+        for logical in resources:
+            visit(logical, [])
+        return order
+
+    def _role(self, service: str) -> str:
+        """One sandbox role per service principal; moto checks a function's role exists."""
+        if service not in self._roles:
+            name = f"{self.stack_name}-sandbox-{service.split('.')[0]}"
+            iam = self.client("iam")
+            trust = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+                ],
+            }
+            try:
+                arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+            except iam.exceptions.EntityAlreadyExistsException:
+                arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+            self._roles[service] = arn
+        return self._roles[service]
+
+    def _set(self, logical: str, ref: str, **attrs: Any) -> None:
+        self.resolver.refs[logical] = ref
+        self.resolver.attrs[logical] = attrs
+        self.stack.resources[logical] = ref
+
+    # -- deploy ---------------------------------------------------------------------------------
+
+    def deploy(self) -> DeployedStack:
+        resources = self.template["Resources"]
+        for logical in self._order():
+            res = resources[logical]
+            rtype = res["Type"]
+            self.stack.types[logical] = rtype
+            if "Condition" in res and not self.resolver.condition(res["Condition"]):
+                continue
+            props = self.resolver.resolve(res.get("Properties", {}), where=logical)
+            handler = getattr(self, "_create_" + rtype.replace("::", "_"), None)
+            if handler is not None:
+                handler(logical, props, res)
+            elif rtype in NOT_EMULATED:
+                self.stack.skipped.append(logical)
+                self._set(logical, f"{self.stack_name}-{logical}", Arn=f"arn:aws:sandbox:::{logical}")
+            else:
+                raise TemplateError(f"{logical}: resource type {rtype} is not supported by the sandbox")
+        for name, out in self.template.get("Outputs", {}).items():
+            self.stack.outputs[name] = str(self.resolver.resolve(out["Value"], where=f"Outputs.{name}"))
+        self._register_stack()
+        return self.stack
+
+    def _register_stack(self) -> None:
+        import warnings
+
+        cfn = self.client("cloudformation")
+        body = {
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Description": f"Sandbox record of {self.template_path.name}; resources were created directly",
+            "Resources": {"SandboxMarker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {k: {"Value": v} for k, v in self.stack.outputs.items()},
+        }
+        with warnings.catch_warnings():  # moto: "WaitConditionHandle ... not supported" (harmless)
+            warnings.simplefilter("ignore", UserWarning)
+            cfn.create_stack(StackName=self.stack_name, TemplateBody=json.dumps(body))
+
+    # -- resource types -------------------------------------------------------------------------
+
+    def _create_AWS_DynamoDB_Table(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("TableName") or f"{self.stack_name}-{logical}"
+        ddb = self.client("dynamodb")
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "StreamSpecification"):
+            if key in props:
+                kwargs[key] = props[key]
+        if kwargs["BillingMode"] == "PROVISIONED":
+            kwargs["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+        if props.get("SSESpecification", {}).get("SSEEnabled"):
+            kwargs["SSESpecification"] = {"Enabled": True}
+        desc = ddb.create_table(**kwargs)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        self._set(logical, name, Arn=desc["TableArn"], StreamArn=desc.get("LatestStreamArn"))
+
+    def _create_AWS_SQS_Queue(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("QueueName") or f"{self.stack_name}-{logical}"
+        attributes = {
+            k: str(v)
+            for k, v in props.items()
+            if k in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds", "FifoQueue")
+        }
+        url = self.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
+        self._set(logical, url, Arn=arn, QueueName=name, QueueUrl=url)
+
+    def _create_AWS_S3_Bucket(self, logical: str, props: dict, res: dict) -> None:
+        name = (props.get("BucketName") or f"{self.stack_name}-{logical}").lower()
+        s3 = self.client("s3")
+        if self.region == "us-east-1":
+            s3.create_bucket(Bucket=name)
+        else:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        self._set(logical, name, Arn=f"arn:aws:s3:::{name}", DomainName=f"{name}.s3.amazonaws.com")
+
+    def _create_AWS_Logs_LogGroup(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("LogGroupName") or f"/sandbox/{self.stack_name}/{logical}"
+        self.client("logs").create_log_group(logGroupName=name)
+        self._set(logical, name, Arn=f"arn:aws:logs:{self.region}:{ACCOUNT}:log-group:{name}:*")
+
+    def _create_AWS_Events_EventBus(self, logical: str, props: dict, res: dict) -> None:
+        name = props["Name"]
+        arn = self.client("events").create_event_bus(Name=name)["EventBusArn"]
+        self._set(logical, name, Arn=arn, Name=name)
+
+    def _create_AWS_Events_Rule(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("Name") or f"{self.stack_name}-{logical}"[:64]
+        events = self.client("events")
+        kwargs: dict[str, Any] = {"Name": name, "State": props.get("State", "ENABLED")}
+        if "EventPattern" in props:
+            kwargs["EventPattern"] = json.dumps(props["EventPattern"])
+        if "ScheduleExpression" in props:
+            kwargs["ScheduleExpression"] = props["ScheduleExpression"]
+        if props.get("EventBusName"):
+            kwargs["EventBusName"] = props["EventBusName"]
+        if props.get("Description"):
+            kwargs["Description"] = props["Description"]
+        arn = events.put_rule(**kwargs)["RuleArn"]
+        targets = [
+            {k: v for k, v in t.items() if k in _TARGET_KEYS} for t in props.get("Targets", [])
+        ]
+        if targets:
+            bus = {"EventBusName": props["EventBusName"]} if props.get("EventBusName") else {}
+            events.put_targets(Rule=name, Targets=targets, **bus)
+        self._set(logical, name, Arn=arn)
+
+    def _create_AWS_Serverless_LayerVersion(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("LayerName") or f"{self.stack_name}-{logical}"
+        content = (self.root / props["ContentUri"]).resolve()
+        if not content.is_dir():
+            raise TemplateError(f"{logical}: ContentUri {props['ContentUri']} is not a directory")
+        # The layer's package is importable already (pip install -e . maps it); nothing to copy.
+        self._set(logical, f"arn:aws:lambda:{self.region}:{ACCOUNT}:layer:{name}:1")
+
+    def _function_props(self, props: dict) -> dict:
+        merged = self.resolver.resolve(dict(self._globals.get("Function", {})), where="Globals.Function")
+        env = dict(merged.get("Environment", {}).get("Variables", {}))
+        env.update(props.get("Environment", {}).get("Variables", {}))
+        merged.update(props)
+        merged["Environment"] = {"Variables": {k: str(v) for k, v in env.items()}}
+        return merged
+
+    def _create_AWS_Serverless_Function(self, logical: str, props: dict, res: dict) -> None:
+        props = self._function_props(props)
+        name = props.get("FunctionName") or f"{self.stack_name}-{logical}"[:64]
+        code_dir = (self.root / props["CodeUri"]).resolve()
+        if not code_dir.is_dir():
+            raise TemplateError(f"{logical}: CodeUri {props['CodeUri']} is not a directory")
+        zipped = io.BytesIO()
+        with zipfile.ZipFile(zipped, "w") as zf:
+            zf.writestr("README", "code runs in process from CodeUri; see sandbox/lambdas.py")
+        env = props["Environment"]["Variables"]
+        arn = self.client("lambda").create_function(
+            FunctionName=name,
+            Runtime=props.get("Runtime", "python3.11"),
+            Role=self._role("lambda.amazonaws.com"),
+            Handler=props["Handler"],
+            Code={"ZipFile": zipped.getvalue()},
+            Timeout=int(props.get("Timeout", 3)),
+            MemorySize=int(props.get("MemorySize", 128)),
+            Environment={"Variables": env},
+        )["FunctionArn"]
+        invoke_config = props.get("EventInvokeConfig", {})
+        dlq = props.get("DeadLetterQueue", {})
+        on_failure = invoke_config.get("DestinationConfig", {}).get("OnFailure", {})
+        self.runtime.register(
+            FunctionSpec(
+                logical_id=logical,
+                name=name,
+                arn=arn,
+                code_dir=code_dir,
+                handler=props["Handler"],
+                environment=env,
+                timeout=int(props.get("Timeout", 3)),
+                memory=int(props.get("MemorySize", 128)),
+                async_max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
+                dead_letter_arn=on_failure.get("Destination") or dlq.get("TargetArn"),
+            )
+        )
+        self._set(logical, name, Arn=arn)
+        for event_id, event in (props.get("Events") or {}).items():
+            self._sam_event(logical, event_id, event, {"Id": f"{logical}{event_id}", "Arn": arn})
+
+    def _sam_event(self, logical: str, event_id: str, event: dict, target: dict) -> None:
+        etype, eprops = event["Type"], event.get("Properties", {})
+        rule: dict[str, Any] = {"State": "ENABLED" if eprops.get("Enabled", True) else "DISABLED"}
+        if etype in ("EventBridgeRule", "CloudWatchEvent"):
+            rule["EventPattern"] = eprops["Pattern"]
+            if eprops.get("EventBusName"):
+                rule["EventBusName"] = eprops["EventBusName"]
+        elif etype == "Schedule":
+            rule["ScheduleExpression"] = eprops["Schedule"]
+        else:
+            raise TemplateError(f"{logical}.Events.{event_id}: event type {etype} is not supported")
+        for key in ("Input", "InputPath", "RetryPolicy"):
+            if key in eprops:
+                target[key] = eprops[key]
+        if "Arn" in eprops.get("DeadLetterConfig", {}):
+            target["DeadLetterConfig"] = {"Arn": eprops["DeadLetterConfig"]["Arn"]}
+        rule["Targets"] = [target]
+        self._create_AWS_Events_Rule(f"{logical}{event_id}", rule, {})
+
+    def _create_AWS_Serverless_StateMachine(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("Name") or f"{self.stack_name}-{logical}"
+        if "DefinitionUri" in props:
+            path = (self.root / props["DefinitionUri"]).resolve()
+            text = path.read_text()
+            where = f"{logical} ({props['DefinitionUri']})"
+        elif "Definition" in props:
+            text, where = json.dumps(props["Definition"]), logical
+        else:
+            raise TemplateError(f"{logical}: needs DefinitionUri or Definition")
+        definition = substitute_definition(text, props.get("DefinitionSubstitutions", {}), where)
+        self._create_state_machine(logical, name, definition, props.get("Type", "STANDARD"))
+        arn = self.resolver.refs[logical]
+        for event_id, event in (props.get("Events") or {}).items():
+            self._sam_event(logical, event_id, event, {"Id": f"{logical}{event_id}", "Arn": arn})
+
+    def _create_AWS_StepFunctions_StateMachine(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("StateMachineName") or f"{self.stack_name}-{logical}"
+        definition = props.get("DefinitionString") or json.dumps(props["Definition"])
+        definition = substitute_definition(definition, props.get("DefinitionSubstitutions", {}), logical)
+        self._create_state_machine(logical, name, definition, props.get("StateMachineType", "STANDARD"))
+
+    def _create_state_machine(self, logical: str, name: str, definition: str, sm_type: str) -> None:
+        try:
+            json.loads(definition)
+        except ValueError as exc:
+            raise TemplateError(f"{logical}: definition is not JSON after substitution: {exc}") from None
+        arn = self.client("stepfunctions").create_state_machine(
+            name=name, definition=definition, roleArn=self._role("states.amazonaws.com"), type=sm_type
+        )["stateMachineArn"]
+        self._set(logical, arn, Arn=arn, Name=name)
+
+
+_TARGET_KEYS = {"Id", "Arn", "Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig", "RoleArn"}
