@@ -257,7 +257,9 @@ class Sandbox:
                 lambda: self.runtime.invoke_async(arn, event, self._lambda_dead_letter), f"{rule.name}->{arn}"
             )
         else:
-            self.delivery.submit(lambda: self._start_execution_target(rule, target, event), f"{rule.name}->{arn}")
+            self.delivery.submit(
+                lambda: self._start_execution_target(rule, target, event), f"{rule.name}->{arn}"
+            )
 
     def _send_dead_letter(self, queue_arn: str | None, message: dict) -> None:
         if not queue_arn:
@@ -270,11 +272,14 @@ class Sandbox:
     def _lambda_dead_letter(self, spec: FunctionSpec, event: Any, payload: Any) -> None:
         error = payload.get("errorType", "Unhandled") if isinstance(payload, dict) else "Unhandled"
         message = payload.get("errorMessage", "") if isinstance(payload, dict) else str(payload)
-        body = {"MessageBody": json.dumps(event), "MessageAttributes": {
-            "RequestID": {"DataType": "String", "StringValue": str(payload.get("requestId", ""))},
-            "ErrorCode": {"DataType": "Number", "StringValue": "200"},
-            "ErrorMessage": {"DataType": "String", "StringValue": f"{error}: {message}"[:1000]},
-        }}
+        body = {
+            "MessageBody": json.dumps(event),
+            "MessageAttributes": {
+                "RequestID": {"DataType": "String", "StringValue": str(payload.get("requestId", ""))},
+                "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                "ErrorMessage": {"DataType": "String", "StringValue": f"{error}: {message}"[:1000]},
+            },
+        }
         self._send_dead_letter(spec.dead_letter_arn, body)
 
     def _start_execution_target(self, rule: Any, target: dict, event: Any) -> None:

@@ -73,7 +73,9 @@ class Delivery:
             while self._pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self._pending)} event deliveries still running after {timeout}s")
+                    raise TimeoutError(
+                        f"{len(self._pending)} event deliveries still running after {timeout}s"
+                    )
                 self._cond.wait(left)
 
     def shutdown(self) -> None:
@@ -103,7 +105,9 @@ class Schedule:
             raise ValueError(f"{expression}: not a rate(...) or cron(...) expression")
         parts = self.expression[5:-1].split()
         if len(parts) != 6:
-            raise ValueError(f"{expression}: cron needs 6 fields (minutes hours day-of-month month day-of-week year)")
+            raise ValueError(
+                f"{expression}: cron needs 6 fields (minutes hours day-of-month month day-of-week year)"
+            )
         self.period = None
         bounds = [(0, 59), (0, 23), (1, 31), (1, 12), (1, 7), (1970, 2199)]
         self.fields = [self._field(p, lo, hi, expression) for p, (lo, hi) in zip(parts, bounds, strict=True)]

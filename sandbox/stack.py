@@ -150,7 +150,9 @@ class StackDeployer:
                 ],
             }
             try:
-                arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+                arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+                    "Arn"
+                ]
             except iam.exceptions.EntityAlreadyExistsException:
                 arn = iam.get_role(RoleName=name)["Role"]["Arn"]
             self._roles[service] = arn
@@ -266,9 +268,7 @@ class StackDeployer:
         if props.get("Description"):
             kwargs["Description"] = props["Description"]
         arn = events.put_rule(**kwargs)["RuleArn"]
-        targets = [
-            {k: v for k, v in t.items() if k in _TARGET_KEYS} for t in props.get("Targets", [])
-        ]
+        targets = [{k: v for k, v in t.items() if k in _TARGET_KEYS} for t in props.get("Targets", [])]
         if targets:
             bus = {"EventBusName": props["EventBusName"]} if props.get("EventBusName") else {}
             events.put_targets(Rule=name, Targets=targets, **bus)
@@ -383,4 +383,13 @@ class StackDeployer:
         self._set(logical, arn, Arn=arn, Name=name)
 
 
-_TARGET_KEYS = {"Id", "Arn", "Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig", "RoleArn"}
+_TARGET_KEYS = {
+    "Id",
+    "Arn",
+    "Input",
+    "InputPath",
+    "InputTransformer",
+    "RetryPolicy",
+    "DeadLetterConfig",
+    "RoleArn",
+}

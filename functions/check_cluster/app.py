@@ -15,5 +15,7 @@ from hyperpod_control.services import registration
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_input(RegisterClusterInput, event)
     check = registration.check_cluster(request, SageMakerAdapter())
-    metrics.add_metric(name="ClusterReady" if check.ready else "ClusterNotReady", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="ClusterReady" if check.ready else "ClusterNotReady", unit=MetricUnit.Count, value=1
+    )
     return check.dump()

@@ -158,12 +158,10 @@ class Store:
                 TableName=self.table_name,
                 Key={"PK": {"S": record.pk}, "SK": {"S": record.sk}},
                 UpdateExpression=(
-                    f"SET {assignments}, event_ms = :event_ms, "
-                    "version = if_not_exists(version, :zero) + :one"
+                    f"SET {assignments}, event_ms = :event_ms, version = if_not_exists(version, :zero) + :one"
                 ),
                 ConditionExpression=(
-                    "attribute_not_exists(PK) OR "
-                    "(#health_status <> :health_status AND event_ms < :event_ms)"
+                    "attribute_not_exists(PK) OR (#health_status <> :health_status AND event_ms < :event_ms)"
                 ),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
