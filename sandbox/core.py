@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpctl.workflows import Outcome, follow
 from sandbox import patches
 from sandbox.eventbus import Delivery, SandboxClock, Scheduler, dlq_message
 from sandbox.lambdas import FunctionSpec, LambdaRuntime
@@ -30,7 +30,6 @@ from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
 log = logging.getLogger("sandbox")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 #: What every client of the sandbox needs; credentials are moto's dummies, never real ones.
 BASE_ENV = {
@@ -62,21 +61,6 @@ class SandboxConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     #: Load AWS managed IAM policies into moto (about 1 s; needed to attach them to roles).
     load_managed_policies: bool = False
-
-
-@dataclass
-class ExecutionResult:
-    arn: str
-    status: str
-    output: Any
-    error: str | None
-    cause: str | None
-    history: list[dict[str, Any]]
-
-    def states_entered(self) -> list[str]:
-        return [
-            e["stateEnteredEventDetails"]["name"] for e in self.history if "stateEnteredEventDetails" in e
-        ]
 
 
 class Sandbox:
@@ -137,6 +121,8 @@ class Sandbox:
             self._saved_sfn_config = default_user_config["stepfunctions"]["execute_state_machine"]
             default_user_config["stepfunctions"]["execute_state_machine"] = True
             default_user_config["iam"]["load_aws_managed_policies"] = cfg.load_managed_policies
+            # One line per request from werkzeug would bury everything else the sandbox prints.
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
             self._server = ThreadedMotoServer(ip_address=cfg.host, port=cfg.port, verbose=False)
             self._server.start()
             host, port = self._server.get_host_and_port()
@@ -317,6 +303,29 @@ class Sandbox:
         """Block until every event accepted so far has been delivered (and retried)."""
         self.delivery.wait_idle(timeout)
 
+    # -- the emulated HyperPod world ----------------------------------------------------------
+
+    def create_hyperpod_cluster(self, name: str = "sandbox-hyperpod", nodes: int = 4) -> dict[str, str]:
+        """A HyperPod cluster of ``nodes`` GPU nodes, InService; returns its environment."""
+        self.client("sagemaker").create_cluster(
+            ClusterName=name,
+            InstanceGroups=[
+                {
+                    "InstanceGroupName": "workers",
+                    "InstanceType": "ml.g5.8xlarge",
+                    "InstanceCount": nodes,
+                    "LifeCycleConfig": {
+                        "SourceS3Uri": "s3://sagemaker-sandbox/lifecycle",
+                        "OnCreate": "on_create.sh",
+                    },
+                    "ExecutionRole": f"arn:aws:iam::{ACCOUNT}:role/sandbox-hyperpod-nodes",
+                    # moto requires it (KeyError otherwise); AWS defaults it.
+                    "ThreadsPerCore": 1,
+                }
+            ],
+        )
+        return {"HYPERPOD_CLUSTER_NAME": name}
+
     # -- Step Functions -------------------------------------------------------------------------
 
     def state_machine_arn(self, name: str) -> str:
@@ -340,38 +349,8 @@ class Sandbox:
         }
         return self.client("stepfunctions").start_execution(**kwargs)["executionArn"]
 
-    def wait_execution(self, execution_arn: str, timeout: float = 60.0) -> ExecutionResult:
-        sfn = self.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            desc = sfn.describe_execution(executionArn=execution_arn)
-            if desc["status"] in TERMINAL:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{execution_arn} still {desc['status']} after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        output = desc.get("output")
-        return ExecutionResult(
-            arn=execution_arn,
-            status=desc["status"],
-            output=json.loads(output) if output else None,
-            error=desc.get("error"),
-            cause=desc.get("cause"),
-            history=self.history(execution_arn),
-        )
+    def wait_execution(self, execution_arn: str, timeout: float = 60.0) -> Outcome:
+        return follow(self.client("stepfunctions"), execution_arn, timeout=timeout, out=None)
 
-    def run_execution(self, state_machine: str, payload: Any, timeout: float = 60.0) -> ExecutionResult:
+    def run_execution(self, state_machine: str, payload: Any, timeout: float = 60.0) -> Outcome:
         return self.wait_execution(self.start_execution(state_machine, payload), timeout)
-
-    def history(self, execution_arn: str) -> list[dict[str, Any]]:
-        sfn = self.client("stepfunctions")
-        events: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-        while True:
-            page = sfn.get_execution_history(**kwargs)
-            events.extend(page["events"])
-            if not page.get("nextToken"):
-                return events
-            kwargs["nextToken"] = page["nextToken"]

@@ -2,6 +2,7 @@
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from hyperpod_control.adapters.sagemaker import SageMakerAdapter
 from hyperpod_control.models.tasks import RegisterClusterInput
 from hyperpod_control.models.validation import parse_input

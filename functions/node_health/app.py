@@ -6,6 +6,7 @@ and event time drops AWS's duplicates (same change, new id) and late, older even
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.events import NodeHealthEvent

@@ -6,6 +6,7 @@ missing cluster ARN (the failure may have happened before the ARN was known).
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.tasks import RecordFailureInput
 from hyperpod_control.models.validation import parse_input
@@ -21,5 +22,5 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_input(RecordFailureInput, event)
     outcome = failures.record_failure(request, Store(get_settings().table_name))
     metrics.add_metric(name="WorkflowFailures", unit=MetricUnit.Count, value=1)
-    logger.error("workflow failed", extra=outcome.model_dump())
+    logger.warning("workflow failed", extra=outcome.model_dump())
     return outcome.dump()

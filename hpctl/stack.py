@@ -1,0 +1,67 @@
+"""Where the deployed control plane is: the stack's outputs.
+
+``hpctl`` reads them with CloudFormation ``describe_stacks`` (the sandbox registers its stack the
+same way), or from ``HPCTL_OUTPUT_<Name>`` variables, which ``hpctl sandbox up`` writes into its
+env file, so a shell needs no call at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STACK = "hyperpod-control-plane"
+
+
+class StackNotFound(Exception):
+    pass
+
+
+def default_stack_name(samconfig: Path | None = None) -> str:
+    """The stack name: $HPCTL_STACK, else samconfig.toml's default, else the project's default."""
+    if os.environ.get("HPCTL_STACK"):
+        return os.environ["HPCTL_STACK"]
+    path = samconfig or Path.cwd() / "samconfig.toml"
+    if path.is_file():
+        data = tomllib.loads(path.read_text())
+        name = data.get("default", {}).get("global", {}).get("parameters", {}).get("stack_name")
+        if name:
+            return str(name)
+    return DEFAULT_STACK
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    stack_name: str
+    values: dict[str, str]
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise StackNotFound(
+                f"stack {self.stack_name} has no output {key}; is it deployed from this version of "
+                "template.yaml?"
+            ) from None
+
+
+def load_outputs(stack_name: str, cloudformation: Any = None) -> StackOutputs:
+    from_env = {k[len("HPCTL_OUTPUT_") :]: v for k, v in os.environ.items() if k.startswith("HPCTL_OUTPUT_")}
+    if from_env and os.environ.get("HPCTL_STACK", stack_name) == stack_name:
+        return StackOutputs(stack_name, from_env)
+    if cloudformation is None:
+        import boto3
+
+        cloudformation = boto3.client("cloudformation")
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except Exception as exc:
+        raise StackNotFound(
+            f"cannot read stack {stack_name}: {exc}. Deploy it with `sam deploy`, pass --stack, or "
+            "source the env file of `hpctl sandbox up`."
+        ) from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    return StackOutputs(stack_name, outputs)
