@@ -1,0 +1,201 @@
+"""``hpctl demo``: the most complete real scenario the project runs today, on a fresh sandbox.
+
+Nothing here is canned: every line printed comes from a workflow execution, an event delivery or
+an item read back from DynamoDB in the sandbox. The scenario grows as the project does (install,
+a training job, a node failure and the spare swap come with later issues).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from hpctl.commands import register, status
+from hpctl.workflows import Outcome
+
+NODE_HEALTH = "SageMaker HyperPod Cluster Node Health Event"
+
+
+class Timeline:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.t0 = time.monotonic()
+        self.rows: list[tuple[float, str]] = []
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.t0
+        self.rows.append((elapsed, text))
+        print(f"[{elapsed:6.2f}s] {text}", file=self.out, flush=True)
+
+
+def node_health_event(cluster: dict[str, Any], instance_id: str, healthy: bool, when: datetime) -> dict:
+    """The event HyperPod's health agent puts on the default bus (hyperpod-facts.md 4.1)."""
+    summary = (
+        {
+            "HealthStatus": "Healthy",
+            "HealthStatusReason": "Node passed health checks.",
+            "RepairAction": "None",
+        }
+        if healthy
+        else {
+            "HealthStatus": "Unhealthy",
+            "HealthStatusReason": "HyperPod Health Monitoring Agent (HMA) has detected fault type "
+            "NvidiaErrorTerminate on this node and is unhealthy.",
+            "RepairAction": "Replace",
+            "Recommendation": "Please Replace the Faulty Node.",
+        }
+    )
+    return {
+        "Source": "aws.sagemaker",
+        "DetailType": NODE_HEALTH,
+        "Time": when,
+        "Resources": [cluster["ClusterArn"]],
+        "Detail": json.dumps(
+            {
+                "ClusterName": cluster["ClusterName"],
+                "ClusterArn": cluster["ClusterArn"],
+                "InstanceId": instance_id,
+                "Tags": {},
+                "HealthSummary": summary,
+            }
+        ),
+    }
+
+
+def _show(outcome: Outcome | str, timeline: Timeline) -> None:
+    assert not isinstance(outcome, str)
+    if outcome.ok:
+        timeline.say(f"  -> {outcome.status} via {' > '.join(outcome.states_entered())}")
+    else:
+        timeline.say(f"  -> {outcome.status}: {outcome.error}: {outcome.cause}")
+
+
+def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
+    from sandbox import Sandbox, SandboxConfig
+
+    timeline = Timeline(out)
+    print("HyperPod serverless control plane: demo on the local sandbox (no AWS account)", file=out)
+    # ERROR keeps the functions' own JSON logs (CloudWatch on AWS) out of the demo's output.
+    config = SandboxConfig(server=True, time_scale=time_scale, parameters={"LogLevel": "ERROR"})
+    with Sandbox(config) as sb:
+        stack = sb.config.stack_name
+        timeline.say(
+            f"sandbox up: moto on {sb.endpoint_url}, stack {stack} deployed "
+            f"({len(sb.stack.resources)} resources), time scale {time_scale}"
+        )
+        sb.create_hyperpod_cluster("demo-cluster", nodes=4)
+        sagemaker, events, sfn = sb.client("sagemaker"), sb.client("events"), sb.client("stepfunctions")
+        cluster = sagemaker.describe_cluster(ClusterName="demo-cluster")
+        nodes = [
+            n["InstanceId"]
+            for n in sagemaker.list_cluster_nodes(ClusterName="demo-cluster")["ClusterNodeSummaries"]
+        ]
+        timeline.say(
+            f"HyperPod cluster demo-cluster is {cluster['ClusterStatus']} with nodes {', '.join(nodes)}"
+        )
+
+        timeline.say("1. hpctl register --cluster demo-cluster --mode serverless")
+        _show(
+            register(
+                stack,
+                "demo-cluster",
+                "serverless",
+                sfn=sfn,
+                cloudformation=sb.client("cloudformation"),
+                out=out,
+            ),
+            timeline,
+        )
+
+        victim = nodes[1]
+        t_fault = datetime.now(UTC)
+        timeline.say(f"2. HyperPod reports {victim} Unhealthy: the same change twice, each with its own id")
+        sent = events.put_events(Entries=[node_health_event(cluster, victim, False, t_fault)] * 2)["Entries"]
+        sb.wait_idle()
+        calls = sb.runtime.calls("NodeHealthFunction")
+        node = _node(sb, stack, victim)
+        timeline.say(
+            f"  -> node_health ran {len(calls)} times (event ids "
+            f"{', '.join(e['EventId'][:8] for e in sent)}); "
+            f"NODE item: {node['health_status']} (version {node['version']}), repair {node['repair_action']}"
+        )
+
+        timeline.say("3. EventBridge redelivers the first event (same id): Powertools idempotency answers it")
+        lambda_client = sb.client("lambda")
+        redelivered = {
+            "version": "0",
+            "id": sent[0]["EventId"],
+            "detail-type": NODE_HEALTH,
+            "source": "aws.sagemaker",
+            "account": "123456789012",
+            "time": t_fault.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": sb.config.region,
+            "resources": [cluster["ClusterArn"]],
+            "detail": json.loads(node_health_event(cluster, victim, False, t_fault)["Detail"]),
+        }
+        lambda_client.invoke(
+            FunctionName=sb.stack.physical("NodeHealthFunction"), Payload=json.dumps(redelivered)
+        )
+        node = _node(sb, stack, victim)
+        timeline.say(f"  -> NODE item unchanged: {node['health_status']} (version {node['version']})")
+
+        timeline.say(f"4. HyperPod reports {victim} Healthy again")
+        events.put_events(Entries=[node_health_event(cluster, victim, True, datetime.now(UTC))])
+        sb.wait_idle()
+        node = _node(sb, stack, victim)
+        timeline.say(f"  -> NODE item: {node['health_status']} (version {node['version']})")
+
+        timeline.say("5. hpctl register --cluster demo-cluster --mode addon (a cluster runs one operator)")
+        _show(
+            register(
+                stack, "demo-cluster", "addon", sfn=sfn, cloudformation=sb.client("cloudformation"), out=out
+            ),
+            timeline,
+        )
+        operator = status(stack, "demo-cluster", sagemaker=sagemaker, dynamodb=sb.client("dynamodb"))[
+            "operator"
+        ]
+        timeline.say(
+            f"  -> OPERATOR item keeps mode {operator['mode']}; reason recorded: {operator['reason'][:90]}"
+        )
+
+        timeline.say("6. hpctl register --cluster no-such-cluster --mode addon")
+        _show(
+            register(
+                stack,
+                "no-such-cluster",
+                "addon",
+                sfn=sfn,
+                cloudformation=sb.client("cloudformation"),
+                out=out,
+            ),
+            timeline,
+        )
+
+        dead = sb.client("sqs").get_queue_attributes(
+            QueueUrl=sb.output("EventsDeadLetterQueueUrl"), AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        timeline.say(f"events in the dead-letter queue: {dead}; executions: {_count_executions(sfn)}")
+    timeline.say("sandbox stopped; nothing left running")
+    return 0
+
+
+def _node(sb: Any, stack: str, instance_id: str) -> dict[str, Any]:
+    from hyperpod_control.adapters.store import Store
+
+    arn = sb.client("sagemaker").describe_cluster(ClusterName="demo-cluster")["ClusterArn"]
+    record = Store(sb.output("TableName"), client=sb.client("dynamodb")).get_node(arn, instance_id)
+    if record is None:
+        raise RuntimeError(f"node_health did not record {instance_id}")
+    return record.model_dump(mode="json")
+
+
+def _count_executions(sfn: Any) -> str:
+    counts: dict[str, int] = {}
+    for sm in sfn.list_state_machines()["stateMachines"]:
+        for ex in sfn.list_executions(stateMachineArn=sm["stateMachineArn"])["executions"]:
+            counts[ex["status"]] = counts.get(ex["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
