@@ -1,0 +1,25 @@
+"""`hpctl demo`, the README's first command, runs its real scenario to the end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_the_scenario_and_reports_real_outcomes():
+    out = subprocess.run(
+        [sys.executable, "-m", "hpctl.cli", "demo"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "-> SUCCEEDED via Start > CheckCluster > IsClusterReady > RecordOperator > Registered" in text
+    assert "node_health ran 2 times" in text and "NODE item: Unhealthy (version 1)" in text
+    assert "NODE item unchanged: Unhealthy (version 1)" in text
+    assert "NODE item: Healthy (version 2)" in text
+    assert "-> FAILED: OperatorConflictError" in text
+    assert "-> FAILED: ResourceNotFoundError" in text
+    assert "events in the dead-letter queue: 0; executions: 2 FAILED, 1 SUCCEEDED" in text

@@ -1,0 +1,133 @@
+"""`hpctl sandbox up` as a user runs it: foreground, env file, reachable, Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.testing import eventually
+
+pytestmark = pytest.mark.e2e
+
+HPCTL = [sys.executable, "-m", "hpctl.cli"]
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_sandbox_up_serves_until_signalled(tmp_path, stop_signal):
+    env_file = tmp_path / "sandbox.env"
+    proc = subprocess.Popen(
+        [*HPCTL, "sandbox", "up", "--env-file", str(env_file), "--nodes", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"},
+    )
+    try:
+        eventually(env_file.exists, timeout=90, what="the env file")
+        env = _read_env(env_file)
+        for key in (
+            "AWS_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "HPCTL_OUTPUT_TableName",
+            "HPCTL_OUTPUT_RegisterClusterStateMachineArn",
+            "HYPERPOD_CLUSTER_NAME",
+        ):
+            assert env.get(key), f"{key} missing from the env file"
+        assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+        # Plain boto3, configured by nothing but that environment.
+        client_env = {**os.environ, **env}
+        code = (
+            "import boto3,sys; "
+            "sm=boto3.client('sagemaker'); "
+            "print(len(sm.list_cluster_nodes(ClusterName=sys.argv[1])['ClusterNodeSummaries']))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, env["HYPERPOD_CLUSTER_NAME"]],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "3"
+
+        # hpctl itself, with the same environment, against the same sandbox.
+        reg = subprocess.run(
+            [*HPCTL, "register", "--cluster", env["HYPERPOD_CLUSTER_NAME"], "--mode", "serverless"],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert reg.returncode == 0, reg.stderr
+        assert '"status": "SUCCEEDED"' in reg.stdout
+        assert "CheckCluster" in reg.stderr  # progress: each state as it is entered
+    finally:
+        proc.send_signal(stop_signal)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "stopped" in output
+    assert not _port_open(env["AWS_ENDPOINT_URL"]), "moto still listening after stop"
+    assert _children(proc.pid) == []
+
+
+def test_register_against_a_missing_stack_explains_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPCTL_")}
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens on the discard port
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    out = subprocess.run(
+        [*HPCTL, "--stack", "nope", "register", "--cluster", "c", "--mode", "addon"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "cannot read stack nope" in out.stderr and "sam deploy" in out.stderr
+
+
+def test_help_explains_the_commands():
+    out = subprocess.run([*HPCTL, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for word in ("sandbox", "demo", "register", "status", "--stack"):
+        assert word in out.stdout
