@@ -1,0 +1,83 @@
+"""template.yaml keeps least privilege and the settings the issue asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandbox.template import load_template
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(REPO / "template.yaml")
+RESOURCES = TEMPLATE["Resources"]
+#: Actions AWS does not let a policy scope to a resource (Step Functions log delivery).
+UNSCOPABLE = {
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+
+def _statements():
+    for logical, res in RESOURCES.items():
+        for policy in res.get("Properties", {}).get("Policies", []) or []:
+            if isinstance(policy, dict) and "Statement" in policy:
+                for statement in policy["Statement"]:
+                    yield logical, statement
+
+
+def test_no_wildcard_actions_and_wildcard_resources_only_where_aws_requires():
+    for logical, statement in _statements():
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert "*" not in actions and not any(a.endswith(":*") for a in actions), logical
+        if statement.get("Resource") == "*":
+            assert set(actions) <= UNSCOPABLE, f"{logical}: Resource '*' for {actions}"
+
+
+def test_functions_run_python311_with_the_shared_layer_and_tracing():
+    function = TEMPLATE["Globals"]["Function"]
+    assert function["Runtime"] == "python3.11"
+    assert function["Architectures"] == ["x86_64"]
+    assert function["Tracing"] == "Active"
+    assert function["Layers"] == [{"Ref": "CommonLayer"}]
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "TABLE_NAME"} <= set(
+        function["Environment"]["Variables"]
+    )
+    assert RESOURCES["CommonLayer"]["Metadata"]["BuildMethod"] == "python3.11"
+
+
+def test_every_function_has_a_handler_file():
+    for logical, res in RESOURCES.items():
+        if res["Type"] == "AWS::Serverless::Function":
+            module, func = res["Properties"]["Handler"].rsplit(".", 1)
+            source = (REPO / res["Properties"]["CodeUri"] / f"{module}.py").read_text()
+            assert f"def {func}(" in source, logical
+
+
+def test_table_keeps_data_safe():
+    table = RESOURCES["ControlPlaneTable"]
+    props = table["Properties"]
+    assert [k["AttributeName"] for k in props["KeySchema"]] == ["PK", "SK"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_event_targets_have_a_dead_letter_queue():
+    for logical, res in RESOURCES.items():
+        if res["Type"] == "AWS::Events::Rule":
+            for target in res["Properties"]["Targets"]:
+                assert "DeadLetterConfig" in target, f"{logical} target {target['Id']}"
+
+
+def test_outputs_name_what_hpctl_reads():
+    assert {"TableName", "EventBusName", "RegisterClusterStateMachineArn"} <= set(TEMPLATE["Outputs"])
