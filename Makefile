@@ -1,7 +1,7 @@
 # The README's two commands are `make demo` and `make test`; everything they need is set up here,
 # from a fresh clone, with nothing but python3.11, npm and network access to PyPI/npm.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
