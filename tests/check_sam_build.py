@@ -25,7 +25,12 @@ def problems(build_dir: Path) -> list[str]:
                 found.append(f"{logical}: {module}.py missing from the build")
         if res["Type"] == "AWS::Serverless::LayerVersion":
             site = build_dir / logical / "python"
-            for package in ("hyperpod_control/__init__.py", "aws_lambda_powertools", "pydantic", "pydantic_core"):
+            for package in (
+                "hyperpod_control/__init__.py",
+                "aws_lambda_powertools",
+                "pydantic",
+                "pydantic_core",
+            ):
                 if not (site / package).exists():
                     found.append(f"{logical}: python/{package} missing from the layer")
     return found
