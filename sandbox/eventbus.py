@@ -95,10 +95,13 @@ class Schedule:
         self.expression = expression.strip()
         rate = _RATE.match(self.expression)
         if rate:
-            n, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+            n, unit = int(rate.group(1)), rate.group(2)
             if n < 1:
                 raise ValueError(f"{expression}: rate must be at least 1")
-            self.period: float | None = n * _UNIT[unit]
+            # EventBridge wants "1 minute" but "5 minutes": a wrong plural fails on AWS, so here too.
+            if (n == 1) == unit.endswith("s"):
+                raise ValueError(f"{expression}: use the singular unit for 1 and the plural above 1")
+            self.period: float | None = n * _UNIT[unit.rstrip("s")]
             self.fields: list[set[int] | None] = []
             return
         if not (self.expression.startswith("cron(") and self.expression.endswith(")")):
@@ -118,19 +121,24 @@ class Schedule:
             return None
         values: set[int] = set()
         for part in text.split(","):
-            step = 1
-            if "/" in part:
-                part, step_text = part.split("/", 1)
-                step = int(step_text)
-            if part in ("*", ""):
-                start, end = lo, hi
-            elif "-" in part:
-                start, end = (int(x) for x in part.split("-", 1))
-            elif part.isdigit():
-                start = int(part)
-                end = hi if step > 1 else start
-            else:
-                raise ValueError(f"{expression}: the sandbox does not support '{part}' in cron fields")
+            try:
+                step = 1
+                if "/" in part:
+                    part, step_text = part.split("/", 1)
+                    step = int(step_text)
+                if part in ("*", ""):
+                    start, end = lo, hi
+                elif "-" in part:
+                    start, end = (int(x) for x in part.split("-", 1))
+                elif part.isdigit():
+                    start = int(part)
+                    end = hi if step > 1 else start
+                else:
+                    raise ValueError(f"the sandbox does not support '{part}' in cron fields")
+            except ValueError as exc:
+                raise ValueError(f"{expression}: {exc}") from None
+            if step < 1 or not lo <= start <= end <= hi:
+                raise ValueError(f"{expression}: '{text}' is outside {lo}-{hi} or has a step below 1")
             values.update(range(start, end + 1, step))
         return values
 
@@ -138,20 +146,23 @@ class Schedule:
         if self.period is not None:
             return moment + timedelta(seconds=self.period)
         candidate = (moment + timedelta(minutes=1)).replace(second=0, microsecond=0)
-        for _ in range(366 * 24 * 60):
-            minute, hour, dom, month, dow, year = self.fields
+        minute, hour, dom, month, dow, year = self.fields
+        limit = moment + timedelta(days=8 * 366)  # a leap day fires within 8 years
+        while candidate < limit:
             aws_dow = (candidate.isoweekday() % 7) + 1  # AWS: 1 = Sunday
-            if (
-                (minute is None or candidate.minute in minute)
-                and (hour is None or candidate.hour in hour)
-                and (dom is None or candidate.day in dom)
+            day_matches = (
+                (dom is None or candidate.day in dom)
                 and (month is None or candidate.month in month)
                 and (dow is None or aws_dow in dow)
                 and (year is None or candidate.year in year)
-            ):
+            )
+            if not day_matches:  # skip the rest of the day: the search stays cheap for years
+                candidate = (candidate + timedelta(days=1)).replace(hour=0, minute=0)
+                continue
+            if (minute is None or candidate.minute in minute) and (hour is None or candidate.hour in hour):
                 return candidate
             candidate += timedelta(minutes=1)
-        raise ValueError(f"{self.expression}: never fires within a year")
+        raise ValueError(f"{self.expression}: never fires within eight years")
 
 
 def scheduled_event(rule_arn: str, region: str, account: str, when: datetime) -> dict[str, Any]:

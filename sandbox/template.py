@@ -76,6 +76,7 @@ def load_template(path: str | Path) -> dict[str, Any]:
 
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:]+)\}")
+_ESCAPED = re.compile(r"\$\{!([^}]*)\}")
 
 
 class Resolver:
@@ -135,7 +136,8 @@ class Resolver:
                 return str(self._getatt(logical, attr, where))
             return str(self._ref(name, where))
 
-        return PLACEHOLDER.sub(repl, text)
+        # ${!Literal} is CloudFormation's escape for a literal ${Literal}.
+        return _ESCAPED.sub(r"${\1}", PLACEHOLDER.sub(repl, text))
 
     def resolve(self, value: Any, where: str = "template") -> Any:
         if isinstance(value, list):

@@ -26,7 +26,10 @@ class Settings(BaseModel):
             table_name=env.get("TABLE_NAME", ""),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             event_bus_name=env.get("EVENT_BUS_NAME", "default"),
-            event_ttl_seconds=int(env.get("EVENT_TTL_SECONDS", 90 * 24 * 3600)),
+            # EVENT_TTL_SECONDS (seconds) overrides the template's EVENT_RETENTION_DAYS (days).
+            event_ttl_seconds=int(
+                env.get("EVENT_TTL_SECONDS") or int(env.get("EVENT_RETENTION_DAYS", 90)) * 24 * 3600
+            ),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
 

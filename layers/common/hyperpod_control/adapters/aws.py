@@ -7,6 +7,7 @@ sandbox's moto server.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -52,7 +53,8 @@ def get_client(service: str, region: str | None = None) -> Any:
 
                 client = boto3.session.Session().client(
                     service,
-                    region_name=region,
+                    # Lambda sets both variables; local tools often only AWS_REGION.
+                    region_name=region or os.environ.get("AWS_REGION") or None,
                     config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
                 )
                 _clients[key] = client

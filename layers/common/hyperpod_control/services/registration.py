@@ -40,7 +40,7 @@ def decide_operator(existing: OperatorRecord | None, request: RecordOperatorInpu
     if existing is not None and existing.mode != request.mode:
         raise OperatorConflictError(
             f"cluster '{request.cluster_name}' already runs the {existing.mode.value} training "
-            f"operator; a cluster runs exactly one.",
+            f"operator; cannot register it for {request.mode.value}: a cluster runs exactly one.",
             remedy=f"uninstall the {existing.mode.value} operator first, or register with "
             f"mode={existing.mode.value}.",
         )

@@ -1,0 +1,117 @@
+"""map_client_error: each AWS error lands in the exception class the workflows' Retry/Catch expect."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from hyperpod_control.adapters.aws import error_code, map_client_error
+from hyperpod_control.exceptions import (
+    AccessDeniedError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    PermanentError,
+    ResourceNotFoundError,
+    RetryableError,
+    ThrottledError,
+    VersionConflictError,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def client_error(code: str, message: str = "something happened", status: int = 400) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "req-1"},
+        },
+        "SomeOperation",
+    )
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+    ],
+)
+def test_throttling_is_retryable(code):
+    mapped = map_client_error(client_error(code), resource="table t")
+
+    assert type(mapped) is ThrottledError
+    assert isinstance(mapped, RetryableError)
+    assert code in str(mapped)
+    assert "table t" in str(mapped)
+
+
+def test_conditional_check_failure_is_a_version_conflict():
+    mapped = map_client_error(client_error("ConditionalCheckFailedException"))
+
+    assert type(mapped) is VersionConflictError
+    assert isinstance(mapped, RetryableError)
+
+
+@pytest.mark.parametrize("code", ["ResourceNotFoundException", "NoSuchEntity", "NotFoundException"])
+def test_not_found_is_permanent(code):
+    mapped = map_client_error(client_error(code, "Requested resource not found"), resource="cluster c")
+
+    assert type(mapped) is ResourceNotFoundError
+    assert isinstance(mapped, PermanentError)
+    assert "Requested resource not found" in str(mapped)
+    assert "cluster c" in str(mapped)
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "AccessDeniedException", "UnauthorizedOperation"])
+def test_access_denied_carries_a_remedy(code):
+    mapped = map_client_error(client_error(code, "User is not authorized to perform dynamodb:PutItem", 403))
+
+    assert type(mapped) is AccessDeniedError
+    assert isinstance(mapped, PermanentError)
+    assert mapped.remedy
+    assert "dynamodb:PutItem" in str(mapped)
+    assert "Fix:" in str(mapped)
+
+
+@pytest.mark.parametrize("code", ["ValidationException", "InvalidParameterException"])
+def test_validation_is_invalid_input(code):
+    mapped = map_client_error(client_error(code, "1 validation error detected"))
+
+    assert type(mapped) is InvalidInputError
+    assert "1 validation error detected" in str(mapped)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retryable(status):
+    mapped = map_client_error(client_error("InternalServerError", "oops", status))
+
+    assert type(mapped) is DependencyUnavailableError
+    assert isinstance(mapped, RetryableError)
+    assert "InternalServerError" in str(mapped)
+
+
+def test_connection_errors_are_retryable():
+    mapped = map_client_error(
+        EndpointConnectionError(endpoint_url="https://dynamodb.us-west-2.amazonaws.com")
+    )
+
+    assert type(mapped) is DependencyUnavailableError
+
+
+def test_another_4xx_is_permanent_not_retryable():
+    mapped = map_client_error(client_error("LimitExceededException", "too many clusters", 400))
+
+    assert type(mapped) is PermanentError
+    assert not isinstance(mapped, RetryableError)
+    assert "LimitExceededException" in str(mapped)
+    assert "too many clusters" in str(mapped)
+
+
+def test_error_code_reads_client_errors_only():
+    assert error_code(client_error("SlowDown")) == "SlowDown"
+    assert error_code(ValueError("x")) is None
