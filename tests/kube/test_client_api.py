@@ -11,7 +11,8 @@ from kubernetes.client.rest import ApiException
 
 from sandbox.kube import KubeApiServer
 from sandbox.kube.cluster import hyperpod_pytorch_job_crd
-from tests.kube.conftest import NODE_IDS, wait_for
+from sandbox.testing import eventually as wait_for
+from tests.kube.conftest import NODE_IDS
 
 pytestmark = pytest.mark.integration
 

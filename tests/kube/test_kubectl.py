@@ -7,7 +7,8 @@ import json
 import pytest
 
 from sandbox.kube import KubeApiServer
-from tests.kube.conftest import NODE_IDS, wait_for
+from sandbox.testing import eventually as wait_for
+from tests.kube.conftest import NODE_IDS
 
 pytestmark = pytest.mark.integration
 

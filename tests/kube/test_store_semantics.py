@@ -10,7 +10,7 @@ import pytest
 from sandbox.kube import store as store_mod
 from sandbox.kube.cluster import hyperpod_pytorch_job_crd
 from sandbox.kube.store import ApiError, Store
-from tests.kube.conftest import wait_for
+from sandbox.testing import eventually as wait_for
 
 pytestmark = pytest.mark.unit
 
