@@ -139,6 +139,9 @@ class Sandbox:
             cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, cfg.parameters
         )
         self.stack = deployer.deploy()
+        # Handlers run in this process and read their configuration from os.environ; setting it
+        # here (not only per invocation) puts it under _setenv, so stop() restores the caller's.
+        self._setenv({k: v for spec in self.runtime.functions.values() for k, v in spec.environment.items()})
         self._scheduler = Scheduler(
             self.clock, self._scheduled_rules, self._fire_scheduled, cfg.region, ACCOUNT
         )
