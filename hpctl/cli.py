@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--env-file", help="write NAME=value lines here (source it: set -a; . FILE; set +a)")
     up.add_argument("--port", type=int, default=0, help="moto's port (default: any free port)")
     up.add_argument(
+        "--kubeconfig", help="write the kubeconfig here (default: a temporary file, in the env file)"
+    )
+    up.add_argument(
         "--nodes", type=int, default=4, help="nodes of the sandbox's HyperPod cluster (default 4)"
     )
     up.add_argument(
@@ -72,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sandbox":
             from sandbox.server import serve
 
-            return serve(env_file=args.env_file, port=args.port, nodes=args.nodes, time_scale=args.time_scale)
+            return serve(
+                env_file=args.env_file,
+                port=args.port,
+                nodes=args.nodes,
+                time_scale=args.time_scale,
+                kubeconfig=args.kubeconfig,
+            )
         if args.command == "demo":
             from hpctl.demo import run_demo
 

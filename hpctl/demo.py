@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from hpctl.commands import register, status
 from hpctl.workflows import Outcome
+from sandbox.faults import NODE_HEALTH, node_health_event
 
-NODE_HEALTH = "SageMaker HyperPod Cluster Node Health Event"
+# node_health_event (the event HyperPod's health agent puts on the bus) lives in sandbox.faults,
+# next to the fault injection that puts it; it stays importable from here for existing callers.
+__all__ = ["NODE_HEALTH", "node_health_event", "run_demo"]
 
 
 class Timeline:
@@ -31,44 +35,13 @@ class Timeline:
         print(f"[{elapsed:6.2f}s] {text}", file=self.out, flush=True)
 
 
-def node_health_event(cluster: dict[str, Any], instance_id: str, healthy: bool, when: datetime) -> dict:
-    """The event HyperPod's health agent puts on the default bus (hyperpod-facts.md 4.1)."""
-    summary = (
-        {
-            "HealthStatus": "Healthy",
-            "HealthStatusReason": "Node passed health checks.",
-            "RepairAction": "None",
-        }
-        if healthy
-        else {
-            "HealthStatus": "Unhealthy",
-            "HealthStatusReason": "HyperPod Health Monitoring Agent (HMA) has detected fault type "
-            "NvidiaErrorTerminate on this node and is unhealthy.",
-            "RepairAction": "Replace",
-            "Recommendation": "Please Replace the Faulty Node.",
-        }
-    )
-    return {
-        "Source": "aws.sagemaker",
-        "DetailType": NODE_HEALTH,
-        "Time": when,
-        "Resources": [cluster["ClusterArn"]],
-        "Detail": json.dumps(
-            {
-                "ClusterName": cluster["ClusterName"],
-                "ClusterArn": cluster["ClusterArn"],
-                "InstanceId": instance_id,
-                "Tags": {},
-                "HealthSummary": summary,
-            }
-        ),
-    }
-
-
 def _show(outcome: Outcome | str, timeline: Timeline) -> None:
     assert not isinstance(outcome, str)
+    entered = outcome.states_entered()
+    repeated = ", ".join(f"{name} x{n}" for name, n in Counter(entered).items() if n > 1)
+    path = f"{len(entered)} states" + (f" ({repeated})" if repeated else "") + f", ending in {entered[-1]}"
     if outcome.ok:
-        timeline.say(f"  -> {outcome.status} via {' > '.join(outcome.states_entered())}")
+        timeline.say(f"  -> {outcome.status}: {path}")
     else:
         timeline.say(f"  -> {outcome.status}: {outcome.error}: {outcome.cause}")
 
@@ -79,22 +52,36 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
     timeline = Timeline(out)
     print("HyperPod serverless control plane: demo on the local sandbox (no AWS account)", file=out)
     # ERROR keeps the functions' own JSON logs (CloudWatch on AWS) out of the demo's output.
-    config = SandboxConfig(server=True, time_scale=time_scale, parameters={"LogLevel": "ERROR"})
+    from sandbox import aws_ext
+    from sandbox.world import WorldOptions
+
+    world = WorldOptions(hyperpod_cluster_name="demo-cluster", eks_cluster_name="demo-eks")
+    # ERROR keeps the functions' own JSON logs (CloudWatch on AWS) out of the demo's output.
+    config = SandboxConfig(
+        server=True, time_scale=time_scale, parameters={"LogLevel": "ERROR"}, world=world, kube=True
+    )
     with Sandbox(config) as sb:
         stack = sb.config.stack_name
         timeline.say(
             f"sandbox up: moto on {sb.endpoint_url}, stack {stack} deployed "
             f"({len(sb.stack.resources)} resources), time scale {time_scale}"
         )
-        sb.create_hyperpod_cluster("demo-cluster", nodes=4)
         sagemaker, events, sfn = sb.client("sagemaker"), sb.client("events"), sb.client("stepfunctions")
         cluster = sagemaker.describe_cluster(ClusterName="demo-cluster")
-        nodes = [
-            n["InstanceId"]
-            for n in sagemaker.list_cluster_nodes(ClusterName="demo-cluster")["ClusterNodeSummaries"]
-        ]
+        summaries = sagemaker.list_cluster_nodes(ClusterName="demo-cluster")["ClusterNodeSummaries"]
+        nodes = [n["InstanceId"] for n in summaries]
+        kube_nodes = [n.metadata.name for n in _core_api(sb).list_node().items]
         timeline.say(
-            f"HyperPod cluster demo-cluster is {cluster['ClusterStatus']} with nodes {', '.join(nodes)}"
+            f"HyperPod cluster demo-cluster ({len(nodes)} nodes) on EKS cluster demo-eks; Kubernetes API "
+            f"{sb.kube.url} serves nodes {', '.join(kube_nodes)}"
+        )
+        # A software patch keeps the cluster SystemUpdating for 400 sandbox seconds: registration
+        # must wait for InService (its Wait loop), not fail.
+        aws_ext.set_delays(software_update=400)
+        sagemaker.update_cluster_software(ClusterName="demo-cluster")
+        timeline.say(
+            f"HyperPod patches its software: cluster is "
+            f"{sagemaker.describe_cluster(ClusterName='demo-cluster')['ClusterStatus']}"
         )
 
         timeline.say("1. hpctl register --cluster demo-cluster --mode serverless")
@@ -181,6 +168,12 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
         timeline.say(f"events in the dead-letter queue: {dead}; executions: {_count_executions(sfn)}")
     timeline.say("sandbox stopped; nothing left running")
     return 0
+
+
+def _core_api(sb: Any) -> Any:
+    from kubernetes import client, config
+
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(sb.kubeconfig)))
 
 
 def _node(sb: Any, stack: str, instance_id: str) -> dict[str, Any]:

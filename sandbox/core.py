@@ -24,8 +24,10 @@ from typing import Any
 from hpctl.workflows import Outcome, follow
 from sandbox import patches
 from sandbox.eventbus import Delivery, SandboxClock, Scheduler, dlq_message
+from sandbox.kube.cluster import ClusterSeed
 from sandbox.lambdas import FunctionSpec, LambdaRuntime
 from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
+from sandbox.world import World, WorldOptions
 
 log = logging.getLogger("sandbox")
 
@@ -61,6 +63,13 @@ class SandboxConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     #: Load AWS managed IAM policies into moto (about 1 s; needed to attach them to roles).
     load_managed_policies: bool = False
+    #: The HyperPod world to build at start (VPC, EKS cluster, HyperPod cluster); None: none.
+    world: WorldOptions | None = None
+    #: Serve the world's EKS cluster with the sandbox Kubernetes API server (needs ``world``).
+    kube: bool = False
+    kube_seed: ClusterSeed | None = None
+    #: Where to write the kubeconfig (default: a file in a temporary directory of this sandbox).
+    kubeconfig: Path | None = None
 
 
 class Sandbox:
@@ -74,6 +83,10 @@ class Sandbox:
         self._mock: Any = None
         self._server: Any = None
         self._scheduler: Scheduler | None = None
+        self.world: World | None = None
+        self.kube: Any = None
+        self.kubeconfig: Path | None = None
+        self._tmp: Any = None
         self._saved_env: dict[str, str | None] = {}
         self._saved_sfn_config: bool | None = None
         self._clients: dict[str, Any] = {}
@@ -146,6 +159,14 @@ class Sandbox:
             self.clock, self._scheduled_rules, self._fire_scheduled, cfg.region, ACCOUNT
         )
         self._scheduler.start()
+        if cfg.world is not None:
+            self.world = self.build_world(cfg.world)
+            if cfg.kube:
+                self._start_kube(self.world, cfg.kube_seed)
+        elif cfg.kube:
+            raise ValueError(
+                "SandboxConfig.kube needs a world (SandboxConfig.world) whose EKS cluster it serves"
+            )
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -159,6 +180,15 @@ class Sandbox:
         self.delivery.shutdown()
         if self.stack is not None:
             self._stop_executions()
+        if self.kube is not None:
+            self.kube.stop()
+            self.kube = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        from sandbox import aws_ext
+
+        aws_ext.reset()  # armed faults, delays and clock overrides; moto's reset clears the rest
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -228,6 +258,10 @@ class Sandbox:
         values["HPCTL_STACK"] = self.config.stack_name
         if self.stack:
             values.update({f"HPCTL_OUTPUT_{k}": v for k, v in self.stack.outputs.items()})
+        if self.world:
+            values.update(self.world.env())
+        if self.kubeconfig:
+            values["KUBECONFIG"] = str(self.kubeconfig)
         return values
 
     def output(self, name: str) -> str:
@@ -308,26 +342,42 @@ class Sandbox:
 
     # -- the emulated HyperPod world ----------------------------------------------------------
 
-    def create_hyperpod_cluster(self, name: str = "sandbox-hyperpod", nodes: int = 4) -> dict[str, str]:
-        """A HyperPod cluster of ``nodes`` GPU nodes, InService; returns its environment."""
-        self.client("sagemaker").create_cluster(
-            ClusterName=name,
-            InstanceGroups=[
-                {
-                    "InstanceGroupName": "workers",
-                    "InstanceType": "ml.g5.8xlarge",
-                    "InstanceCount": nodes,
-                    "LifeCycleConfig": {
-                        "SourceS3Uri": "s3://sagemaker-sandbox/lifecycle",
-                        "OnCreate": "on_create.sh",
-                    },
-                    "ExecutionRole": f"arn:aws:iam::{ACCOUNT}:role/sandbox-hyperpod-nodes",
-                    # moto requires it (KeyError otherwise); AWS defaults it.
-                    "ThreadsPerCore": 1,
-                }
-            ],
+    def build_world(self, options: WorldOptions | None = None) -> World:
+        """A HyperPod cluster orchestrated by an EKS cluster, in a VPC (see ``sandbox.world``)."""
+        from dataclasses import replace
+
+        from sandbox.world import build_world
+
+        options = replace(options or WorldOptions(), region=self.config.region, account_id=ACCOUNT)
+        return build_world(self.client, options)
+
+    def _start_kube(self, world: World, seed: ClusterSeed | None) -> None:
+        """Serve the world's EKS cluster: EKS token auth against its access entries, its nodes."""
+        import tempfile
+
+        from sandbox.kube import (
+            EksAccessEntryAuthorizer,
+            EksTokenVerifier,
+            KubeApiServer,
+            point_eks_cluster_at,
+            seed_cluster,
         )
-        return {"HYPERPOD_CLUSTER_NAME": name}
+        from sandbox.kube.cluster import sync_hyperpod_nodes
+
+        self.kube = KubeApiServer(
+            host=self.config.host,
+            verifier=EksTokenVerifier(world.eks_cluster_name, sts_endpoint_url=self.endpoint_url),
+            authorizer=EksAccessEntryAuthorizer(self.client("eks"), world.eks_cluster_name),
+        ).start()
+        point_eks_cluster_at(self.kube, world.eks_cluster_name, self.config.region, ACCOUNT)
+        sync_hyperpod_nodes(self.kube.store, self.client("sagemaker"), world.hyperpod_cluster_name)
+        seed_cluster(self.kube.store, seed or ClusterSeed())
+        if self.config.kubeconfig is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="hyperpod-sandbox-")
+            self.kubeconfig = Path(self._tmp.name) / "kubeconfig"
+        else:
+            self.kubeconfig = Path(self.config.kubeconfig)
+        self.kube.kubeconfig(self.kubeconfig)
 
     # -- Step Functions -------------------------------------------------------------------------
 

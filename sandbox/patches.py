@@ -57,10 +57,21 @@ def install() -> None:
         _patch_lambda()
         _patch_time()
         _patch_events()
+        _install_aws_extensions()
         # The interpreter logs every caught task error at ERROR with the whole state; the
         # execution history already has it.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         _installed = True
+
+
+def _install_aws_extensions() -> None:
+    # EKS add-ons, Pod Identity, access entries, HyperPod, quotas, fault hook; before the moto
+    # server builds its URL maps. STS: identities from presigned URLs (EKS tokens).
+    from sandbox import aws_ext
+    from sandbox.kube import install_presigned_sts_identity
+
+    aws_ext.install()
+    install_presigned_sts_identity()
 
 
 def _patch_lambda() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sandbox.core import Sandbox, SandboxConfig
+from sandbox.world import WorldOptions
 
 
 def write_env_file(path: str | Path, env: dict[str, str]) -> None:
@@ -29,6 +30,7 @@ def serve(
     port: int = 0,
     nodes: int = 4,
     time_scale: float = 0.05,
+    kubeconfig: str | None = None,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
 ) -> int:
@@ -39,12 +41,20 @@ def serve(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
-    sandbox = Sandbox(SandboxConfig(server=True, port=port, time_scale=time_scale))
+    sandbox = Sandbox(
+        SandboxConfig(
+            server=True,
+            port=port,
+            time_scale=time_scale,
+            world=WorldOptions(nodes=nodes),
+            kube=True,
+            kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        )
+    )
     try:
         print("hpctl sandbox: starting moto and deploying template.yaml ...", file=out, flush=True)
         sandbox.start()
         env = sandbox.env
-        env.update(sandbox.create_hyperpod_cluster(nodes=nodes))
         if env_file:
             write_env_file(env_file, env)
         print(
@@ -52,7 +62,9 @@ def serve(
             f" (ready in {time.monotonic() - started:.1f}s)\n"
             f"  stack {sandbox.config.stack_name}: {len(sandbox.stack.resources)} resources, "
             f"{len(sandbox.stack.skipped)} not emulated (IAM, permissions)\n"
-            f"  HyperPod cluster {env['HYPERPOD_CLUSTER_NAME']} with {nodes} nodes\n"
+            f"  HyperPod cluster {env['HYPERPOD_CLUSTER_NAME']} ({nodes} nodes), orchestrated by EKS cluster "
+            f"{env['EKS_CLUSTER_NAME']}\n"
+            f"  Kubernetes API {sandbox.kube.url} (KUBECONFIG={sandbox.kubeconfig})\n"
             + (f"  environment written to {env_file} (set -a; . {env_file}; set +a)\n" if env_file else "")
             + "  Ctrl-C or SIGTERM stops it.",
             file=out,

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from hpctl.demo import node_health_event
+from sandbox.world import WorldOptions
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,9 @@ def test_outputs_name_the_table_the_state_machine_and_the_bus(project_server):
 
 def test_register_workflow_over_http(project_server):
     sb = project_server
-    sb.create_hyperpod_cluster("http-cluster", nodes=2)
+    world = sb.build_world(
+        WorldOptions(hyperpod_cluster_name="http-cluster", eks_cluster_name="http-eks", nodes=2)
+    )
     sfn = _plain_client(sb, "stepfunctions")
     arn = sfn.start_execution(
         stateMachineArn=sb.output("RegisterClusterStateMachineArn"),
@@ -56,7 +59,7 @@ def test_register_workflow_over_http(project_server):
     item = _plain_client(sb, "dynamodb").get_item(
         TableName=sb.output("TableName"),
         Key={
-            "PK": {"S": "CLUSTER#arn:aws:sagemaker:us-west-2:123456789012:cluster/http-cluster"},
+            "PK": {"S": f"CLUSTER#{world.hyperpod_cluster_arn}"},
             "SK": {"S": "OPERATOR"},
         },
     )["Item"]
@@ -65,7 +68,9 @@ def test_register_workflow_over_http(project_server):
 
 def test_node_health_events_over_http_change_the_node_once(project_server):
     sb = project_server
-    sb.create_hyperpod_cluster("events-cluster", nodes=2)
+    sb.build_world(
+        WorldOptions(hyperpod_cluster_name="events-cluster", eks_cluster_name="events-eks", nodes=2)
+    )
     sm = _plain_client(sb, "sagemaker")
     cluster = sm.describe_cluster(ClusterName="events-cluster")
     node = sm.list_cluster_nodes(ClusterName="events-cluster")["ClusterNodeSummaries"][0]["InstanceId"]
@@ -73,6 +78,7 @@ def test_node_health_events_over_http_change_the_node_once(project_server):
     t0 = datetime.now(UTC)
     # AWS may send one change several times with distinct ids; a late, older event must not win.
     events.put_events(Entries=[node_health_event(cluster, node, False, t0)] * 3)
+    sb.wait_idle()  # delivered concurrently; the late event below must arrive after these
     events.put_events(Entries=[node_health_event(cluster, node, True, t0 - timedelta(minutes=5))])
     sb.wait_idle()
     item = _plain_client(sb, "dynamodb").get_item(
