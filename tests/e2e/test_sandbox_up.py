@@ -90,6 +90,18 @@ def test_sandbox_up_serves_until_signalled(tmp_path, stop_signal):
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "3"
 
+        # The Kubernetes API of the world's EKS cluster, through the written kubeconfig.
+        assert env.get("EKS_CLUSTER_NAME") and Path(env["KUBECONFIG"]).is_file()
+        code = (
+            "from kubernetes import client, config; config.load_kube_config(); "
+            "print(sorted(n.metadata.name for n in client.CoreV1Api().list_node().items))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=client_env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("hyperpod-i-") == 3
+
         # hpctl itself, with the same environment, against the same sandbox.
         reg = subprocess.run(
             [*HPCTL, "register", "--cluster", env["HYPERPOD_CLUSTER_NAME"], "--mode", "serverless"],
@@ -107,6 +119,7 @@ def test_sandbox_up_serves_until_signalled(tmp_path, stop_signal):
     assert proc.returncode == 0, output
     assert "stopped" in output
     assert not _port_open(env["AWS_ENDPOINT_URL"]), "moto still listening after stop"
+    assert not Path(env["KUBECONFIG"]).exists(), "the temporary kubeconfig outlived the sandbox"
     assert _children(proc.pid) == []
 
 
