@@ -157,11 +157,15 @@ def test_newer_different_status_is_stored_and_increments_version(store):
     assert store.get_node(CLUSTER_ARN, "i-0abc").version == 3
 
 
-def test_same_time_with_a_different_status_is_not_newer(store):
+def test_a_change_within_the_same_second_is_recorded(store):
+    # EventBridge times have one-second resolution: a node failed and healed within one second
+    # must end Healthy, while a duplicate of the heal changes nothing.
     store.record_node_health(node(NodeHealth.UNHEALTHY, T0, "e-1"))
 
-    assert store.record_node_health(node(NodeHealth.HEALTHY, T0, "e-2")) is False
-    assert store.get_node(CLUSTER_ARN, "i-0abc").health_status is NodeHealth.UNHEALTHY
+    assert store.record_node_health(node(NodeHealth.HEALTHY, T0, "e-2")) is True
+    assert store.record_node_health(node(NodeHealth.HEALTHY, T0, "e-3")) is False
+    stored = store.get_node(CLUSTER_ARN, "i-0abc")
+    assert stored.health_status is NodeHealth.HEALTHY and stored.version == 2
 
 
 def test_fractional_seconds_order_by_time_not_by_text(store):

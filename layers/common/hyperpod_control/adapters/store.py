@@ -143,8 +143,10 @@ class Store:
         """Store a node's new health if it changes the status and is newer than what we saw.
 
         HyperPod may send one change several times, each copy with its own event id, so the id
-        cannot deduplicate; the condition on status and event time does. Returns False when the
-        event changed nothing (a duplicate, or an older event arriving late).
+        cannot deduplicate; the condition on status and event time does. Event times have one
+        second's resolution, so a change in the same second as the last one still counts (a node
+        failed and healed within a second); a duplicate has the same status and never does.
+        Returns False when the event changed nothing (a duplicate, or an older event arriving late).
         """
         fields = record.model_dump(mode="json", exclude_none=True, exclude={"version"})
         names = {f"#{k}": k for k in fields}
@@ -161,7 +163,7 @@ class Store:
                     f"SET {assignments}, event_ms = :event_ms, version = if_not_exists(version, :zero) + :one"
                 ),
                 ConditionExpression=(
-                    "attribute_not_exists(PK) OR (#health_status <> :health_status AND event_ms < :event_ms)"
+                    "attribute_not_exists(PK) OR (#health_status <> :health_status AND event_ms <= :event_ms)"
                 ),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
