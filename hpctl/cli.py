@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from hpctl.stack import StackNotFound, default_stack_name
 
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         help="wall seconds per sandbox second for Waits, retries and schedules (default 0.05; 1 = real time)",
     )
 
+    up.add_argument(
+        "--pod-start-delay",
+        type=float,
+        default=0.0,
+        help="seconds each pod waits before starting, standing for image pull (default 0)",
+    )
+    _fault_commands(sandbox_sub)
+
     demo = sub.add_parser("demo", help="run the end-to-end demo on a fresh sandbox and print its timeline")
     demo.add_argument("--time-scale", type=float, default=0.01, help="sandbox time scale (default 0.01)")
 
@@ -68,10 +77,79 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fault_commands(sandbox_sub: Any) -> None:
+    """Fault injection into a running sandbox (`hpctl sandbox up`), through its control endpoint."""
+    fail = sandbox_sub.add_parser(
+        "fail-node",
+        help="fail a node as a hardware fault does, and put HyperPod's node-health event",
+        description="Kill the node's pods, mark it NotReady with HyperPod's label, taint and fault "
+        "annotation, and put a 'SageMaker HyperPod Cluster Node Health Event' on the default bus.",
+    )
+    fail.add_argument("node", help="node name, hyperpod-i-...")
+    fail.add_argument("--fault-type", default="NvidiaErrorTerminate", help="default NvidiaErrorTerminate")
+    fail.add_argument("--reason", dest="fault_reason", default="XidHardwareFailure", help="fault reason")
+    fail.add_argument(
+        "--repair", dest="repair_action", default="Replace", choices=["Replace", "Reboot", "None"]
+    )
+    fail.add_argument("--times", type=int, default=1, help="put the event N times, each with its own id")
+    heal = sandbox_sub.add_parser("heal-node", help="bring a failed node back and put a Healthy event")
+    heal.add_argument("node", help="node name, hyperpod-i-...")
+    heal.add_argument("--times", type=int, default=1, help="put the event N times, each with its own id")
+    repeat = sandbox_sub.add_parser("repeat-event", help="put a node's last health event again with new ids")
+    repeat.add_argument("node", help="node name, hyperpod-i-...")
+    repeat.add_argument("--times", type=int, default=2, help="how many more copies (default 2)")
+    crash = sandbox_sub.add_parser("crash-pod", help="kill one pod's main process (SIGKILL by default)")
+    crash.add_argument("pod", help="NAMESPACE/POD")
+    crash.add_argument("--container", help="container name (default: the first)")
+    crash.add_argument("--signal", dest="sig", default="KILL", help="signal name, e.g. KILL, TERM, SEGV")
+    hang = sandbox_sub.add_parser("hang-pod", help="SIGSTOP every process of a pod (--resume: SIGCONT)")
+    hang.add_argument("pod", help="NAMESPACE/POD")
+    hang.add_argument("--resume", action="store_true", help="resume a hung pod")
+
+
+def _fault_call(args: argparse.Namespace) -> Any:
+    import os
+    import signal
+
+    from sandbox.control import request
+
+    url = os.environ.get("HPCTL_SANDBOX_CONTROL")
+    if not url:
+        raise _UsageError(
+            "HPCTL_SANDBOX_CONTROL is not set: start `hpctl sandbox up --env-file FILE` and "
+            "source FILE (set -a; . FILE; set +a)"
+        )
+    op = args.sandbox_command
+    if op in ("fail-node", "heal-node", "repeat-event"):
+        if not args.node.startswith("hyperpod-i-"):
+            raise _UsageError(f"node {args.node!r} is not a HyperPod node name (hyperpod-i-...)")
+        keys = {"fail-node": ("fault_type", "fault_reason", "repair_action", "times")}.get(op, ("times",))
+        return request(url, op, {"node": args.node, **{k: getattr(args, k) for k in keys}})
+    namespace, _, name = args.pod.partition("/")
+    if not name:
+        raise _UsageError(f"pod {args.pod!r}: write it as NAMESPACE/POD")
+    if op == "crash-pod":
+        sig = getattr(signal, f"SIG{args.sig.upper().removeprefix('SIG')}", None)
+        if sig is None:
+            raise _UsageError(f"unknown signal {args.sig}")
+        body = {"namespace": namespace, "name": name, "sig": int(sig)}
+        if args.container:
+            body["container"] = args.container
+        return request(url, op, body)
+    return request(url, "resume-pod" if args.resume else "hang-pod", {"namespace": namespace, "name": name})
+
+
+class _UsageError(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     stack = args.stack or default_stack_name()
     try:
+        if args.command == "sandbox" and args.sandbox_command != "up":
+            print(json.dumps(_fault_call(args)))
+            return 0
         if args.command == "sandbox":
             from sandbox.server import serve
 
@@ -81,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 nodes=args.nodes,
                 time_scale=args.time_scale,
                 kubeconfig=args.kubeconfig,
+                pod_start_delay=args.pod_start_delay,
             )
         if args.command == "demo":
             from hpctl.demo import run_demo
@@ -100,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(status(stack, args.cluster), indent=2))
             return 0
-    except StackNotFound as exc:
+    except (StackNotFound, _UsageError) as exc:
         print(f"hpctl: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the sandbox's control endpoint refused or did not answer
+        if args.command != "sandbox":
+            raise
+        print(f"hpctl: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

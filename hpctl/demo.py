@@ -16,42 +16,11 @@ from typing import Any, TextIO
 
 from hpctl.commands import register, status
 from hpctl.workflows import Outcome
+from sandbox.faults import NODE_HEALTH, node_health_event
 
-NODE_HEALTH = "SageMaker HyperPod Cluster Node Health Event"
-
-
-def node_health_event(cluster: dict[str, Any], instance_id: str, healthy: bool, when: datetime) -> dict:
-    """The event HyperPod's health agent puts on the default bus (hyperpod-facts.md 4.1)."""
-    summary = (
-        {
-            "HealthStatus": "Healthy",
-            "HealthStatusReason": "Node passed health checks.",
-            "RepairAction": "None",
-        }
-        if healthy
-        else {
-            "HealthStatus": "Unhealthy",
-            "HealthStatusReason": "HyperPod Health Monitoring Agent (HMA) has detected fault type "
-            "NvidiaErrorTerminate on this node and is unhealthy.",
-            "RepairAction": "Replace",
-            "Recommendation": "Please Replace the Faulty Node.",
-        }
-    )
-    return {
-        "Source": "aws.sagemaker",
-        "DetailType": NODE_HEALTH,
-        "Time": when,
-        "Resources": [cluster["ClusterArn"]],
-        "Detail": json.dumps(
-            {
-                "ClusterName": cluster["ClusterName"],
-                "ClusterArn": cluster["ClusterArn"],
-                "InstanceId": instance_id,
-                "Tags": {},
-                "HealthSummary": summary,
-            }
-        ),
-    }
+# node_health_event (the event HyperPod's health agent puts on the bus) lives in sandbox.faults,
+# next to the fault injection that puts it; it stays importable from here for existing callers.
+__all__ = ["NODE_HEALTH", "node_health_event", "run_demo"]
 
 
 class Timeline:

@@ -70,6 +70,12 @@ class SandboxConfig:
     kube_seed: ClusterSeed | None = None
     #: Where to write the kubeconfig (default: a file in a temporary directory of this sandbox).
     kubeconfig: Path | None = None
+    #: Run pods as local processes (scheduler + kubelets) on the world's nodes (needs ``kube``).
+    pods: bool = True
+    #: Seconds each pod waits before its containers start: image pull and container start.
+    pod_start_delay: float = 0.0
+    #: Serve the fault injector to other processes (``hpctl sandbox fail-node``...).
+    control: bool = False
 
 
 class Sandbox:
@@ -85,6 +91,9 @@ class Sandbox:
         self._scheduler: Scheduler | None = None
         self.world: World | None = None
         self.kube: Any = None
+        self.pods: Any = None
+        self.faults: Any = None
+        self.control: Any = None
         self.kubeconfig: Path | None = None
         self._tmp: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -180,6 +189,12 @@ class Sandbox:
         self.delivery.shutdown()
         if self.stack is not None:
             self._stop_executions()
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self.pods is not None:
+            self.pods.stop()  # every pod's processes end before the API server they report to
+            self.pods = None
         if self.kube is not None:
             self.kube.stop()
             self.kube = None
@@ -262,6 +277,8 @@ class Sandbox:
             values.update(self.world.env())
         if self.kubeconfig:
             values["KUBECONFIG"] = str(self.kubeconfig)
+        if self.control:
+            values["HPCTL_SANDBOX_CONTROL"] = self.control.url
         return values
 
     def output(self, name: str) -> str:
@@ -378,6 +395,21 @@ class Sandbox:
         else:
             self.kubeconfig = Path(self.config.kubeconfig)
         self.kube.kubeconfig(self.kubeconfig)
+        if self.config.pods:
+            from sandbox.faults import Faults
+            from sandbox.kube.runtime import KubeRuntime
+
+            self.pods = KubeRuntime(self.kube, start_delay=self.config.pod_start_delay).start()
+            self.faults = Faults(
+                self.pods,
+                self.client("events"),
+                sagemaker=self.client("sagemaker"),
+                cluster_name=world.hyperpod_cluster_name,
+            )
+            if self.config.control:
+                from sandbox.control import ControlServer
+
+                self.control = ControlServer(self.faults, host=self.config.host).start()
 
     # -- Step Functions -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ def serve(
     nodes: int = 4,
     time_scale: float = 0.05,
     kubeconfig: str | None = None,
+    pod_start_delay: float = 0.0,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
 ) -> int:
@@ -49,6 +50,8 @@ def serve(
             world=WorldOptions(nodes=nodes),
             kube=True,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            pod_start_delay=pod_start_delay,
+            control=True,
         )
     )
     try:
@@ -64,7 +67,10 @@ def serve(
             f"{len(sandbox.stack.skipped)} not emulated (IAM, permissions)\n"
             f"  HyperPod cluster {env['HYPERPOD_CLUSTER_NAME']} ({nodes} nodes), orchestrated by EKS cluster "
             f"{env['EKS_CLUSTER_NAME']}\n"
-            f"  Kubernetes API {sandbox.kube.url} (KUBECONFIG={sandbox.kubeconfig})\n"
+            f"  Kubernetes API {sandbox.kube.url} (KUBECONFIG={sandbox.kubeconfig}); pods run as local "
+            f"processes\n"
+            f"  faults: hpctl sandbox fail-node|heal-node|crash-pod|hang-pod|repeat-event "
+            f"(control {sandbox.control.url})\n"
             + (f"  environment written to {env_file} (set -a; . {env_file}; set +a)\n" if env_file else "")
             + "  Ctrl-C or SIGTERM stops it.",
             file=out,

@@ -13,8 +13,9 @@ leaves field validation to the server and does not need OpenAPI v2 protobuf), JS
 Storage semantics are in ``store.py``, authentication in ``auth.py``.
 
 Not served: protobuf (clients are sent JSON), server-side apply (415), ``dryRun`` (400),
-``/scale``, ``/log``, ``/exec``, ``/attach``, ``/portforward``; the pod proxy comes with the kubelet
-(issue 5, which registers a handler through ``subresource_handlers``).
+``/scale``, ``/exec``, ``/attach``, ``/portforward``. The pod proxy (``pods/{name}[:port]/proxy/...``)
+and ``pods/{name}/log`` come with the kubelet (``sandbox/kube/proxy.py``, registered through
+``subresource_handlers`` by ``KubeRuntime``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def _parse_resource_path(store: Store, parts: list[str]) -> Route | None:
         and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
     ):
         namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3 and rest[2] == "proxy":
+        # pods/{name}/proxy/{path...}: the rest of the path belongs to the proxied request
+        rest = rest[:3]
     if not rest or len(rest) > 3:
         return None
     rt = store.registry.lookup(group, version, rest[0])
@@ -283,7 +287,8 @@ class KubeApiServer:
         self.store = store or Store(graceful_pods=graceful_pods)
         self.faults = FaultInjector()
         #: (plural, subresource) -> handler(server, handler, route, method, body) for issue 5's
-        #: pod proxy and similar; it writes the whole response itself.
+        #: pod proxy and similar; it writes the whole response itself. ``body`` is the raw request
+        #: body (bytes, empty when none); the request path is ``handler.path``, unnormalised.
         self.subresource_handlers: dict[tuple[str, str], Callable[..., None]] = {}
         self.ca_pem = b""
         self._dir: tempfile.TemporaryDirectory | None = None
@@ -537,9 +542,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_error(self, err: ApiError) -> None:
         self._send_json(err.code, err.status(), err.headers)
 
-    def _read_body(self) -> Any:
+    def _read_raw_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _read_body(self) -> Any:
+        raw = self._read_raw_body()
         if not raw:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
@@ -557,8 +565,13 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         try:
-            body = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
             route, attrs = self._route(method, path, query)
+            raw = route is not None and (route.rt.plural, route.subresource) in self.api.subresource_handlers
+            if method not in ("POST", "PUT", "PATCH", "DELETE"):
+                body = None
+            else:
+                # a registered subresource handler (the pod proxy) gets the body as sent
+                body = self._read_raw_body() if raw else self._read_body()
             principal = self.api.authenticate(self.headers.get("Authorization"), attrs)
             self.api.check_access(principal, attrs)
             fault = self.api.faults.take(attrs)

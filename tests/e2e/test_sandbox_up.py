@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,16 @@ def _read_env(path: Path) -> dict[str, str]:
         key, _, value = line.partition("=")
         env[key] = shlex.split(value)[0] if value else ""
     return env
+
+
+def out_nodes(env: dict[str, str]) -> list[str]:
+    code = (
+        "import boto3,os; sm=boto3.client('sagemaker'); "
+        "print(' '.join(n['InstanceId'] for n in sm.list_cluster_nodes("
+        "ClusterName=os.environ['HYPERPOD_CLUSTER_NAME'])['ClusterNodeSummaries']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    return out.stdout.split()
 
 
 def _port_open(url: str) -> bool:
@@ -113,6 +124,40 @@ def test_sandbox_up_serves_until_signalled(tmp_path, stop_signal):
         assert reg.returncode == 0, reg.stderr
         assert '"status": "SUCCEEDED"' in reg.stdout
         assert "CheckCluster" in reg.stderr  # progress: each state as it is entered
+
+        # Fault injection from another process: fail a node, see node_health record it.
+        node = "hyperpod-" + out_nodes(client_env)[0]
+        fault = subprocess.run(
+            [*HPCTL, "sandbox", "fail-node", node, "--times", "2"],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert fault.returncode == 0, fault.stderr
+        assert len(json.loads(fault.stdout)) == 2  # two event ids: one change, sent twice
+
+        def recorded():
+            st = subprocess.run(
+                [*HPCTL, "status", "--cluster", env["HYPERPOD_CLUSTER_NAME"]],
+                env=client_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            nodes = json.loads(st.stdout)["nodes"] if st.returncode == 0 else []
+            return [n for n in nodes if n["health_status"] == "Unhealthy"]
+
+        [unhealthy] = eventually(recorded, timeout=60, what="node_health to record the failed node")
+        assert "hyperpod-" + unhealthy["instance_id"] == node and unhealthy["version"] == 1
+        bad = subprocess.run(
+            [*HPCTL, "sandbox", "fail-node", "node-1"],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 2 and "hyperpod-i-" in bad.stderr
     finally:
         proc.send_signal(stop_signal)
         output, _ = proc.communicate(timeout=60)

@@ -70,3 +70,44 @@ def namespace(kube: KubeApiServer, request: pytest.FixtureRequest) -> str:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
+
+
+# --- issue 5: pods that run ---------------------------------------------------------------------
+
+GPU_NODE_IDS = ["i-0bbbbbbbbbbbbbbb1", "i-0bbbbbbbbbbbbbbb2", "i-0bbbbbbbbbbbbbbb3"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    """A fresh API server with three ml.g5.8xlarge nodes (1 GPU each) and a KubeRuntime on it."""
+    from sandbox.kube.runtime import KubeRuntime
+
+    server = KubeApiServer().start()
+    for instance_id in GPU_NODE_IDS:
+        add_node(server.store, hyperpod_node(instance_id, "ml.g5.8xlarge"))
+    runtime = KubeRuntime(server, restart_backoff=0.2).start()
+    yield runtime
+    runtime.stop()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def core(cluster: object) -> Iterator[object]:
+    """A kubernetes CoreV1Api on the ``cluster`` fixture's server."""
+    from kubernetes import client
+
+    with client.ApiClient(cluster.server.client_configuration()) as api_client:  # type: ignore[attr-defined]
+        yield client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def pod_ns(cluster: object, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace per test on the ``cluster`` fixture's server."""
+    store = cluster.store  # type: ignore[attr-defined]
+    name = (
+        "p-"
+        + request.node.name.lower().replace("_", "-")[:40].strip("-")
+        + f"-{int(time.time() * 1000) % 100000}"
+    )
+    store.create(store.rt("", "namespaces"), None, {"metadata": {"name": name}})
+    return name

@@ -1,0 +1,368 @@
+"""Fault injection for the sandbox, done the way faults happen on HyperPod.
+
+- ``node_health_event``: the EventBridge entry HyperPod's health agent puts on the default bus
+  (reference/hyperpod-facts.md 4.1), as ``put_events`` takes it.
+- ``Faults`` (over a running ``KubeRuntime`` and a boto3 EventBridge client):
+
+  ``fail_node(node)``: the node's processes die at once (a hardware fault: no SIGTERM, nothing
+  reported by its kubelet); the node goes NotReady (Ready ``Unknown``, the ``unreachable``
+  taints the node lifecycle controller adds); HyperPod's health agent marks it (4.3):
+  ``sagemaker.amazonaws.com/node-health-status`` = ``UnschedulablePendingReplacement`` (or
+  ``...PendingReboot``), the ``fault-types``/``fault-reasons`` labels, the
+  ``sagemaker.amazonaws.com/node-health-status=Unschedulable:NoSchedule`` taint, the
+  ``fault-details`` annotation and a node condition named after the fault type; its pods are
+  evicted (deleted at once, with a DisruptionTarget condition first, as taint-based eviction does
+  for pods that do not tolerate ``unreachable``); and the "SageMaker HyperPod Cluster Node Health
+  Event" (Unhealthy) goes on the bus, each put with its own event id.
+  ``heal_node(node)``: all of that undone, the kubelet back, a Healthy event.
+  ``crash_pod``: one container's main process killed (SIGKILL by default; the kubelet reports the
+  exit and restarts it under the pod's restartPolicy). ``hang_pod``/``resume_pod``: SIGSTOP and
+  SIGCONT to every process of the pod (the pod stays Running, as a hung job does).
+  ``repeat_event(node, times)``: the node's last health event again, ``times`` puts with
+  distinct ids, as AWS may deliver one change several times.
+
+Node names are ``hyperpod-<instance-id>``; the event carries the instance id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.kube.runtime import KubeRuntime
+
+NODE_HEALTH = "SageMaker HyperPod Cluster Node Health Event"
+HEALTH_LABEL = "sagemaker.amazonaws.com/node-health-status"
+FAULT_TYPES_LABEL = "sagemaker.amazonaws.com/fault-types"
+FAULT_REASONS_LABEL = "sagemaker.amazonaws.com/fault-reasons"
+FAULT_DETAILS_ANNOTATION = "sagemaker.amazonaws.com/fault-details"
+HEALTH_TAINT = {"key": HEALTH_LABEL, "value": "Unschedulable", "effect": "NoSchedule"}
+UNREACHABLE = "node.kubernetes.io/unreachable"
+NODE_PREFIX = "hyperpod-"
+#: repair action -> the node-health-status label HyperPod sets while it waits for the repair
+PENDING_LABEL = {
+    "Replace": "UnschedulablePendingReplacement",
+    "Reboot": "UnschedulablePendingReboot",
+    "None": "Unschedulable",
+}
+
+
+def node_health_event(
+    cluster: dict[str, Any],
+    instance_id: str,
+    healthy: bool,
+    when: datetime,
+    *,
+    fault_type: str = "NvidiaErrorTerminate",
+    repair_action: str = "Replace",
+) -> dict:
+    """The event HyperPod's health agent puts on the default bus (hyperpod-facts.md 4.1), as a
+    ``put_events`` entry; ``cluster`` needs ClusterName and ClusterArn (``describe_cluster``)."""
+    summary = (
+        {
+            "HealthStatus": "Healthy",
+            "HealthStatusReason": "Node passed health checks.",
+            "RepairAction": "None",
+        }
+        if healthy
+        else {
+            "HealthStatus": "Unhealthy",
+            "HealthStatusReason": "HyperPod Health Monitoring Agent (HMA) has detected fault type "
+            f"{fault_type} on this node and is unhealthy.",
+            "RepairAction": repair_action,
+            "Recommendation": "Please Reboot the Faulty Node."
+            if repair_action == "Reboot"
+            else "Please Replace the Faulty Node.",
+        }
+    )
+    return {
+        "Source": "aws.sagemaker",
+        "DetailType": NODE_HEALTH,
+        "Time": when,
+        "Resources": [cluster["ClusterArn"]],
+        "Detail": json.dumps(
+            {
+                "ClusterName": cluster["ClusterName"],
+                "ClusterArn": cluster["ClusterArn"],
+                "InstanceId": instance_id,
+                "Tags": {},
+                "HealthSummary": summary,
+            }
+        ),
+    }
+
+
+def instance_id_of(node: str) -> str:
+    if not node.startswith(NODE_PREFIX + "i-"):
+        raise ValueError(f"{node!r} is not a HyperPod node name (hyperpod-<instance-id>)")
+    return node[len(NODE_PREFIX) :]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def failed_node(
+    node: dict, fault_type: str, fault_reason: str, repair_action: str, message: str, when: str
+) -> dict:
+    """Pure: the Node object after HyperPod detected a fault and its kubelet went silent."""
+    node = copy.deepcopy(node)
+    meta = node["metadata"]
+    labels = meta.setdefault("labels", {})
+    labels[HEALTH_LABEL] = PENDING_LABEL.get(repair_action, "Unschedulable")
+    labels[FAULT_TYPES_LABEL] = fault_type
+    labels[FAULT_REASONS_LABEL] = fault_reason
+    annotations = meta.setdefault("annotations", {})
+    details = json.loads(annotations.get(FAULT_DETAILS_ANNOTATION) or "[]")
+    details.append({"timestamp": when, "type": fault_type, "reason": fault_reason, "message": message})
+    annotations[FAULT_DETAILS_ANNOTATION] = json.dumps(details[-10:])
+    spec = node.setdefault("spec", {})
+    taints = [t for t in spec.get("taints") or [] if t.get("key") not in (HEALTH_LABEL, UNREACHABLE)]
+    taints += [
+        dict(HEALTH_TAINT),
+        {"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": when},
+        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": when},
+    ]
+    spec["taints"] = taints
+    conditions = [
+        c for c in node.setdefault("status", {}).get("conditions") or [] if c.get("type") != fault_type
+    ]
+    for c in conditions:
+        if c.get("type") in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
+            c.update(
+                status="Unknown",
+                reason="NodeStatusUnknown",
+                message="Kubelet stopped posting node status.",
+                lastTransitionTime=when,
+            )
+    conditions.append(
+        {
+            "type": fault_type,
+            "status": "True",
+            "reason": fault_reason,
+            "message": message,
+            "lastTransitionTime": when,
+        }
+    )
+    node["status"]["conditions"] = conditions
+    return node
+
+
+def healed_node(node: dict, when: str) -> dict:
+    """Pure: the Node object once repaired and its kubelet posting Ready again."""
+    node = copy.deepcopy(node)
+    meta = node["metadata"]
+    labels = meta.setdefault("labels", {})
+    labels[HEALTH_LABEL] = "Schedulable"
+    labels.pop(FAULT_TYPES_LABEL, None)
+    labels.pop(FAULT_REASONS_LABEL, None)
+    spec = node.setdefault("spec", {})
+    spec["taints"] = [t for t in spec.get("taints") or [] if t.get("key") not in (HEALTH_LABEL, UNREACHABLE)]
+    if not spec["taints"]:
+        spec.pop("taints")
+    ok = {
+        "Ready": ("True", "KubeletReady", "kubelet is posting ready status"),
+        "MemoryPressure": ("False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        "DiskPressure": ("False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        "PIDPressure": ("False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    }
+    for c in node.setdefault("status", {}).get("conditions") or []:
+        if c.get("type") in ok:
+            status, reason, message = ok[c["type"]]
+            c.update(status=status, reason=reason, message=message, lastTransitionTime=when)
+        elif c.get("status") == "True":
+            # a fault condition flips back to False after recovery (4.3)
+            c.update(status="False", reason="NoFault", lastTransitionTime=when)
+    return node
+
+
+class Faults:
+    """Fault injection over a running ``KubeRuntime``; ``events`` is a boto3 EventBridge client
+    (``Sandbox.client("events")``), ``cluster`` the HyperPod cluster's ClusterName and ClusterArn
+    (or pass ``sagemaker`` and ``cluster_name`` to look them up)."""
+
+    def __init__(
+        self,
+        runtime: KubeRuntime,
+        events: Any = None,
+        cluster: dict[str, Any] | None = None,
+        *,
+        sagemaker: Any = None,
+        cluster_name: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.events = events
+        self._cluster = {k: cluster[k] for k in ("ClusterName", "ClusterArn")} if cluster else None
+        self._sagemaker = sagemaker
+        self._cluster_name = cluster_name
+        self._last_event: dict[str, dict] = {}  # node -> the last entry put for it
+        self._lock = threading.Lock()
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def fail_node(
+        self,
+        node: str,
+        *,
+        fault_type: str = "NvidiaErrorTerminate",
+        fault_reason: str = "XidHardwareFailure",
+        repair_action: str = "Replace",
+        message: str = "NVRM: Xid (PCI:0000:b9:00): 79, GPU has fallen off the bus.",
+        emit: bool = True,
+        times: int = 1,
+    ) -> list[str]:
+        """Fail ``node`` as a hardware fault does (see the module docstring); returns the ids of
+        the node-health events put (``times`` copies, each with its own id; none if not ``emit``)."""
+        instance_id = instance_id_of(node)
+        if repair_action not in PENDING_LABEL:
+            raise ValueError(f"repair_action must be one of {sorted(PENDING_LABEL)}")
+        kubelet = self.runtime.kubelet(node)
+        pods = kubelet.fail()
+        when = _now()
+        rt = self.store.rt("", "nodes")
+
+        def fail(current: dict) -> dict:
+            return failed_node(current, fault_type, fault_reason, repair_action, message, when)
+
+        for sub in (None, "status"):  # labels, annotation and taints; then the conditions
+            self.store.patch(rt, None, node, fail, sub)
+        self._evict_pods(node, pods)
+        if not emit:
+            return []
+        entry = node_health_event(
+            self._cluster_info(),
+            instance_id,
+            False,
+            datetime.now(UTC),
+            fault_type=fault_type,
+            repair_action=repair_action,
+        )
+        return self._put(node, entry, times)
+
+    def heal_node(self, node: str, *, emit: bool = True, times: int = 1) -> list[str]:
+        """The node is repaired: kubelet back, Ready, HyperPod's marks gone, a Healthy event."""
+        instance_id = instance_id_of(node)
+        kubelet = self.runtime.kubelet(node)
+        rt = self.store.rt("", "nodes")
+        when = _now()
+        for sub in (None, "status"):
+            self.store.patch(rt, None, node, lambda current: healed_node(current, when), sub)
+        if kubelet.failed:
+            kubelet.recover()
+        if not emit:
+            return []
+        entry = node_health_event(self._cluster_info(), instance_id, True, datetime.now(UTC))
+        return self._put(node, entry, times)
+
+    def repeat_event(self, node: str, times: int = 2) -> list[str]:
+        """The last node-health event put for ``node``, ``times`` more puts, each its own id."""
+        with self._lock:
+            entry = self._last_event.get(node)
+        if entry is None:
+            raise LookupError(f"no node-health event was put for {node} yet")
+        return self._put(node, entry, times)
+
+    def _evict_pods(self, node: str, pods_seen: list[dict]) -> None:
+        rt = self.store.rt("", "pods")
+        when = _now()
+        for pod in self.store.list(rt, None).items:
+            if (pod.get("spec") or {}).get("nodeName") != node:
+                continue
+            if any(
+                t.get("key") == UNREACHABLE
+                and t.get("effect") == "NoExecute"
+                and "tolerationSeconds" not in t
+                for t in pod["spec"].get("tolerations") or []
+            ):
+                continue  # tolerates the fault forever: it stays, bound to a dead node
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+            def disrupted(current: dict) -> dict:
+                status = current.setdefault("status", {})
+                conditions = [
+                    c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
+                ]
+                conditions.append(
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "DeletionByTaintManager",
+                        "message": "Taint manager: deleting due to NoExecute taint",
+                        "lastTransitionTime": when,
+                    }
+                )
+                status["conditions"] = conditions
+                return current
+
+            with contextlib.suppress(Exception):
+                self.store.patch(rt, ns, name, disrupted, "status")
+            with contextlib.suppress(Exception):
+                self.store.delete(rt, ns, name, {"gracePeriodSeconds": 0})
+
+    # -- pods -------------------------------------------------------------------------------------
+
+    def crash_pod(
+        self, namespace: str, name: str, container: str | None = None, sig: int = signal.SIGKILL
+    ) -> int:
+        """Kill a container's main process with ``sig``; returns its pid."""
+        proc = self.runtime.pod_worker(namespace, name).container(container)
+        pid = proc.main_pid if proc is not None and proc.running else None
+        if pid is None:
+            raise LookupError(f"pod {namespace}/{name} has no running container {container or ''}".rstrip())
+        import os
+
+        os.kill(pid, sig)
+        return pid
+
+    def hang_pod(self, namespace: str, name: str) -> list[int]:
+        """SIGSTOP every process of the pod; returns the pids stopped."""
+        return self._signal_pod(namespace, name, signal.SIGSTOP)
+
+    def resume_pod(self, namespace: str, name: str) -> list[int]:
+        return self._signal_pod(namespace, name, signal.SIGCONT)
+
+    def _signal_pod(self, namespace: str, name: str, sig: int) -> list[int]:
+        import os
+
+        pids = self.runtime.pod_worker(namespace, name).all_pids()
+        if not pids:
+            raise LookupError(f"pod {namespace}/{name} has no running process")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _cluster_info(self) -> dict[str, Any]:
+        if self._cluster is None:
+            if self._sagemaker is None or not self._cluster_name:
+                raise ValueError(
+                    "Faults needs cluster={'ClusterName', 'ClusterArn'} or sagemaker and cluster_name"
+                )
+            described = self._sagemaker.describe_cluster(ClusterName=self._cluster_name)
+            self._cluster = {"ClusterName": described["ClusterName"], "ClusterArn": described["ClusterArn"]}
+        return self._cluster
+
+    def _put(self, node: str, entry: dict, times: int) -> list[str]:
+        if self.events is None:
+            raise ValueError("Faults needs an EventBridge client (events=) to put node-health events")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._last_event[node] = entry
+        ids = []
+        for _ in range(times):
+            # one put per copy: EventBridge gives each its own id, as AWS's repeated deliveries have
+            result = self.events.put_events(Entries=[entry])
+            if result.get("FailedEntryCount"):
+                raise RuntimeError(f"put_events refused the node-health event: {result['Entries']}")
+            ids.append(result["Entries"][0]["EventId"])
+        return ids
