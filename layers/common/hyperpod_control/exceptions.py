@@ -68,3 +68,7 @@ class ClusterUnusableError(PermanentError):
 
 class OperatorConflictError(PermanentError):
     """The cluster already runs the other training operator."""
+
+
+class PreflightFailedError(PermanentError):
+    """One or more prerequisite checks failed; the message lists each with its remedy."""
