@@ -40,6 +40,14 @@ def _user(sb: Sandbox, name: str) -> tuple[str, boto3.session.Session]:
     return arn, session
 
 
+def _grant(sb: Sandbox, principal_arn: str, policy_arn: str) -> None:
+    eks, cluster = sb.client("eks"), sb.world.eks_cluster_name
+    eks.create_access_entry(clusterName=cluster, principalArn=principal_arn)
+    eks.associate_access_policy(
+        clusterName=cluster, principalArn=principal_arn, policyArn=policy_arn, accessScope={"type": "cluster"}
+    )
+
+
 def _core(sb: Sandbox, session: boto3.session.Session) -> client.CoreV1Api:
     token = make_eks_token(session, sb.world.eks_cluster_name, endpoint_url=sb.endpoint_url)
     # Connect the production way: endpoint and CA from describe_cluster, TLS verified.
@@ -55,28 +63,14 @@ def test_a_principal_without_an_access_entry_is_refused_and_with_one_gets_in(sb)
         core.list_node()
     assert refused.value.status == 401  # EKS: no entry maps the principal to no Kubernetes user
 
-    eks = sb.client("eks")
-    eks.create_access_entry(clusterName=sb.world.eks_cluster_name, principalArn=arn)
-    eks.associate_access_policy(
-        clusterName=sb.world.eks_cluster_name,
-        principalArn=arn,
-        policyArn=ADMIN_POLICY,
-        accessScope={"type": "cluster"},
-    )
+    _grant(sb, arn, ADMIN_POLICY)
     nodes = _eventually_listed(lambda: core.list_node().items)
     assert len(nodes) == 2
 
 
 def test_a_view_policy_reads_but_cannot_write(sb):
     arn, session = _user(sb, "viewer")
-    eks = sb.client("eks")
-    eks.create_access_entry(clusterName=sb.world.eks_cluster_name, principalArn=arn)
-    eks.associate_access_policy(
-        clusterName=sb.world.eks_cluster_name,
-        principalArn=arn,
-        policyArn=VIEW_POLICY,
-        accessScope={"type": "cluster"},
-    )
+    _grant(sb, arn, VIEW_POLICY)
     core = _core(sb, session)
     # Kubernetes' "view" role, which this policy maps to: namespaced reads, no nodes, no writes.
     assert _eventually_listed(lambda: core.list_namespaced_config_map("default").items is not None)
