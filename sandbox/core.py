@@ -94,6 +94,7 @@ class Sandbox:
         self.pods: Any = None
         self.faults: Any = None
         self.control: Any = None
+        self._mirrors: list[Any] = []
         self.kubeconfig: Path | None = None
         self._tmp: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -189,6 +190,9 @@ class Sandbox:
         self.delivery.shutdown()
         if self.stack is not None:
             self._stop_executions()
+        for mirror in self._mirrors:  # before moto is reset: they read its state
+            mirror.stop()
+        self._mirrors = []
         if self.control is not None:
             self.control.stop()
             self.control = None
@@ -410,6 +414,15 @@ class Sandbox:
                 from sandbox.control import ControlServer
 
                 self.control = ControlServer(self.faults, host=self.config.host).start()
+        # What AWS changes outside Kubernetes shows up in it: the add-on's objects when it is
+        # ACTIVE, a rebooted or replaced node going down and coming back.
+        from sandbox.kube.addon_mirror import AddonMirror
+        from sandbox.kube.node_mirror import NodeRepairMirror
+
+        where = {"region": self.config.region, "account_id": ACCOUNT}
+        self._mirrors = [AddonMirror(self.kube.store, world.eks_cluster_name, **where).start()]
+        if self.pods is not None:
+            self._mirrors.append(NodeRepairMirror(self.pods, world.hyperpod_cluster_name, **where).start())
 
     # -- Step Functions -------------------------------------------------------------------------
 

@@ -116,6 +116,11 @@ def reset_delays() -> None:
 
 _sequence = itertools.count()
 _applying = threading.local()
+#: Transitions are applied by whichever thread reads first: moto's request threads in server mode,
+#: the Lambda handlers, and the sandbox's mirrors (``sandbox/kube/node_mirror.py``) polling. Two
+#: readers must not both pop the same due transition (or one not yet due); re-entrant because an
+#: applied transition may queue the next one.
+transitions_lock = threading.RLock()
 
 
 class Timed:
@@ -129,34 +134,38 @@ class Timed:
     _transitions: list[tuple[float, int, Callable[[], None]]]
 
     def schedule(self, delay: float, action: Callable[[], None]) -> None:
-        if not hasattr(self, "_transitions"):
-            self._transitions = []
-        # A transition queued by another one starts from when that one was due, not from the read
-        # that applied it late; the sequence number keeps same-instant transitions in order.
-        start = _applying.due if getattr(_applying, "due", None) is not None else clock.now()
-        self._transitions.append((start + max(0.0, delay), next(_sequence), action))
-        self._transitions.sort(key=lambda t: (t[0], t[1]))
+        with transitions_lock:
+            if not hasattr(self, "_transitions"):
+                self._transitions = []
+            # A transition queued by another one starts from when that one was due, not from the
+            # read that applied it late; the sequence number keeps same-instant transitions in order.
+            start = _applying.due if getattr(_applying, "due", None) is not None else clock.now()
+            self._transitions.append((start + max(0.0, delay), next(_sequence), action))
+            self._transitions.sort(key=lambda t: (t[0], t[1]))
 
     def complete(self) -> None:
         """Apply every queued transition now, whatever sandbox time says (world building)."""
-        while getattr(self, "_transitions", None):
-            _, _, action = self._transitions.pop(0)
-            action()
+        with transitions_lock:
+            while getattr(self, "_transitions", None):
+                _, _, action = self._transitions.pop(0)
+                action()
 
     def cancel_transitions(self) -> None:
-        self._transitions = []
+        with transitions_lock:
+            self._transitions = []
 
     def settle(self) -> None:
         if not getattr(self, "_transitions", None):
             return
-        now = clock.now()
-        while self._transitions and self._transitions[0][0] <= now:
-            due, _, action = self._transitions.pop(0)
-            _applying.due = due
-            try:
-                action()
-            finally:
-                _applying.due = None
+        with transitions_lock:
+            now = clock.now()
+            while self._transitions and self._transitions[0][0] <= now:
+                due, _, action = self._transitions.pop(0)
+                _applying.due = due
+                try:
+                    action()
+                finally:
+                    _applying.due = None
 
     @property
     def pending(self) -> bool:

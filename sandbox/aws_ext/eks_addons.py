@@ -5,6 +5,7 @@ Lifecycle, on sandbox time (``_base.clock``, evaluated when read): CREATING -> A
 goes InProgress -> Successful), DELETING -> gone after ``delays.addon_delete``. Failures on
 demand: ``fail_next()`` makes the next create/update of an add-on end CREATE_FAILED,
 UPDATE_FAILED or DEGRADED with health issues; ``set_health()`` degrades (or heals) a live one.
+``read_addon()`` reads one without an API call (for the sandbox's mirrors).
 
 Validation follows the catalogue (``catalog.py``): unknown add-on or version, a version not
 compatible with the cluster's Kubernetes version, configuration values that violate the
@@ -137,6 +138,28 @@ def set_health(
     addon.settle()
     addon.status = status
     addon.issues = [] if status == "ACTIVE" else list(issues or [DEFAULT_ISSUE])
+
+
+def read_addon(
+    cluster_name: str,
+    addon_name: str,
+    *,
+    region: str = "us-west-2",
+    account_id: str = DEFAULT_ACCOUNT_ID,
+) -> dict[str, Any] | None:
+    """The add-on as ``describe_addon`` returns it (due transitions applied), or None when it or
+    its cluster does not exist. Reads moto's backend directly, so unlike ``describe_addon`` it
+    consumes no fault armed by ``aws_ext.faults`` (the sandbox's add-on mirror polls with it)."""
+    cluster = _backend(account_id, region).clusters.get(cluster_name)
+    if cluster is None:
+        return None
+    addon = state(cluster).addons.get(addon_name)
+    if addon is None:
+        return None
+    addon.settle()
+    if state(cluster).addons.get(addon_name) is not addon:  # a due delete removed it
+        return None
+    return addon.to_dict()
 
 
 def _take_outcome(backend: Any, cluster: Any, addon_name: str, operation: str) -> Outcome | None:

@@ -25,11 +25,22 @@ or node is moto's ``ValidationException`` "Could not find cluster 'x'." (kept: t
 adapter relies on it). ``fail_node()``
 marks a node Failure (what the health agent's event reports) and, with NodeRecovery Automatic,
 HyperPod's own repair follows.
+
+Node listeners (``add_node_listener``): called with a ``NodeChange`` whenever a node's status
+changes, a node appears or one is gone, at the moment the change is applied (in the request
+that made it, or in the read that settled a timed transition), so a listener sees every state a
+reboot or replacement goes through even when sandbox time jumps past several of them between
+two reads. ``sandbox/kube/node_mirror.py`` uses it to take the Kubernetes Nodes through the same
+states. ``current_nodes()`` settles a cluster and returns its nodes in the same form.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import botocore.session
@@ -38,7 +49,18 @@ from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 
 from sandbox.aws_ext import quotas
-from sandbox.aws_ext._base import AwsError, Timed, delays, drop_none, paginate, random_chars, random_hex
+from sandbox.aws_ext._base import (
+    AwsError,
+    Timed,
+    delays,
+    drop_none,
+    paginate,
+    random_chars,
+    random_hex,
+    transitions_lock,
+)
+
+log = logging.getLogger("sandbox.aws_ext.sagemaker_hyperpod")
 
 EKS_ARN = re.compile(r"^arn:aws[a-z-]*:eks:[a-z0-9-]+:(\d{12}):cluster/([0-9A-Za-z][A-Za-z0-9_-]{0,99})$")
 IP_HUNGRY = ("ml.p5.48xlarge", "ml.p5e.48xlarge", "ml.p5en.48xlarge")
@@ -61,6 +83,72 @@ def validation(message: str) -> AwsError:
     return AwsError("ValidationException", message)
 
 
+@dataclass(frozen=True)
+class NodeChange:
+    """A node's status as it changed: ``status`` None means the instance is gone (replaced,
+    deleted), ``previous`` None that it is new (or, from ``current_nodes``, a snapshot)."""
+
+    account_id: str
+    region: str
+    cluster_name: str
+    cluster_arn: str
+    instance_id: str
+    instance_type: str
+    instance_group: str
+    zone: str | None
+    status: str | None
+    previous: str | None
+
+
+NodeListener = Callable[[NodeChange], None]
+_listeners: list[NodeListener] = []
+_listeners_lock = threading.Lock()
+
+
+def add_node_listener(listener: NodeListener) -> None:
+    """Call ``listener`` on every node change, in every account and region (filter on the change's
+    fields). It runs in the thread that applied the change, often under the transitions lock:
+    keep it short and do not call back into the emulation from it (queue the change instead)."""
+    with _listeners_lock:
+        _listeners.append(listener)
+
+
+def remove_node_listener(listener: NodeListener) -> None:
+    with _listeners_lock:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+
+def _change(node: Node, status: str | None, previous: str | None) -> NodeChange:
+    cluster = node.cluster
+    subnet = node.eni.subnet if node.eni is not None else None
+    return NodeChange(
+        account_id=cluster.account_id,
+        region=cluster.region,
+        cluster_name=cluster.cluster_name,
+        cluster_arn=cluster.arn,
+        instance_id=node.instance_id,
+        instance_type=node.group["InstanceType"],
+        instance_group=node.group["InstanceGroupName"],
+        zone=getattr(subnet, "availability_zone", None),
+        status=status,
+        previous=previous,
+    )
+
+
+def _notify(node: Node, status: str | None, previous: str | None) -> None:
+    with _listeners_lock:
+        listeners = list(_listeners)
+    if not listeners:
+        return
+    change = _change(node, status, previous)
+    for listener in listeners:
+        try:
+            listener(change)
+        except Exception:  # a listener's bug must not fail the AWS call that changed the node
+            log.exception("node listener %r failed on %s", listener, change)
+
+
 class ClusterTable(dict):
     """moto's ``backend.clusters``, also found by cluster id (moto's tagging looks up ARN tails)."""
 
@@ -76,13 +164,24 @@ class Node(Timed):
         self.instance_id = "i-" + random_hex(17)
         self.logical_id = f"{group['InstanceGroupName']}-{random_chars(12)}"
         self.group = group
-        self.status = status
+        self.cluster = cluster
+        self.eni: Any = None
+        self._status = status  # listeners hear of it when the cluster adds the node
         self.message = ""
         self.launch_time = utcnow()
         self.last_software_update: Any = None
         self.image = cluster.image
-        self.eni: Any = None
-        self.cluster = cluster
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        # every status change goes through here, so listeners see each one as it is applied
+        previous, self._status = self._status, value
+        if previous != value and self.cluster.nodes.get(self.instance_id) is self:
+            _notify(self, value, previous)
 
     @property
     def image_status(self) -> str:
@@ -165,13 +264,14 @@ class HyperPodCluster(Timed):
     # -- reads settle everything first --
 
     def settle_all(self) -> None:
-        self.settle()
-        settled: set[str] = set()
-        # A replacement adds a node while settling; it has transitions of its own to catch up on.
-        while pending := [n for n in list(self.nodes.values()) if n.instance_id not in settled]:
-            for node in pending:
-                settled.add(node.instance_id)
-                node.settle()
+        with transitions_lock:
+            self.settle()
+            settled: set[str] = set()
+            # A replacement adds a node while settling; it has transitions of its own to catch up on.
+            while pending := [n for n in list(self.nodes.values()) if n.instance_id not in settled]:
+                for node in pending:
+                    settled.add(node.instance_id)
+                    node.settle()
 
     def group_details(self) -> list[dict[str, Any]]:
         details = []
@@ -227,10 +327,12 @@ class HyperPodCluster(Timed):
         node = Node(self, group, status)
         node.eni = _create_eni(self, node)
         self.nodes[node.instance_id] = node
+        _notify(node, node.status, None)
         return node
 
     def remove_node(self, node: Node) -> None:
-        self.nodes.pop(node.instance_id, None)
+        if self.nodes.pop(node.instance_id, None) is node:
+            _notify(node, None, node.status)
         if node.eni is not None:
             _ec2(self).enis.pop(node.eni.id, None)
             node.eni = None
@@ -445,6 +547,18 @@ def fail_node(
     node.status, node.message = "Failure", message
     if cluster.node_recovery == "Automatic" and repair:
         (cluster.replace if repair == "replace" else cluster.reboot)(node)
+
+
+def current_nodes(
+    cluster_name: str, *, region: str = "us-west-2", account_id: str = DEFAULT_ACCOUNT_ID
+) -> list[NodeChange]:
+    """Settle the cluster's due transitions (listeners hear of them) and return its nodes as
+    snapshots (``previous`` None). Reads moto's backend directly: unlike ``list_cluster_nodes``,
+    it consumes no fault armed by ``aws_ext.faults`` for the code under test."""
+    cluster = get_cluster(backend_for(account_id, region), cluster_name)
+    with transitions_lock:
+        cluster.settle_all()
+        return [_change(node, node.status, None) for node in list(cluster.nodes.values())]
 
 
 def offer_software_update(

@@ -170,11 +170,15 @@ class KubeRuntime:
     def kubelet(self, node: str) -> Kubelet:
         with self._lock:
             kubelet = self.kubelets.get(node)
-        if kubelet is None and self.config is not None and not self._stop.is_set():
+        if (
+            kubelet is None
+            and self.config is not None
+            and not self._stop.is_set()
+            and self.store.find(self.store.rt("", "nodes"), None, node) is not None
+        ):
             # a Node just created: the node watch may not have started its kubelet yet, and a
             # fault (or a repair mirrored from SageMaker) can come before it does
-            if self.store.find(self.store.rt("", "nodes"), None, node) is not None:
-                kubelet = self._add_node(node)
+            kubelet = self._add_node(node)
         if kubelet is None:
             raise LookupError(f"no node {node!r} in the sandbox cluster (nodes: {sorted(self.kubelets)})")
         return kubelet
