@@ -16,11 +16,7 @@ from typing import Any, TextIO
 
 from hpctl.commands import register, status
 from hpctl.workflows import Outcome
-from sandbox.faults import NODE_HEALTH, node_health_event
-
-# node_health_event (the event HyperPod's health agent puts on the bus) lives in sandbox.faults,
-# next to the fault injection that puts it; it stays importable from here for existing callers.
-__all__ = ["NODE_HEALTH", "node_health_event", "run_demo"]
+from sandbox.faults import node_health_event
 
 
 class Timeline:
@@ -66,7 +62,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"sandbox up: moto on {sb.endpoint_url}, stack {stack} deployed "
             f"({len(sb.stack.resources)} resources), time scale {time_scale}"
         )
-        sagemaker, events, sfn = sb.client("sagemaker"), sb.client("events"), sb.client("stepfunctions")
+        sagemaker, sfn = sb.client("sagemaker"), sb.client("stepfunctions")
         cluster = sagemaker.describe_cluster(ClusterName="demo-cluster")
         summaries = sagemaker.list_cluster_nodes(ClusterName="demo-cluster")["ClusterNodeSummaries"]
         nodes = [n["InstanceId"] for n in summaries]
@@ -97,45 +93,51 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             timeline,
         )
 
-        victim = nodes[1]
-        t_fault = datetime.now(UTC)
-        timeline.say(f"2. HyperPod reports {victim} Unhealthy: the same change twice, each with its own id")
-        sent = events.put_events(Entries=[node_health_event(cluster, victim, False, t_fault)] * 2)["Entries"]
-        sb.wait_idle()
-        calls = sb.runtime.calls("NodeHealthFunction")
-        node = _node(sb, stack, victim)
+        victim = f"hyperpod-{nodes[1]}"
+        core = _core_api(sb)
+        timeline.say(f"2. a pod serving HTTP on {victim} (a local process on its own pod IP)")
+        pod = _serve_pod(core, victim)
+        reply = core.connect_get_namespaced_pod_proxy_with_path(f"{pod.metadata.name}:8080", "default", "")
         timeline.say(
-            f"  -> node_health ran {len(calls)} times (event ids "
-            f"{', '.join(e['EventId'][:8] for e in sent)}); "
-            f"NODE item: {node['health_status']} (version {node['version']}), repair {node['repair_action']}"
+            f"  -> pod {pod.metadata.name} Running on {pod.spec.node_name} at {pod.status.pod_ip}; "
+            f"its server answers through the API server's pod proxy ({len(reply)} bytes)"
         )
 
-        timeline.say("3. EventBridge redelivers the first event (same id): Powertools idempotency answers it")
-        lambda_client = sb.client("lambda")
-        redelivered = {
-            "version": "0",
-            "id": sent[0]["EventId"],
-            "detail-type": NODE_HEALTH,
-            "source": "aws.sagemaker",
-            "account": "123456789012",
-            "time": t_fault.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": sb.config.region,
-            "resources": [cluster["ClusterArn"]],
-            "detail": json.loads(node_health_event(cluster, victim, False, t_fault)["Detail"]),
-        }
-        lambda_client.invoke(
+        timeline.say(f"3. hpctl sandbox fail-node {victim} --times 2 (HyperPod sends one change twice)")
+        sent = sb.faults.fail_node(victim, times=2)
+        sb.wait_idle()
+        gone = _pod_gone(core, pod.metadata.name)
+        node = _node(sb, nodes[1])
+        k8s_node = core.read_node(victim)
+        label = k8s_node.metadata.labels.get("sagemaker.amazonaws.com/node-health-status")
+        timeline.say(
+            f"  -> pod {'gone' if gone else 'STILL THERE'}; node {label}, taints "
+            f"{sorted({t.key.split('/')[-1] for t in k8s_node.spec.taints or []})}"
+        )
+        timeline.say(
+            f"  -> node_health ran {len(sb.runtime.calls('NodeHealthFunction'))} times (event ids "
+            f"{', '.join(i[:8] for i in sent)}); NODE item: {node['health_status']} "
+            f"(version {node['version']}), repair {node['repair_action']}"
+        )
+
+        timeline.say("4. EventBridge redelivers the first event (same id): Powertools idempotency answers it")
+        redelivered = _as_delivered(sent[0], sb, cluster, nodes[1])
+        sb.client("lambda").invoke(
             FunctionName=sb.stack.physical("NodeHealthFunction"), Payload=json.dumps(redelivered)
         )
-        node = _node(sb, stack, victim)
+        node = _node(sb, nodes[1])
         timeline.say(f"  -> NODE item unchanged: {node['health_status']} (version {node['version']})")
 
-        timeline.say(f"4. HyperPod reports {victim} Healthy again")
-        events.put_events(Entries=[node_health_event(cluster, victim, True, datetime.now(UTC))])
+        timeline.say(f"5. hpctl sandbox heal-node {victim}")
+        sb.faults.heal_node(victim)
         sb.wait_idle()
-        node = _node(sb, stack, victim)
-        timeline.say(f"  -> NODE item: {node['health_status']} (version {node['version']})")
+        node = _node(sb, nodes[1])
+        ready = next(c.status for c in core.read_node(victim).status.conditions if c.type == "Ready")
+        timeline.say(
+            f"  -> node Ready={ready}; NODE item: {node['health_status']} (version {node['version']})"
+        )
 
-        timeline.say("5. hpctl register --cluster demo-cluster --mode addon (a cluster runs one operator)")
+        timeline.say("6. hpctl register --cluster demo-cluster --mode addon (a cluster runs one operator)")
         _show(
             register(
                 stack, "demo-cluster", "addon", sfn=sfn, cloudformation=sb.client("cloudformation"), out=out
@@ -149,7 +151,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"  -> OPERATOR item keeps mode {operator['mode']}; reason recorded: {operator['reason'][:90]}"
         )
 
-        timeline.say("6. hpctl register --cluster no-such-cluster --mode addon")
+        timeline.say("7. hpctl register --cluster no-such-cluster --mode addon")
         _show(
             register(
                 stack,
@@ -176,7 +178,77 @@ def _core_api(sb: Any) -> Any:
     return client.CoreV1Api(config.new_client_from_config(config_file=str(sb.kubeconfig)))
 
 
-def _node(sb: Any, stack: str, instance_id: str) -> dict[str, Any]:
+def _serve_pod(core: Any, node: str) -> Any:
+    """A pod running ``python -m http.server 8080`` (no bind address) on ``node``; waits for Running."""
+    from kubernetes import client
+
+    from sandbox.testing import eventually
+
+    body = client.V1Pod(
+        metadata=client.V1ObjectMeta(generate_name="web-", labels={"app": "demo"}),
+        spec=client.V1PodSpec(
+            node_selector={"kubernetes.io/hostname": node},
+            containers=[
+                client.V1Container(
+                    name="web", image="python", command=[sys.executable, "-m", "http.server", "8080"]
+                )
+            ],
+        ),
+    )
+    name = core.create_namespaced_pod("default", body).metadata.name
+
+    def running() -> Any:
+        pod = core.read_namespaced_pod(name, "default")
+        return pod if pod.status.phase == "Running" else None
+
+    pod = eventually(running, timeout=60, what=f"pod {name} to run")
+    # Running means the process started; the server listens a moment later.
+    eventually(lambda: _answers(core, name), timeout=30, what=f"pod {name} to serve")
+    return pod
+
+
+def _answers(core: Any, name: str) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.connect_get_namespaced_pod_proxy_with_path(f"{name}:8080", "default", "")
+        return True
+    except ApiException:
+        return False
+
+
+def _pod_gone(core: Any, name: str) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    from sandbox.testing import eventually
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod(name, "default")
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+
+    return eventually(gone, timeout=30, what=f"pod {name} to be gone")
+
+
+def _as_delivered(event_id: str, sb: Any, cluster: dict[str, Any], instance_id: str) -> dict[str, Any]:
+    """The event as EventBridge hands it to a target: the entry's fields plus its id."""
+    entry = node_health_event(cluster, instance_id, False, datetime.now(UTC))
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": entry["DetailType"],
+        "source": entry["Source"],
+        "account": "123456789012",
+        "time": entry["Time"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": sb.config.region,
+        "resources": entry["Resources"],
+        "detail": json.loads(entry["Detail"]),
+    }
+
+
+def _node(sb: Any, instance_id: str) -> dict[str, Any]:
     from hyperpod_control.adapters.store import Store
 
     arn = sb.client("sagemaker").describe_cluster(ClusterName="demo-cluster")["ClusterArn"]

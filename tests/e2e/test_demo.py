@@ -20,9 +20,11 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     assert "HyperPod patches its software: cluster is SystemUpdating" in text
     # Registration waited for InService (CheckCluster more than once), then recorded the operator.
     assert re.search(r"-> SUCCEEDED: \d+ states \(CheckCluster x\d+, .*\), ending in Registered", text), text
+    assert "its server answers through the API server's pod proxy" in text
+    assert "-> pod gone; node UnschedulablePendingReplacement" in text
     assert "node_health ran 2 times" in text and "NODE item: Unhealthy (version 1)" in text
     assert "NODE item unchanged: Unhealthy (version 1)" in text
-    assert "NODE item: Healthy (version 2)" in text
+    assert "node Ready=True; NODE item: Healthy (version 2)" in text
     assert "-> FAILED: OperatorConflictError" in text
     assert "-> FAILED: ResourceNotFoundError" in text
     assert "events in the dead-letter queue: 0; executions: 2 FAILED, 1 SUCCEEDED" in text
