@@ -72,6 +72,51 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--no-wait", action="store_true", help="start the workflow and return")
     register.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
 
+    preflight = sub.add_parser(
+        "preflight",
+        help="check a cluster's prerequisites for the training operator",
+        description="Run every prerequisite check against a HyperPod cluster (or a planned one from a "
+        "CreateCluster request file) and print each result with its fix; exit 1 when an error fails.",
+    )
+    preflight.add_argument(
+        "--cluster", required=True, help="the HyperPod cluster's name (not the EKS cluster's)"
+    )
+    preflight.add_argument(
+        "--operator", choices=["addon", "serverless"], default="addon", help="default addon"
+    )
+    preflight.add_argument(
+        "--version", help="add-on version to check, e.g. v1.2.1-eksbuild.1 (default: latest)"
+    )
+    preflight.add_argument(
+        "--cluster-config",
+        metavar="FILE",
+        help="CreateCluster request (JSON or YAML) of a planned cluster; its VPC and quota checks are errors",
+    )
+    preflight.add_argument("--output", choices=["table", "json"], default="table")
+
+    install = sub.add_parser(
+        "install",
+        help="install a cluster's training operator (the install_operator workflow)",
+        description="Run install_operator: preflight, the cluster's lock, then the add-on with its role and "
+        "Pod Identity association (addon) or access and CRD (serverless), showing each step as it runs.",
+    )
+    install.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    install.add_argument("--operator", choices=["addon", "serverless"], default="addon", help="default addon")
+    install.add_argument(
+        "--version", help="add-on version, e.g. v1.2.1-eksbuild.1 (default: latest compatible)"
+    )
+    install.add_argument("--config", help="JSON or YAML file of the add-on's configuration values")
+    install.add_argument("--role-arn", help="an existing IAM role for the operator (default: one is created)")
+    install.add_argument("--no-wait", action="store_true", help="start the workflow and return")
+    uninstall = sub.add_parser("uninstall", help="remove a cluster's training operator (uninstall_operator)")
+    uninstall.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    uninstall.add_argument(
+        "--force",
+        action="store_true",
+        help="uninstall even while HyperPodPytorchJobs exist (they are deleted)",
+    )
+    uninstall.add_argument("--no-wait", action="store_true", help="start the workflow and return")
+
     status = sub.add_parser("status", help="show the control plane's record of a cluster")
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     return parser
@@ -173,6 +218,29 @@ def main(argv: list[str] | None = None) -> int:
                 print(outcome)
                 return 0
             print(json.dumps({"status": outcome.status, "error": outcome.error, "cause": outcome.cause}))
+            return 0 if outcome.ok else 1
+        if args.command == "preflight":
+            from hpctl.preflight import run_preflight
+
+            return run_preflight(args.cluster, args.operator, args.version, args.cluster_config, args.output)
+        if args.command in ("install", "uninstall"):
+            from hpctl import install as workflows
+
+            if args.command == "install":
+                outcome = workflows.install(
+                    stack,
+                    args.cluster,
+                    args.operator,
+                    args.version,
+                    args.config,
+                    args.role_arn,
+                    wait=not args.no_wait,
+                )
+            else:
+                outcome = workflows.uninstall(stack, args.cluster, args.force, wait=not args.no_wait)
+            if isinstance(outcome, str):
+                print(outcome)
+                return 0
             return 0 if outcome.ok else 1
         if args.command == "status":
             from hpctl.commands import status

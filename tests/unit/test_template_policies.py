@@ -13,8 +13,10 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(REPO / "template.yaml")
 RESOURCES = TEMPLATE["Resources"]
-#: Actions AWS does not let a policy scope to a resource (Step Functions log delivery).
+#: Actions AWS defines no resource type for (Service Authorization Reference): a policy can only
+#: name "*" for them. Anything else with Resource "*" fails this test.
 UNSCOPABLE = {
+    # Step Functions' log delivery
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -23,6 +25,18 @@ UNSCOPABLE = {
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
+    # read-only calls of preflight and the add-on step
+    "eks:DescribeAddonVersions",
+    "eks:DescribeAddonConfiguration",
+    "sagemaker:ListClusters",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:DescribeNetworkInterfaces",
+    "servicequotas:ListServiceQuotas",
+    "servicequotas:GetAWSDefaultServiceQuota",
+    "fsx:DescribeFileSystems",
 }
 
 

@@ -72,3 +72,29 @@ class OperatorConflictError(PermanentError):
 
 class PreflightFailedError(PermanentError):
     """One or more prerequisite checks failed; the message lists each with its remedy."""
+
+
+# -- install / uninstall workflow leaves ---------------------------------------------------------
+
+
+class KubernetesAccessPendingError(RetryableError):
+    """The cluster's API server does not yet admit the control plane (a new access entry takes
+    seconds to apply); retried, then reported as not authorised."""
+
+
+class OperatorNotReadyError(RetryableError):
+    """The operator is installed but not ready yet (Deployment not available, CRD not
+    Established); retried with backoff before VerifyOperator gives up."""
+
+
+class AddonFailedError(PermanentError):
+    """The add-on ended CREATE_FAILED, UPDATE_FAILED or DEGRADED; the message carries its health
+    issues."""
+
+
+class AddonWaitTimeoutError(PermanentError):
+    """The add-on stayed CREATING/UPDATING/DELETING longer than the workflow's bounded wait."""
+
+
+class JobsRunningError(PermanentError):
+    """Uninstall refused: HyperPodPytorchJobs still exist (pass force to remove them with it)."""

@@ -43,3 +43,31 @@ class SageMakerAdapter:
             if not token:
                 return nodes
             kwargs["NextToken"] = token
+
+    def list_tags(self, arn: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"ResourceArn": arn}
+        while True:
+            try:
+                resp = self.client.list_tags(**kwargs)
+            except Exception as exc:
+                raise map_client_error(exc, resource=f"tags of {arn}") from exc
+            tags.update({t["Key"]: t.get("Value", "") for t in resp.get("Tags", [])})
+            token = resp.get("NextToken")
+            if not token:
+                return tags
+            kwargs["NextToken"] = token
+
+    def list_cluster_names(self) -> list[str]:
+        names: list[str] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            try:
+                resp = self.client.list_clusters(**kwargs)
+            except Exception as exc:
+                raise map_client_error(exc, resource="HyperPod clusters") from exc
+            names += [c["ClusterName"] for c in resp.get("ClusterSummaries", [])]
+            token = resp.get("NextToken")
+            if not token:
+                return names
+            kwargs["NextToken"] = token

@@ -1,0 +1,173 @@
+"""``hpctl install`` and ``hpctl uninstall``: start the workflow, show each step as it runs with its
+elapsed time, and end with a summary (argument parsing is in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from hpctl.stack import load_outputs
+from hpctl.workflows import TERMINAL, Outcome, execution_name, history
+
+#: Pass and Choice states that only move data; the step list shows the work.
+_PLUMBING = ("Defaults", "Start", "UseCluster", "UsePlan", "LockTaken", "ChooseOperator", "PreflightPassed")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The add-on's configuration values from a JSON or YAML file."""
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the configuration must be a mapping (hpTrainingControllerManager: ...)")
+    return data
+
+
+def install_input(
+    cluster: str,
+    operator: str = "addon",
+    version: str | None = None,
+    config: dict[str, Any] | None = None,
+    role_arn: str | None = None,
+) -> dict[str, Any]:
+    """The execution input, as the Step Functions console or an EventBridge rule would send it."""
+    payload: dict[str, Any] = {"clusterName": cluster, "operator": operator}
+    if version:
+        payload["addonVersion"] = version
+    if config is not None:
+        payload["configurationValues"] = config
+    if role_arn:
+        payload["roleArn"] = role_arn
+    return payload
+
+
+def _watch(
+    sfn: Any,
+    arn: str,
+    *,
+    timeout: float,
+    out: TextIO | None,
+    poll: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Follow an execution, printing each step once, with the time since the execution started."""
+    deadline = time.monotonic() + timeout
+    seen, delay, started = 0, 0.05, None
+    while True:
+        desc = sfn.describe_execution(executionArn=arn)
+        started = started or desc["startDate"]
+        events = history(sfn, arn)
+        for event in events[seen:]:
+            details = event.get("stateEnteredEventDetails")
+            if details and details["name"] not in _PLUMBING and out is not None:
+                elapsed = (event["timestamp"] - started).total_seconds()
+                print(f"  {elapsed:7.1f}s  {details['name']}", file=out, flush=True)
+        seen = len(events)
+        if desc["status"] in TERMINAL:
+            output = desc.get("output")
+            return Outcome(
+                arn,
+                desc["status"],
+                json.loads(output) if output else None,
+                desc.get("error"),
+                desc.get("cause"),
+                events,
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{arn} still {desc['status']} after {timeout:.0f}s")
+        poll(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def summary(outcome: Outcome, what: str) -> str:
+    """One paragraph a person reads at the end: what was installed, or which step failed and why."""
+    if outcome.ok:
+        out = outcome.output or {}
+        operator = out.get("operator") or {}
+        if isinstance(operator, dict):
+            parts = [f"operator {operator.get('operator', out.get('mode', '?'))}"]
+            parts += [
+                f"{k} {operator[k]}" for k in ("addonVersion", "roleArn", "associationId") if operator.get(k)
+            ]
+        else:
+            parts = [f"operator {out.get('mode')}"]
+        return f"{what} SUCCEEDED on {out.get('clusterName', '?')}: " + ", ".join(parts) + "."
+    failed_step = next(
+        (
+            e["stateEnteredEventDetails"]["name"][: -len("Failed")]
+            for e in reversed(outcome.history)
+            if e.get("stateEnteredEventDetails", {}).get("name", "").endswith("Failed")
+            and e["stateEnteredEventDetails"]["name"] != "Failed"
+        ),
+        "?",
+    )
+    return f"{what} {outcome.status} at {failed_step}: {outcome.error}: {outcome.cause}"
+
+
+def _start(sfn: Any, state_machine_arn: str, prefix: str, payload: dict[str, Any]) -> str:
+    return sfn.start_execution(
+        stateMachineArn=state_machine_arn, name=execution_name(prefix), input=json.dumps(payload)
+    )["executionArn"]
+
+
+def install(
+    stack: str,
+    cluster: str,
+    operator: str = "addon",
+    version: str | None = None,
+    config_path: str | None = None,
+    role_arn: str | None = None,
+    wait: bool = True,
+    *,
+    timeout: float = 3600.0,
+    sfn: Any = None,
+    cloudformation: Any = None,
+    out: TextIO = sys.stderr,
+) -> Outcome | str:
+    """Run install_operator for ``cluster``; with ``wait``, follow it and return its outcome."""
+    import boto3
+
+    outputs = load_outputs(stack, cloudformation)
+    sfn = sfn or boto3.client("stepfunctions")
+    config = load_config(config_path) if config_path else None
+    payload = install_input(cluster, operator, version, config, role_arn)
+    arn = _start(sfn, outputs["InstallOperatorStateMachineArn"], f"install-{operator}-{cluster}", payload)
+    print(f"install_operator started: {arn}", file=out, flush=True)
+    if not wait:
+        return arn
+    outcome = _watch(sfn, arn, timeout=timeout, out=out)
+    print(summary(outcome, "install"), file=out, flush=True)
+    return outcome
+
+
+def uninstall(
+    stack: str,
+    cluster: str,
+    force: bool = False,
+    wait: bool = True,
+    *,
+    timeout: float = 3600.0,
+    sfn: Any = None,
+    cloudformation: Any = None,
+    out: TextIO = sys.stderr,
+) -> Outcome | str:
+    """Run uninstall_operator for ``cluster`` (refused while jobs exist unless ``force``)."""
+    import boto3
+
+    outputs = load_outputs(stack, cloudformation)
+    sfn = sfn or boto3.client("stepfunctions")
+    payload = {"clusterName": cluster, "force": force}
+    arn = _start(sfn, outputs["UninstallOperatorStateMachineArn"], f"uninstall-{cluster}", payload)
+    print(f"uninstall_operator started: {arn}", file=out, flush=True)
+    if not wait:
+        return arn
+    outcome = _watch(sfn, arn, timeout=timeout, out=out)
+    print(summary(outcome, "uninstall"), file=out, flush=True)
+    return outcome

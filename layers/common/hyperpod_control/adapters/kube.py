@@ -1,0 +1,388 @@
+"""The Kubernetes API of an EKS cluster, reached the production way: endpoint and CA from EKS
+DescribeCluster, an EKS bearer token for the caller's own AWS principal, TLS verified.
+
+The token is what ``aws eks get-token`` prints: ``k8s-aws-v1.`` + base64url of a presigned STS
+GetCallerIdentity URL that signs the ``x-k8s-aws-id`` header (the cluster name), so the cluster sees
+the caller's role and admits it through its access entry. EKS accepts it for 15 minutes; we renew
+after 10. The ``kubernetes`` package is imported on first use only (it costs a cold start about half
+a second; handlers that never reach a cluster never pay for it), and tests inject an ``ApiClient`` of
+their own. Reads return the API's JSON as plain dicts (camelCase keys, as the server sends them).
+
+Kubernetes' ``ApiException`` and connection errors become the project's exceptions, like boto's do
+in aws.py: connection failures and 5xx -> ``DependencyUnavailableError``, 401 (no access entry yet:
+EKS takes seconds to apply a new one) -> ``KubernetesAccessPendingError``, 403 ->
+``AccessDeniedError``, 404 -> ``ResourceNotFoundError`` (a read with ``missing_ok`` returns None),
+409 -> ``VersionConflictError``, 429 -> ``ThrottledError``, 400/422 -> ``InvalidInputError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from typing import Any
+
+from hyperpod_control.adapters.aws import get_client
+from hyperpod_control.exceptions import (
+    AccessDeniedError,
+    ControlPlaneError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    KubernetesAccessPendingError,
+    PermanentError,
+    ResourceNotFoundError,
+    ThrottledError,
+    VersionConflictError,
+)
+
+TOKEN_PREFIX = "k8s-aws-v1."
+CLUSTER_ID_HEADER = "x-k8s-aws-id"
+TOKEN_LIFETIME_S = 10 * 60  # EKS honours a token for 15 minutes after its X-Amz-Date
+REQUEST_TIMEOUT = (5, 20)  # connect, read: a private-only endpoint must not hang a Lambda
+
+
+def eks_token(cluster_name: str, region: str | None = None, session: Any = None) -> str:
+    """An EKS bearer token for ``cluster_name``, signed with ``session``'s credentials (default: the
+    process's, through the cached STS client of ``region``)."""
+    from botocore.signers import RequestSigner
+
+    if session is None:
+        import boto3
+
+        sts = get_client("sts", region)
+        credentials = boto3.session.Session().get_credentials()
+    else:
+        sts = session.client("sts", region_name=region)
+        credentials = session.get_credentials()
+    if credentials is None:
+        raise AccessDeniedError(
+            "no AWS credentials to sign an EKS token with.",
+            remedy="run with credentials (the Lambda role, or AWS_PROFILE for hpctl).",
+        )
+    region = sts.meta.region_name
+    signer = RequestSigner(
+        sts.meta.service_model.service_id, region, "sts", "v4", credentials, sts.meta.events
+    )
+    # The STS endpoint botocore resolved (regional; AWS_ENDPOINT_URL in the sandbox): the cluster's
+    # authenticator sends the presigned request to the host the token names.
+    base = sts.meta.endpoint_url.rstrip("/")
+    url = signer.generate_presigned_url(
+        {
+            "method": "GET",
+            "url": f"{base}/?Action=GetCallerIdentity&Version=2011-06-15",
+            "body": {},
+            "headers": {CLUSTER_ID_HEADER: cluster_name},
+            "context": {},
+        },
+        region_name=region,
+        expires_in=60,
+        operation_name="",
+    )
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+def _ca_file(ca_data: str) -> str:
+    """The CA bundle as a file (the kubernetes client takes a path), written once per CA."""
+    digest = hashlib.sha256(ca_data.encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"eks-ca-{digest}.crt")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+        with open(tmp, "wb") as fh:
+            fh.write(base64.b64decode(ca_data))
+        os.replace(tmp, path)
+    return path
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    try:
+        import urllib3.exceptions
+    except ImportError:  # pragma: no cover - urllib3 comes with botocore
+        return False
+    return isinstance(exc, urllib3.exceptions.HTTPError)
+
+
+def map_api_exception(exc: Exception, *, resource: str = "") -> ControlPlaneError:
+    """Translate a kubernetes ``ApiException`` or a connection failure into the project's errors."""
+    subject = f"{resource}: " if resource else ""
+    status = int(getattr(exc, "status", 0) or 0)
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    if status == 0:
+        return DependencyUnavailableError(f"{subject}cannot reach the Kubernetes API ({reason}: {exc}).")
+    if status == 401:
+        return KubernetesAccessPendingError(
+            f"{subject}the cluster does not admit the control plane's role (401 Unauthorized).",
+            remedy="give the control plane's IAM role an EKS access entry on the cluster (the install "
+            "workflow's EnsureAccess step creates it; a new entry takes seconds to apply) and check the "
+            "cluster's authenticationMode allows access entries (API or API_AND_CONFIG_MAP).",
+        )
+    if status == 403:
+        return AccessDeniedError(
+            f"{subject}forbidden by Kubernetes RBAC (403): {getattr(exc, 'body', '') or reason}",
+            remedy="associate an access policy (or RBAC: the ClusterRole hyperpod-control-plane and its "
+            "binding) that allows this request with the control plane's access entry.",
+        )
+    if status == 404:
+        return ResourceNotFoundError(f"{subject}not found (404).")
+    if status == 409:
+        return VersionConflictError(f"{subject}a concurrent writer changed the object (409 {reason}).")
+    if status == 429:
+        return ThrottledError(f"{subject}the Kubernetes API asked us to slow down (429).")
+    if status >= 500:
+        return DependencyUnavailableError(f"{subject}Kubernetes API error {status}: {reason}")
+    if status in (400, 422):
+        return InvalidInputError(f"{subject}Kubernetes refused the request ({status}): {reason}")
+    return PermanentError(f"{subject}Kubernetes refused the request ({status}): {reason}")
+
+
+# -- pure helpers of apply ---------------------------------------------------------------------------
+
+
+def contains(current: Any, wanted: Any) -> bool:
+    """Pure: ``current`` holds everything ``wanted`` says (the server adds defaults we ignore)."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(contains(current.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(wanted)
+            and all(contains(c, w) for c, w in zip(current, wanted, strict=True))
+        )
+    return current == wanted
+
+
+def differs(current: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Pure: must ``current`` be replaced to become ``body``? Metadata counts by its labels only."""
+    wanted = {k: v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")}
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    current_labels = (current.get("metadata") or {}).get("labels") or {}
+    return not contains(current, wanted) or not contains(current_labels, labels)
+
+
+def merged_for_replace(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Pure: ``body`` carrying ``current``'s resourceVersion, so a replace is conditional on it."""
+    metadata = {**body.get("metadata", {})}
+    metadata["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+    return {**body, "metadata": metadata}
+
+
+class KubeAdapter:
+    """One EKS cluster's Kubernetes API: the reads preflight and the install workflow make, and the
+    install workflow's writes (create, or replace when the stored object differs; delete).
+
+    ``cluster`` is an EKS DescribeCluster ``cluster`` object already read; without it the cluster is
+    described through ``eks`` on first use. ``api_client`` replaces the client built from it (tests).
+    """
+
+    def __init__(
+        self,
+        cluster_name: str,
+        *,
+        eks: Any = None,
+        cluster: dict[str, Any] | None = None,
+        region: str | None = None,
+        session: Any = None,
+        api_client: Any = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self._eks = eks
+        self._cluster = cluster
+        arn_region = ((cluster or {}).get("arn") or "::::").split(":")[3]
+        self._region = region or arn_region or None
+        self._session = session
+        self._api_client = api_client
+        self._injected = api_client is not None
+        self._token_at = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def eks(self) -> Any:
+        if self._eks is None:
+            from hyperpod_control.adapters.eks import EksAdapter
+
+            self._eks = EksAdapter()
+        return self._eks
+
+    @property
+    def api_client(self) -> Any:
+        with self._lock:
+            if self._api_client is not None and (
+                self._injected or time.monotonic() - self._token_at < TOKEN_LIFETIME_S
+            ):
+                return self._api_client
+            if self._cluster is None:
+                self._cluster = self.eks.describe_cluster(self.cluster_name)
+            endpoint = self._cluster.get("endpoint")
+            ca_data = (self._cluster.get("certificateAuthority") or {}).get("data")
+            if not (endpoint and ca_data and self.cluster_name):
+                raise InvalidInputError(
+                    f"the EKS cluster {self.cluster_name} reports no endpoint or certificate authority yet.",
+                    remedy="wait until the EKS cluster is ACTIVE.",
+                )
+            from kubernetes import client  # deferred: most handlers never talk to Kubernetes
+
+            cfg = client.Configuration()
+            cfg.host = endpoint
+            cfg.ssl_ca_cert = _ca_file(ca_data)
+            cfg.verify_ssl = True
+            cfg.api_key = {"authorization": eks_token(self.cluster_name, self._region, self._session)}
+            cfg.api_key_prefix = {"authorization": "Bearer"}
+            # A workflow step retries on its own (Step Functions Retry); no hidden waits here.
+            cfg.retries = 1
+            self._api_client = client.ApiClient(cfg)
+            self._token_at = time.monotonic()
+            return self._api_client
+
+    def close(self) -> None:
+        if self._api_client is not None:
+            self._api_client.close()
+
+    def __enter__(self) -> KubeAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _api(self, name: str) -> Any:
+        from kubernetes import client
+
+        return getattr(client, name)(self.api_client)
+
+    def _call(self, resource: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with a request timeout, its result as plain JSON; a 404 is None
+        when ``missing_ok``, every other failure a project exception."""
+        try:
+            result = fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ControlPlaneError:
+            raise
+        except Exception as exc:
+            from kubernetes.client.exceptions import ApiException
+
+            # ApiException has subclasses per status (NotFoundException, ...) in recent clients.
+            if isinstance(exc, ApiException) or _is_connection_error(exc):
+                mapped = map_api_exception(exc, resource=resource)
+                if missing_ok and isinstance(mapped, ResourceNotFoundError):
+                    return None
+                raise mapped from exc
+            raise
+        return self.api_client.sanitize_for_serialization(result) if result is not None else None
+
+    def _items(self, found: Any) -> list[dict[str, Any]]:
+        return list((found or {}).get("items") or [])
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def crd_names(self) -> list[str]:
+        ext = self._api("ApiextensionsV1Api")
+        found = self._call("CustomResourceDefinitions", ext.list_custom_resource_definition)
+        return [item["metadata"]["name"] for item in self._items(found)]
+
+    def crd(self, name: str) -> dict[str, Any] | None:
+        ext = self._api("ApiextensionsV1Api")
+        return self._call(f"CRD {name}", ext.read_custom_resource_definition, name, missing_ok=True)
+
+    def deployments(self, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        """Deployments of ``namespace`` (every namespace when None) matching ``label_selector``."""
+        apps = self._api("AppsV1Api")
+        if namespace:
+            found = self._call(
+                f"Deployments in {namespace}",
+                apps.list_namespaced_deployment,
+                namespace,
+                label_selector=label_selector,
+            )
+        else:
+            found = self._call(
+                "Deployments", apps.list_deployment_for_all_namespaces, label_selector=label_selector
+            )
+        return self._items(found)
+
+    def daemon_set(self, namespace: str, name: str) -> dict[str, Any] | None:
+        apps = self._api("AppsV1Api")
+        return self._call(
+            f"DaemonSet {namespace}/{name}", apps.read_namespaced_daemon_set, name, namespace, missing_ok=True
+        )
+
+    def config_maps(self, namespace: str) -> list[dict[str, Any]]:
+        core = self._api("CoreV1Api")
+        found = self._call(
+            f"ConfigMaps in {namespace}", core.list_namespaced_config_map, namespace, missing_ok=True
+        )
+        return self._items(found)
+
+    def persistent_volumes(self) -> list[dict[str, Any]]:
+        core = self._api("CoreV1Api")
+        return self._items(self._call("PersistentVolumes", core.list_persistent_volume))
+
+    def custom_objects(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        """Every object of a custom kind in every namespace; [] when the kind is not served."""
+        api = self._api("CustomObjectsApi")
+        found = self._call(
+            f"{plural}.{group}", api.list_cluster_custom_object, group, version, plural, missing_ok=True
+        )
+        return self._items(found)
+
+    # -- writes (create, or replace when the stored object differs) ------------------------------
+
+    def apply_crd(self, body: dict[str, Any]) -> str:
+        ext = self._api("ApiextensionsV1Api")
+        name = body["metadata"]["name"]
+        return self._apply(
+            f"CRD {name}",
+            ext.read_custom_resource_definition,
+            ext.create_custom_resource_definition,
+            ext.replace_custom_resource_definition,
+            body,
+        )
+
+    def apply_cluster_role(self, body: dict[str, Any]) -> str:
+        rbac = self._api("RbacAuthorizationV1Api")
+        return self._apply(
+            f"ClusterRole {body['metadata']['name']}",
+            rbac.read_cluster_role,
+            rbac.create_cluster_role,
+            rbac.replace_cluster_role,
+            body,
+        )
+
+    def apply_cluster_role_binding(self, body: dict[str, Any]) -> str:
+        rbac = self._api("RbacAuthorizationV1Api")
+        return self._apply(
+            f"ClusterRoleBinding {body['metadata']['name']}",
+            rbac.read_cluster_role_binding,
+            rbac.create_cluster_role_binding,
+            rbac.replace_cluster_role_binding,
+            body,
+        )
+
+    def _apply(self, resource: str, read: Any, create: Any, replace: Any, body: dict[str, Any]) -> str:
+        """``read(name)``, then ``create(body)`` or ``replace(name, body)``: created/unchanged/updated."""
+        name = body["metadata"]["name"]
+        current = self._call(resource, read, name, missing_ok=True)
+        if current is None:
+            self._call(resource, create, body)
+            return "created"
+        if not differs(current, body):
+            return "unchanged"
+        self._call(resource, replace, name, merged_for_replace(current, body))
+        return "updated"
+
+    def delete_crd(self, name: str) -> bool:
+        ext = self._api("ApiextensionsV1Api")
+        return self._delete(f"CRD {name}", ext.delete_custom_resource_definition, name)
+
+    def delete_cluster_role(self, name: str) -> bool:
+        rbac = self._api("RbacAuthorizationV1Api")
+        return self._delete(f"ClusterRole {name}", rbac.delete_cluster_role, name)
+
+    def delete_cluster_role_binding(self, name: str) -> bool:
+        rbac = self._api("RbacAuthorizationV1Api")
+        return self._delete(f"ClusterRoleBinding {name}", rbac.delete_cluster_role_binding, name)
+
+    def _delete(self, resource: str, delete: Any, name: str) -> bool:
+        """True when the object was there to delete."""
+        return self._call(resource, delete, name, missing_ok=True) is not None

@@ -1,0 +1,56 @@
+"""Service Quotas reads: one quota by code, or by name (SageMaker's per-instance-type quotas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperpod_control.adapters.aws import get_client, map_client_error
+
+
+class QuotasAdapter:
+    def __init__(self, client: Any = None, region: str | None = None) -> None:
+        self._client = client
+        self._region = region
+        self._by_service: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = get_client("service-quotas", self._region)
+        return self._client
+
+    def get(self, service_code: str, quota_code: str) -> dict[str, Any]:
+        """The applied quota (or AWS's default where none was applied)."""
+        try:
+            return self.client.get_service_quota(ServiceCode=service_code, QuotaCode=quota_code)["Quota"]
+        except Exception as exc:
+            if (getattr(exc, "response", {}) or {}).get("Error", {}).get("Code") != "NoSuchResourceException":
+                raise map_client_error(exc, resource=f"quota {service_code}/{quota_code}") from exc
+        try:  # no applied value in this account: the default is what holds
+            return self.client.get_aws_default_service_quota(ServiceCode=service_code, QuotaCode=quota_code)[
+                "Quota"
+            ]
+        except Exception as exc:
+            raise map_client_error(exc, resource=f"quota {service_code}/{quota_code}") from exc
+
+    def find_by_name(self, service_code: str, name: str) -> dict[str, Any] | None:
+        """A quota found by its name, as the console search the docs describe does (SageMaker's
+        "<type> for cluster usage" codes are opaque and not published per instance type)."""
+        wanted = name.lower()
+        return next((q for q in self._list(service_code) if q.get("QuotaName", "").lower() == wanted), None)
+
+    def _list(self, service_code: str) -> list[dict[str, Any]]:
+        if service_code not in self._by_service:
+            quotas: list[dict[str, Any]] = []
+            kwargs: dict[str, Any] = {"ServiceCode": service_code}
+            try:
+                while True:
+                    page = self.client.list_service_quotas(**kwargs)
+                    quotas += page.get("Quotas", [])
+                    if not page.get("NextToken"):
+                        break
+                    kwargs["NextToken"] = page["NextToken"]
+            except Exception as exc:
+                raise map_client_error(exc, resource=f"quotas of {service_code}") from exc
+            self._by_service[service_code] = quotas
+        return self._by_service[service_code]
