@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from hpctl.commands import register, status
+from hpctl.install import install
 from hpctl.workflows import Outcome
 from sandbox.faults import node_health_event
 
@@ -80,22 +81,27 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"{sagemaker.describe_cluster(ClusterName='demo-cluster')['ClusterStatus']}"
         )
 
-        timeline.say("1. hpctl register --cluster demo-cluster --mode serverless")
+        timeline.say("1. hpctl register --cluster demo-cluster --mode addon")
         _show(
             register(
-                stack,
-                "demo-cluster",
-                "serverless",
-                sfn=sfn,
-                cloudformation=sb.client("cloudformation"),
-                out=out,
+                stack, "demo-cluster", "addon", sfn=sfn, cloudformation=sb.client("cloudformation"), out=out
             ),
             timeline,
         )
 
+        timeline.say("2. hpctl preflight --cluster demo-cluster")
+        timeline.say(f"  -> {_preflight_summary('demo-cluster')}")
+
+        timeline.say("3. hpctl install --cluster demo-cluster (the training operator add-on)")
+        installed = install(
+            stack, "demo-cluster", "addon", sfn=sfn, cloudformation=sb.client("cloudformation"), out=out
+        )
+        _show(installed, timeline)
+        timeline.say(f"  -> {_operator_summary(sb, core_api=_core_api(sb))}")
+
         victim = f"hyperpod-{nodes[1]}"
         core = _core_api(sb)
-        timeline.say(f"2. a pod serving HTTP on {victim} (a local process on its own pod IP)")
+        timeline.say(f"4. a pod serving HTTP on {victim} (a local process on its own pod IP)")
         pod = _serve_pod(core, victim)
         reply = core.connect_get_namespaced_pod_proxy_with_path(f"{pod.metadata.name}:8080", "default", "")
         timeline.say(
@@ -103,7 +109,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"its server answers through the API server's pod proxy ({len(reply)} bytes)"
         )
 
-        timeline.say(f"3. hpctl sandbox fail-node {victim} --times 2 (HyperPod sends one change twice)")
+        timeline.say(f"5. hpctl sandbox fail-node {victim} --times 2 (HyperPod sends one change twice)")
         sent = sb.faults.fail_node(victim, times=2)
         sb.wait_idle()
         gone = _pod_gone(core, pod.metadata.name)
@@ -120,7 +126,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"(version {node['version']}), repair {node['repair_action']}"
         )
 
-        timeline.say("4. EventBridge redelivers the first event (same id): Powertools idempotency answers it")
+        timeline.say("6. EventBridge redelivers the first event (same id): Powertools idempotency answers it")
         redelivered = _as_delivered(sent[0], sb, cluster, nodes[1])
         sb.client("lambda").invoke(
             FunctionName=sb.stack.physical("NodeHealthFunction"), Payload=json.dumps(redelivered)
@@ -128,7 +134,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
         node = _node(sb, nodes[1])
         timeline.say(f"  -> NODE item unchanged: {node['health_status']} (version {node['version']})")
 
-        timeline.say(f"5. hpctl sandbox heal-node {victim}")
+        timeline.say(f"7. hpctl sandbox heal-node {victim}")
         sb.faults.heal_node(victim)
         sb.wait_idle()
         node = _node(sb, nodes[1])
@@ -137,10 +143,17 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"  -> node Ready={ready}; NODE item: {node['health_status']} (version {node['version']})"
         )
 
-        timeline.say("6. hpctl register --cluster demo-cluster --mode addon (a cluster runs one operator)")
+        timeline.say(
+            "8. hpctl register --cluster demo-cluster --mode serverless (a cluster runs one operator)"
+        )
         _show(
             register(
-                stack, "demo-cluster", "addon", sfn=sfn, cloudformation=sb.client("cloudformation"), out=out
+                stack,
+                "demo-cluster",
+                "serverless",
+                sfn=sfn,
+                cloudformation=sb.client("cloudformation"),
+                out=out,
             ),
             timeline,
         )
@@ -151,7 +164,7 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"  -> OPERATOR item keeps mode {operator['mode']}; reason recorded: {operator['reason'][:90]}"
         )
 
-        timeline.say("7. hpctl register --cluster no-such-cluster --mode addon")
+        timeline.say("9. hpctl register --cluster no-such-cluster --mode addon")
         _show(
             register(
                 stack,
@@ -170,6 +183,41 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
         timeline.say(f"events in the dead-letter queue: {dead}; executions: {_count_executions(sfn)}")
     timeline.say("sandbox stopped; nothing left running")
     return 0
+
+
+def _preflight_summary(cluster: str) -> str:
+    import io
+
+    from hpctl.preflight import run_preflight
+
+    buffer = io.StringIO()
+    code = run_preflight(cluster, "addon", output="json", out=buffer)
+    results = json.loads(buffer.getvalue())["results"]
+    counts = Counter(r["status"] for r in results)
+    failed = [r["id"] for r in results if r["status"] == "failed"]
+    return (
+        f"{len(results)} checks: {counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped (not knowable here){'; failed: ' + ', '.join(failed) if failed else ''}"
+        f"; exit {code}"
+    )
+
+
+def _operator_summary(sb: Any, core_api: Any) -> str:
+    from kubernetes import client
+
+    eks = sb.client("eks")
+    addon = eks.describe_addon(
+        clusterName="demo-eks", addonName="amazon-sagemaker-hyperpod-training-operator"
+    )["addon"]
+    associations = eks.list_pod_identity_associations(clusterName="demo-eks", namespace="aws-hyperpod")[
+        "associations"
+    ]
+    deployments = client.AppsV1Api(core_api.api_client).list_namespaced_deployment("aws-hyperpod").items
+    available = [d.metadata.name for d in deployments if (d.status.available_replicas or 0) > 0]
+    return (
+        f"add-on {addon['status']} at {addon['addonVersion']}; {len(associations)} Pod Identity association; "
+        f"controller Deployment available: {', '.join(available) or 'none'}"
+    )
 
 
 def _core_api(sb: Any) -> Any:

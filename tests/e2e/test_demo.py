@@ -25,6 +25,12 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     assert "node_health ran 2 times" in text and "NODE item: Unhealthy (version 1)" in text
     assert "NODE item unchanged: Unhealthy (version 1)" in text
     assert "node Ready=True; NODE item: Healthy (version 2)" in text
-    assert "-> FAILED: OperatorConflictError" in text
+    assert re.search(r"-> 23 checks: \d+ passed, 0 failed, \d+ skipped", text), "preflight found a failure"
+    assert re.search(r"-> SUCCEEDED: \d+ states .*ending in Installed", text)
+    assert (
+        "add-on ACTIVE at v1.2.1-eksbuild.1; 1 Pod Identity association; controller Deployment available"
+        in text
+    )
+    assert "-> FAILED: OperatorConflictError: cluster 'demo-cluster' already runs the addon" in text
     assert "-> FAILED: ResourceNotFoundError" in text
-    assert "events in the dead-letter queue: 0; executions: 2 FAILED, 1 SUCCEEDED" in text
+    assert "events in the dead-letter queue: 0; executions: 2 FAILED, 2 SUCCEEDED" in text
