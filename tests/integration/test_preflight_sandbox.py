@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -164,9 +165,11 @@ BROKEN = {
     "small-subnet": {"subnet_prefix": 28},
     "config-map": {"authentication_mode": "CONFIG_MAP"},
     "no-eks-auth": {"interface_endpoints": tuple(e for e in INTERFACE_ENDPOINTS if e != "eks-auth")},
-    # last: the account-wide quota would stop later worlds' nodes from getting their interfaces
-    "low-eni": {"quotas": {("vpc", "L-DF5E4CA3"): 3}},
+    # The ENI quota is account-wide: an error for every existing cluster now (no room for a
+    # replacement node), so the test lowers it only while it checks this world (LOW_QUOTAS).
+    "low-eni": {},
 }
+LOW_QUOTAS = {"low-eni": {("vpc", "L-DF5E4CA3"): 3}}
 
 
 CASES = [
@@ -175,10 +178,27 @@ CASES = [
     ("no-endpoints", "network.s3-endpoint", ["S3"], "warning"),
     ("no-eks-auth", "network.vpc-endpoints", ["eks-auth"], "error"),
     ("private-only", "access.endpoint", ["private-only"], "error"),
-    ("small-subnet", "network.subnet-addresses", ["11 usable"], "warning"),
+    ("small-subnet", "network.subnet-addresses", ["no room for a replacement node", "11 usable"], "error"),
     ("config-map", "access.authentication-mode", ["CONFIG_MAP"], "error"),
-    ("low-eni", "quotas.network-interfaces", ["is 3 with"], "warning"),
+    ("low-eni", "quotas.network-interfaces", ["is 3 with", "cannot replace a faulty node"], "error"),
 ]
+
+
+@contextmanager
+def lowered_quotas(sb: Sandbox, values: dict[tuple[str, str], float]) -> Iterator[None]:
+    """Apply quota values for the block, then give each back its AWS default."""
+    from sandbox.aws_ext import quotas
+
+    sq = sb.client("service-quotas")
+    applied = [
+        (service, quotas.set_quota(service, quota, value)) for (service, quota), value in values.items()
+    ]
+    try:
+        yield
+    finally:
+        for service, code in applied:
+            default = sq.get_aws_default_service_quota(ServiceCode=service, QuotaCode=code)["Quota"]["Value"]
+            quotas.set_quota(service, code, default)
 
 
 @pytest.fixture(scope="class")
@@ -198,7 +218,8 @@ def broken() -> Iterator[Sandbox]:
 class TestBrokenWorlds:
     @pytest.mark.parametrize(("world", "check_id", "words", "severity"), CASES)
     def test_each_broken_world_fails_its_check(self, broken, world, check_id, words, severity):
-        report = preflight(f"hp-{world}", kube=False)
+        with lowered_quotas(broken, LOW_QUOTAS.get(world, {})):
+            report = preflight(f"hp-{world}", kube=False)
         result = check(report, check_id)
         assert result.status is CheckStatus.FAILED, result
         assert result.severity.value == severity

@@ -411,7 +411,13 @@ def test_eni_quota():
     check = pf.check_eni_quota
     assert run(check, healthy()).status is CheckStatus.PASSED
     full = QuotaFact(name="n", code="L-DF5E4CA3", value=3, in_use=16)
-    assert_failed(run(check, healthy(eni_quota=full)), "is 3 with 16 in use", severity=Severity.WARNING)
+    # An error on an existing cluster too: without an interface for a replacement node the control
+    # plane's fault remediation (node replacement) cannot work.
+    result = run(check, healthy(eni_quota=full))
+    assert_failed(result, "is 3 with 16 in use", "replacing a node needs 1 more", severity=Severity.ERROR)
+    assert "cannot replace a faulty node" in result.message and "at least 17" in result.remedy
+    edge = QuotaFact(name="n", code="L-DF5E4CA3", value=17, in_use=16)  # exactly one interface left
+    assert run(check, healthy(eni_quota=edge)).status is CheckStatus.PASSED
     p5 = [
         InstanceGroupFact(
             name="gpu", instance_type="ml.p5.48xlarge", count=4, subnets=["subnet-a"], security_group_ids=[SG]
@@ -424,6 +430,19 @@ def test_eni_quota():
     assert_skipped(run(check, healthy(eni_quota=None, gaps={"eni-quota": "denied"})), "denied")
 
 
+def test_second_seed_severity_on_existing_and_planned_clusters():
+    """Second-seed checks are errors for a planned cluster; for an existing one only the ENI quota and
+    the subnet's addresses stay errors (room for a replacement node), the rest are warnings."""
+    headroom = {"quotas.network-interfaces", "network.subnet-addresses"}
+    assert headroom < pf.SECOND_SEED
+    for check_id in sorted(pf.SECOND_SEED):
+        existing = pf._Check(healthy(), check_id, Severity.ERROR).fail("r", "m", "fix")
+        planned = pf._Check(healthy(planned=True), check_id, Severity.ERROR).fail("r", "m", "fix")
+        expected = Severity.ERROR if check_id in headroom else Severity.WARNING
+        assert (existing.severity, planned.severity) == (expected, Severity.ERROR), check_id
+        assert existing.blocking is (check_id in headroom)
+
+
 def test_subnet_addresses():
     check = pf.check_subnet_addresses
     assert run(check, healthy()).status is CheckStatus.PASSED
@@ -432,7 +451,22 @@ def test_subnet_addresses():
         for k, v in healthy().subnets.items()
     }
     result = run(check, healthy(subnets=small))
-    assert_failed(result, "11 usable, 120 needed", "estimated", severity=Severity.WARNING)
+    # Existing cluster: no room for one replacement node (30 addresses per ml.g5.8xlarge, estimated)
+    # is an error, since node replacement is the control plane's fault remediation.
+    assert_failed(
+        result, "11 free, 30 needed by a replacement node", "11 usable, 120 needed", severity=Severity.ERROR
+    )
+    assert "cannot replace a faulty node" in result.message and "estimated" in result.message
+    # Room to replace a node but not for the target counts: a scaling concern, so only a warning.
+    tight = {
+        k: v.model_copy(update={"cidr_block": "10.0.0.0/25", "available_ips": 30}) for k, v in small.items()
+    }
+    five = [healthy().instance_groups[0].model_copy(update={"count": 5})]
+    result = run(check, healthy(subnets=tight, instance_groups=five))
+    assert_failed(result, "target counts", "123 usable, 150 needed", severity=Severity.WARNING)
+    assert run(check, healthy(subnets=tight)).status is CheckStatus.PASSED  # 4 x 30 fit in 123
+    one_short = {k: v.model_copy(update={"available_ips": 29}) for k, v in tight.items()}
+    assert_failed(run(check, healthy(subnets=one_short)), "29 free, 30 needed", severity=Severity.ERROR)
     p5 = [InstanceGroupFact(name="gpu", instance_type="ml.p5.48xlarge", count=50, subnets=["subnet-a"])]
     big = healthy(instance_groups=p5, planned=True)
     assert_failed(run(check, big), "4050 needed", severity=Severity.ERROR)  # 50 x 81, the documented figure

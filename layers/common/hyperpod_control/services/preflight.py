@@ -10,8 +10,10 @@ one ``CheckResult`` (passed / failed / skipped with the reason; never a pass it 
 Sources: the operator's install page (first seed) for the add-on prerequisites; the HyperPod
 prerequisites page (second seed) for quotas, VPC, subnets, EFA, Region, FSx and IPv6. The second
 seed's checks are about creating a cluster: errors for a planned cluster (``clusterConfig``),
-warnings for one that exists (it was created already; they still tell what scaling or a node
-replacement will hit).
+warnings for one that exists (it was created already; they still tell what scaling will hit),
+except the ENI quota and the subnet's free addresses, which stay errors on an existing cluster:
+they decide whether a replacement node can start, and node replacement is how this control plane
+remediates faults (see ``REPLACEMENT_HEADROOM``).
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ EFA_TYPES = frozenset(
         "ml.g6.48xlarge",
     }
 )
-#: The second seed's checks: errors for a planned cluster, warnings for an existing one.
+#: The second seed's checks: errors for a planned cluster; warnings for an existing one, except
+#: those in ``REPLACEMENT_HEADROOM``.
 SECOND_SEED = frozenset(
     {
         "quotas.cluster-usage",
@@ -148,6 +151,12 @@ SECOND_SEED = frozenset(
         "fsx.availability-zone",
     }
 )
+#: Second-seed checks that are errors for an existing cluster too. The control plane heals a faulty
+#: node by replacing it (its fault remediation), and a replacement instance needs a network interface
+#: under the Region's ENI quota and free addresses in its subnet before the old instance's are
+#: released. Without that room every replacement fails, so installing onto such a cluster would
+#: leave it unhealable: Preflight stops the install instead of warning.
+REPLACEMENT_HEADROOM = frozenset({"quotas.network-interfaces", "network.subnet-addresses"})
 
 _FSX_DNS = re.compile(r"^(fs-[0-9a-f]+)\.fsx\.([a-z0-9-]+)\.amazonaws\.com", re.IGNORECASE)
 
@@ -783,7 +792,7 @@ def _result(
     message: str,
     remedy: str = "",
 ) -> CheckResult:
-    if check_id in SECOND_SEED:
+    if check_id in SECOND_SEED and check_id not in REPLACEMENT_HEADROOM:
         severity = Severity.ERROR if facts.planned else Severity.WARNING
     return CheckResult(
         id=check_id, severity=severity, status=status, resource=resource, message=message, remedy=remedy
@@ -1481,14 +1490,22 @@ def check_eni_quota(facts: ClusterFacts, options: PreflightOptions) -> CheckResu
         needed = max(per_instance.values(), default=1)  # a replacement node's interfaces before the old go
         what = f"replacing a node needs {needed} more"
     if quota.in_use + needed > quota.value:
+        # An error for an existing cluster too (REPLACEMENT_HEADROOM): without a free interface the
+        # control plane's node replacement, its fault remediation, cannot start a new node.
+        why = (
+            ""
+            if facts.planned
+            else " Without room for a replacement node the control plane cannot replace a faulty node "
+            "(its fault remediation), so the install stops here."
+        )
         return c.fail(
             resource,
             f"network interfaces per Region ({ENI_QUOTA_CODE}) is {int(quota.value)} with {quota.in_use} "
-            "in use; "
-            f"{what}.",
-            "request an increase of L-DF5E4CA3 in the Service Quotas console (Amazon VPC); HyperPod "
-            "cannot request "
-            "it for you.",
+            f"in use; {what}.{why}",
+            f"request an increase of {ENI_QUOTA_CODE} in the Service Quotas console (Amazon VPC) to at "
+            f"least {quota.in_use + needed}, so that "
+            + ("the cluster's instances" if facts.planned else "a replacement node")
+            + " can get its network interfaces; HyperPod cannot request it for you.",
         )
     return c.ok(
         resource,
@@ -1504,6 +1521,9 @@ def _usable(cidr: str) -> int:
 
 
 def check_subnet_addresses(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
+    """Planned: each subnet's free addresses hold every instance placed in it. Existing: each subnet
+    has the free addresses one replacement node takes (an error: REPLACEMENT_HEADROOM) and its CIDR
+    holds the groups at their target counts (a warning only: it limits scaling, not healing)."""
     cid, sev = "network.subnet-addresses", Severity.ERROR
     c = _Check(facts, cid, sev)
     resource = ", ".join(_node_subnets(facts)) or facts.cluster_name
@@ -1514,38 +1534,75 @@ def check_subnet_addresses(facts: ClusterFacts, options: PreflightOptions) -> Ch
     placements: dict[tuple[str, ...], list[InstanceGroupFact]] = {}
     for g in facts.instance_groups:
         placements.setdefault(tuple(g.subnets), []).append(g)
-    problems, estimated, lines = [], False, []
+    problems, too_small, estimated, lines = [], [], False, []
     for subnets, groups in placements.items():
-        need = 0
+        need, replacement = 0, 0
         for g in groups:
             per, documented = addresses_per_instance(g.instance_type, facts.orchestrator)
             estimated |= not documented
             need += g.count * per
+            replacement = max(replacement, per)
+        names = ", ".join(g.name for g in groups)
         for sid in subnets:
             subnet = facts.subnets.get(sid)
             if subnet is None:
                 continue
-            have = subnet.available_ips if facts.planned else _usable(subnet.cidr_block)
-            word = "free" if facts.planned else "usable"
+            if facts.planned:
+                line = f"{sid} ({subnet.cidr_block}): {subnet.available_ips} free, {need} needed by {names}"
+                (problems if subnet.available_ips < need else lines).append(line)
+                continue
+            # An existing cluster's nodes hold their addresses already: what matters now is room for
+            # one replacement node (the control plane's fault remediation), an error when missing.
             line = (
-                f"{sid} ({subnet.cidr_block}): {have} {word}, {need} needed by "
-                f"{', '.join(g.name for g in groups)}"
+                f"{sid} ({subnet.cidr_block}): {subnet.available_ips} free, {replacement} needed by a "
+                f"replacement node of {names}"
             )
-            (problems if have < need else lines).append(line)
+            (problems if subnet.available_ips < replacement else lines).append(line)
+            usable = _usable(subnet.cidr_block)
+            if usable < need:
+                too_small.append(f"{sid} ({subnet.cidr_block}): {usable} usable, {need} needed by {names}")
     note = (
         " Addresses per instance: 81 per P5 on EKS (documented); other types estimated as their primary "
-        "ENI's "
-        "IPv4 addresses plus one per further network card, the rule behind the P5 figure."
+        "ENI's IPv4 addresses plus one per further network card, the rule behind the P5 figure."
         if estimated
         else ""
     )
+    remedy = (
+        "use subnets with larger CIDR blocks (a subnet's size cannot change; a cluster that outgrows it "
+        "must be recreated)."
+    )
     if problems:
+        if facts.planned:
+            return c.fail(
+                resource,
+                f"subnets too small for the cluster's instances: {'; '.join(problems)}.{note}",
+                remedy,
+            )
+        # REPLACEMENT_HEADROOM: an error for an existing cluster too.
         return c.fail(
             resource,
-            f"subnets too small for the cluster's instances: {'; '.join(problems)}.{note}",
-            "use subnets with larger CIDR blocks (a subnet's size cannot change; a cluster that outgrows "
-            "it must "
-            "be recreated).",
+            f"no room for a replacement node: {'; '.join(problems)}. Without it the control plane cannot "
+            "replace a faulty node (its fault remediation), so the install stops here."
+            + (
+                f" The CIDR blocks are also too small for the instance groups: {'; '.join(too_small)}."
+                if too_small
+                else ""
+            )
+            + note,
+            "free addresses in the subnet (delete unused network interfaces or endpoints in it) so that a "
+            "replacement node fits, or move the instance groups to larger subnets (a subnet's size cannot "
+            "change; a cluster that outgrows it must be recreated).",
+        )
+    if too_small:
+        # Room to heal but not to reach the target counts: a scaling concern, so a warning.
+        return _result(
+            facts,
+            cid,
+            Severity.WARNING,
+            CheckStatus.FAILED,
+            resource,
+            f"subnets too small for the instance groups' target counts: {'; '.join(too_small)}.{note}",
+            remedy,
         )
     if not lines:
         return c.skip(
