@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpctl.stack import load_outputs
-from hpctl.workflows import TERMINAL, Outcome, execution_name, history
+from hpctl.workflows import Outcome, execution_name, follow
 
 #: Pass and Choice states that only move data; the step list shows the work.
 _PLUMBING = ("Defaults", "Start", "UseCluster", "UsePlan", "LockTaken", "ChooseOperator", "PreflightPassed")
@@ -57,33 +57,8 @@ def _watch(
     out: TextIO | None,
     poll: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """Follow an execution, printing each step once, with the time since the execution started."""
-    deadline = time.monotonic() + timeout
-    seen, delay, started = 0, 0.05, None
-    while True:
-        desc = sfn.describe_execution(executionArn=arn)
-        started = started or desc["startDate"]
-        events = history(sfn, arn)
-        for event in events[seen:]:
-            details = event.get("stateEnteredEventDetails")
-            if details and details["name"] not in _PLUMBING and out is not None:
-                elapsed = (event["timestamp"] - started).total_seconds()
-                print(f"  {elapsed:7.1f}s  {details['name']}", file=out, flush=True)
-        seen = len(events)
-        if desc["status"] in TERMINAL:
-            output = desc.get("output")
-            return Outcome(
-                arn,
-                desc["status"],
-                json.loads(output) if output else None,
-                desc.get("error"),
-                desc.get("cause"),
-                events,
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{arn} still {desc['status']} after {timeout:.0f}s")
-        poll(delay)
-        delay = min(delay * 1.5, 2.0)
+    """Follow an execution, one line per step (Pass plumbing hidden), with elapsed seconds."""
+    return follow(sfn, arn, timeout=timeout, out=out, poll=poll, hide=_PLUMBING)
 
 
 def summary(outcome: Outcome, what: str) -> str:

@@ -57,19 +57,23 @@ def follow(
     timeout: float = 3600.0,
     out: TextIO | None = sys.stderr,
     poll: Callable[[float], None] = time.sleep,
+    hide: frozenset[str] = frozenset(),
 ) -> Outcome:
-    """Wait for an execution to end, printing each state as it is entered."""
+    """Wait for an execution to end, printing each state as it is entered with the seconds since
+    the execution started; ``hide`` names plumbing states (Pass steps) not worth a line."""
     deadline = time.monotonic() + timeout
     seen = 0
     delay = 0.01
+    started = None
     while True:
         desc = sfn.describe_execution(executionArn=execution_arn)
+        started = started or desc["startDate"]
         events = history(sfn, execution_arn)
         for event in events[seen:]:
             details = event.get("stateEnteredEventDetails")
-            if details and out is not None:
-                stamp = event["timestamp"].strftime("%H:%M:%S.%f")[:-3]
-                print(f"  {stamp}  {details['name']}", file=out, flush=True)
+            if details and details["name"] not in hide and out is not None:
+                elapsed = (event["timestamp"] - started).total_seconds()
+                print(f"  {elapsed:7.1f}s  {details['name']}", file=out, flush=True)
         seen = len(events)
         if desc["status"] in TERMINAL:
             output = desc.get("output")
