@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, TextIO
 
 from hpctl.stack import load_outputs
-from hpctl.workflows import Outcome, execution_name, follow
+from hpctl.workflows import Outcome, follow, start
 
 
 def register(
@@ -26,11 +25,12 @@ def register(
 
     outputs = load_outputs(stack, cloudformation)
     sfn = sfn or boto3.client("stepfunctions")
-    arn = sfn.start_execution(
-        stateMachineArn=outputs["RegisterClusterStateMachineArn"],
-        name=execution_name(f"register-{cluster}"),
-        input=json.dumps({"clusterName": cluster, "mode": mode}),
-    )["executionArn"]
+    arn = start(
+        sfn,
+        outputs["RegisterClusterStateMachineArn"],
+        f"register-{cluster}",
+        {"clusterName": cluster, "mode": mode},
+    )
     print(f"register_cluster started: {arn}", file=out, flush=True)
     if not wait:
         return arn

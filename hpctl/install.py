@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpctl.stack import load_outputs
-from hpctl.workflows import Outcome, execution_name, follow
+from hpctl.workflows import Outcome, follow, start
 
 #: Pass and Choice states that only move data; the step list shows the work.
 _PLUMBING = ("Defaults", "Start", "UseCluster", "UsePlan", "LockTaken", "ChooseOperator", "PreflightPassed")
@@ -86,10 +86,8 @@ def summary(outcome: Outcome, what: str) -> str:
     return f"{what} {outcome.status} at {failed_step}: {outcome.error}: {outcome.cause}"
 
 
-def _start(sfn: Any, state_machine_arn: str, prefix: str, payload: dict[str, Any]) -> str:
-    return sfn.start_execution(
-        stateMachineArn=state_machine_arn, name=execution_name(prefix), input=json.dumps(payload)
-    )["executionArn"]
+# upgrade.py and older callers import it under this name
+_start = start
 
 
 def install(

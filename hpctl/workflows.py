@@ -39,6 +39,13 @@ def execution_name(prefix: str) -> str:
     return f"{safe}-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+def start(sfn: Any, state_machine_arn: str, prefix: str, payload: dict[str, Any]) -> str:
+    """Start an execution under a readable unique name; returns its ARN."""
+    return sfn.start_execution(
+        stateMachineArn=state_machine_arn, name=execution_name(prefix), input=json.dumps(payload)
+    )["executionArn"]
+
+
 def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
