@@ -113,31 +113,13 @@ def canonical_principal_arn(arn: str) -> str:
 # --- tokens ---------------------------------------------------------------------------------------
 
 
-def make_eks_token(
-    session: Any, cluster_name: str, region: str | None = None, endpoint_url: str | None = None
-) -> str:
-    """What ``aws eks get-token`` prints: a presigned GetCallerIdentity URL for this cluster."""
-    from botocore.signers import RequestSigner
+def make_eks_token(session: Any, cluster_name: str, region: str | None = None) -> str:
+    """What ``aws eks get-token`` prints, made by the control plane's own token code, so the
+    sandbox checks exactly the tokens production sends (STS endpoint: the session's, which
+    honours AWS_ENDPOINT_URL)."""
+    from hyperpod_control.adapters.kube import eks_token
 
-    region = region or session.region_name or "us-west-2"
-    sts = session.client("sts", region_name=region, endpoint_url=endpoint_url)
-    signer = RequestSigner(
-        sts.meta.service_model.service_id, region, "sts", "v4", session.get_credentials(), session.events
-    )
-    base = (endpoint_url or f"https://sts.{region}.amazonaws.com").rstrip("/")
-    url = signer.generate_presigned_url(
-        {
-            "method": "GET",
-            "url": f"{base}/?Action=GetCallerIdentity&Version=2011-06-15",
-            "body": {},
-            "headers": {CLUSTER_ID_HEADER: cluster_name},
-            "context": {},
-        },
-        region_name=region,
-        expires_in=60,
-        operation_name="",
-    )
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    return eks_token(cluster_name, region or session.region_name or "us-west-2", session=session)
 
 
 def _unauthorized(reason: str) -> ApiError:

@@ -49,7 +49,7 @@ def _grant(sb: Sandbox, principal_arn: str, policy_arn: str) -> None:
 
 
 def _core(sb: Sandbox, session: boto3.session.Session) -> client.CoreV1Api:
-    token = make_eks_token(session, sb.world.eks_cluster_name, endpoint_url=sb.endpoint_url)
+    token = make_eks_token(session, sb.world.eks_cluster_name)  # AWS_ENDPOINT_URL: the sandbox's STS
     # Connect the production way: endpoint and CA from describe_cluster, TLS verified.
     cluster = sb.client("eks").describe_cluster(name=sb.world.eks_cluster_name)["cluster"]
     assert cluster["endpoint"] == sb.kube.url

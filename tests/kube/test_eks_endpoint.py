@@ -4,7 +4,9 @@ verified against moto's STS over HTTP (server mode), TLS verification stays on."
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
+from unittest import mock
 
 import boto3
 import pytest
@@ -61,7 +63,8 @@ def test_describe_cluster_endpoint_and_ca_reach_the_server_with_an_eks_token(mot
         ca.write_bytes(base64.b64decode(desc["certificateAuthority"]["data"]))
         cfg = client.Configuration()
         cfg.host, cfg.ssl_ca_cert, cfg.verify_ssl = desc["endpoint"], str(ca), True
-        cfg.api_key = {"authorization": make_eks_token(session, CLUSTER, endpoint_url=moto_url)}
+        with mock.patch.dict(os.environ, {"AWS_ENDPOINT_URL": moto_url}):  # STS: the sandbox's
+            cfg.api_key = {"authorization": make_eks_token(session, CLUSTER)}
         cfg.api_key_prefix = {"authorization": "Bearer"}
         with client.ApiClient(cfg) as api:
             assert "kube-system" in [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
