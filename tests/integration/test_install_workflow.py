@@ -9,6 +9,14 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from install_support import (
+    POLICY_ARN,
+    iam_snapshot,
+    install_sandbox,
+    list_associations,
+    operator_item,
+    run_install,
+)
 
 from hyperpod_control.models.install import (
     ADDON_NAME,
@@ -16,60 +24,19 @@ from hyperpod_control.models.install import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
 )
-from sandbox import Sandbox, SandboxConfig
-from sandbox.world import WorldOptions
+from sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
-
-POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSageMakerHyperPodTrainingOperatorAccess"
-
-
-def _sandbox() -> Sandbox:
-    return Sandbox(SandboxConfig(world=WorldOptions(nodes=2), kube=True, pods=False))
 
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with _sandbox() as sandbox:
+    with install_sandbox() as sandbox:
         yield sandbox
 
 
-def _install(sb: Sandbox, **extra) -> object:
-    payload = {"clusterName": sb.world.hyperpod_cluster_name, **extra}
-    return sb.run_execution("InstallOperatorStateMachine", payload, timeout=90)
-
-
-def _operator_item(sb: Sandbox) -> dict:
-    from hyperpod_control.adapters.store import Store
-
-    record = Store(sb.output("TableName"), client=sb.client("dynamodb")).get_operator(
-        sb.world.hyperpod_cluster_arn
-    )
-    return record.model_dump(mode="json") if record else {}
-
-
-def _associations(sb: Sandbox) -> list[dict]:
-    return sb.client("eks").list_pod_identity_associations(clusterName=sb.world.eks_cluster_name)[
-        "associations"
-    ]
-
-
-def _iam_snapshot(sb: Sandbox) -> dict:
-    iam = sb.client("iam")
-    roles = {r["RoleName"]: r for r in iam.list_roles(PathPrefix="/hyperpod-control-plane/")["Roles"]}
-    return {
-        name: (
-            json.dumps(role["AssumeRolePolicyDocument"], sort_keys=True),
-            sorted(
-                p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
-            ),
-        )
-        for name, role in roles.items()
-    }
-
-
 def test_addon_install_creates_role_association_addon_and_record_and_a_second_run_changes_nothing(sb):
-    outcome = _install(sb)
+    outcome = run_install(sb)
     assert outcome.ok, (outcome.error, outcome.cause)
     states = outcome.states_entered()
     for step in (
@@ -93,7 +60,7 @@ def test_addon_install_creates_role_association_addon_and_record_and_a_second_ru
     assert addon["addonVersion"] == "v1.2.1-eksbuild.1"  # the latest the cluster's 1.31 supports
     assert not addon.get("podIdentityAssociations")  # standalone, never inline
 
-    item = _operator_item(sb)
+    item = operator_item(sb)
     assert item["mode"] == "addon" and item["status"] == "ACTIVE" and item["lock_owner"] is None
     assert item["addon_version"] == "v1.2.1-eksbuild.1"
     role_name = item["role_arn"].rsplit("/", 1)[-1]
@@ -110,7 +77,7 @@ def test_addon_install_creates_role_association_addon_and_record_and_a_second_ru
     ]
     assert attached == [POLICY_ARN]
 
-    associations = _associations(sb)
+    associations = list_associations(sb)
     assert len(associations) == 1
     assert (associations[0]["namespace"], associations[0]["serviceAccount"]) == (
         OPERATOR_NAMESPACE,
@@ -123,11 +90,11 @@ def test_addon_install_creates_role_association_addon_and_record_and_a_second_ru
     assert described["roleArn"] == item["role_arn"]
 
     # Second run: same result, nothing changed.
-    before = (_iam_snapshot(sb), _associations(sb), addon["modifiedAt"])
-    again = _install(sb)
+    before = (iam_snapshot(sb), list_associations(sb), addon["modifiedAt"])
+    again = run_install(sb)
     assert again.ok, (again.error, again.cause)
     after_addon = eks.describe_addon(clusterName=sb.world.eks_cluster_name, addonName=ADDON_NAME)["addon"]
-    assert (_iam_snapshot(sb), _associations(sb), after_addon["modifiedAt"]) == before
+    assert (iam_snapshot(sb), list_associations(sb), after_addon["modifiedAt"]) == before
     assert again.output["operator"]["roleArn"] == item["role_arn"]
 
 
@@ -164,11 +131,11 @@ def test_hpctl_install_shows_each_step_with_elapsed_time_and_a_summary(sb, tmp_p
 
 
 def test_serverless_is_refused_where_the_addon_runs_naming_the_operator(sb):
-    outcome = _install(sb, operator="serverless")
+    outcome = run_install(sb, operator="serverless")
     assert outcome.status == "FAILED"
     assert outcome.error == "OperatorConflictError"
     assert "operator:" in outcome.cause and ADDON_NAME in outcome.cause
-    assert _operator_item(sb)["lock_owner"] is None  # the lock was released on the failure path
+    assert operator_item(sb)["lock_owner"] is None  # the lock was released on the failure path
 
 
 @pytest.mark.parametrize(
@@ -194,12 +161,12 @@ def test_serverless_is_refused_where_the_addon_runs_naming_the_operator(sb):
     ids=["malformed-version", "unknown-version", "bad-quantity", "unknown-key"],
 )
 def test_bad_input_fails_with_the_field_named(sb, extra, error, field):
-    outcome = _install(sb, **extra)
+    outcome = run_install(sb, **extra)
     assert outcome.status == "FAILED"
     if error:
         assert outcome.error == error, outcome.cause
     assert field in outcome.cause
-    assert _operator_item(sb)["lock_owner"] is None
+    assert operator_item(sb)["lock_owner"] is None
 
 
 def test_unknown_cluster_fails_in_preflight(sb):
@@ -239,7 +206,7 @@ def test_uninstall_refuses_while_jobs_exist_then_force_removes_everything(sb):
     assert done.ok, (done.error, done.cause)
     eks = sb.client("eks")
     assert ADDON_NAME not in eks.list_addons(clusterName=sb.world.eks_cluster_name)["addons"]
-    assert _associations(sb) == []
-    assert _iam_snapshot(sb) == {}
-    item = _operator_item(sb)
+    assert list_associations(sb) == []
+    assert iam_snapshot(sb) == {}
+    item = operator_item(sb)
     assert item["status"] == "REGISTERED" and item["role_arn"] is None and item["lock_owner"] is None
