@@ -117,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     uninstall.add_argument("--no-wait", action="store_true", help="start the workflow and return")
 
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="upgrade or downgrade the training-operator add-on without losing a job",
+        description="Plan the update (shown before anything changes), then run upgrade_operator: jobs are "
+        "snapshotted when the update crosses 1.2.0, drained and resubmitted for a downgrade below it, and "
+        "a failed update rolls back.",
+    )
+    upgrade.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    upgrade.add_argument("--version", help="target add-on version, e.g. v1.2.1-eksbuild.1 (default: latest)")
+    upgrade.add_argument(
+        "--force", action="store_true", help="go ahead although jobs use features the target version lacks"
+    )
+    upgrade.add_argument("--dry-run", action="store_true", help="show the plan only; change nothing")
+
     status = sub.add_parser("status", help="show the control plane's record of a cluster")
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     return parser
@@ -242,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(outcome)
                 return 0
             return 0 if outcome.ok else 1
+        if args.command == "upgrade":
+            from hpctl.upgrade import exit_code
+            from hpctl.upgrade import upgrade as run_upgrade
+
+            return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
         if args.command == "status":
             from hpctl.commands import status
 

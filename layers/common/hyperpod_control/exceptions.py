@@ -98,3 +98,33 @@ class AddonWaitTimeoutError(PermanentError):
 
 class JobsRunningError(PermanentError):
     """Uninstall refused: HyperPodPytorchJobs still exist (pass force to remove them with it)."""
+
+
+# -- upgrade workflow leaves ---------------------------------------------------------------------
+
+
+class UpgradeRefusedError(PermanentError):
+    """The upgrade plan refused: the target version does not exist or does not fit the cluster,
+    no add-on is installed, or jobs use what the target lacks (without force)."""
+
+
+class UpgradeRolledBackError(PermanentError):
+    """The add-on update failed; the workflow rolled back to the previous version and resubmitted
+    the jobs. The message names the step that failed and why."""
+
+
+class JobsDrainTimeoutError(PermanentError):
+    """Deleted HyperPodPyTorchJobs were still present after the workflow's bounded wait."""
+
+
+class SnapshotMissingError(PermanentError):
+    """A job the workflow deleted has no manifest in the snapshot bucket (it stays indexed)."""
+
+
+# -- node_health leaves ----------------------------------------------------------------------------
+
+
+class NodeActionError(RetryableError):
+    """node_health recorded the change but a Kubernetes or SageMaker call about it failed; the
+    event fails so Lambda's asynchronous retries run it again (the retry resumes the change) and,
+    when they are spent, the event lands in the dead-letter queue."""

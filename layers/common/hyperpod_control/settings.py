@@ -18,6 +18,8 @@ class Settings(BaseModel):
     event_ttl_seconds: int = 90 * 24 * 3600
     #: Endpoint override; set by the sandbox (AWS_ENDPOINT_URL), unset on AWS.
     endpoint_url: str | None = None
+    #: The stack's bucket for job manifests while an upgrade deletes and resubmits them.
+    snapshot_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -31,6 +33,7 @@ class Settings(BaseModel):
                 env.get("EVENT_TTL_SECONDS") or int(env.get("EVENT_RETENTION_DAYS", 90)) * 24 * 3600
             ),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            snapshot_bucket=env.get("SNAPSHOT_BUCKET") or None,
         )
 
 

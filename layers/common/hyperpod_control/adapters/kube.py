@@ -326,6 +326,67 @@ class KubeAdapter:
         )
         return self._items(found)
 
+    def custom_object(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        api = self._api("CustomObjectsApi")
+        return self._call(
+            f"{plural}.{group} {namespace}/{name}",
+            api.get_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            missing_ok=True,
+        )
+
+    def create_custom_object(
+        self, group: str, version: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        api = self._api("CustomObjectsApi")
+        name = body["metadata"]["name"]
+        return self._call(
+            f"{plural}.{group} {namespace}/{name}",
+            api.create_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            body,
+        )
+
+    def delete_custom_object(self, group: str, version: str, plural: str, namespace: str, name: str) -> bool:
+        """Delete one custom object; False when it was already gone."""
+        api = self._api("CustomObjectsApi")
+        found = self._call(
+            f"{plural}.{group} {namespace}/{name}",
+            api.delete_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            missing_ok=True,
+        )
+        return found is not None
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        """One Node; None when the cluster has no such node (a replaced instance's is deleted)."""
+        core = self._api("CoreV1Api")
+        return self._call(f"Node {name}", core.read_node, name, missing_ok=True)
+
+    # -- node marks (node_health: cordon, taint, label) ------------------------------------------
+
+    def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of one Node: lists (taints) are replaced whole, ``None``
+        removes a key. Put ``metadata.resourceVersion`` in the patch to make it conditional: a
+        concurrent writer then makes it fail with ``VersionConflictError`` (re-read, patch again)."""
+        core = self._api("CoreV1Api")
+        return self._call(
+            f"Node {name}", core.patch_node, name, patch, _content_type="application/merge-patch+json"
+        )
+
     # -- writes (create, or replace when the stored object differs) ------------------------------
 
     def apply_crd(self, body: dict[str, Any]) -> str:

@@ -44,6 +44,28 @@ class SageMakerAdapter:
                 return nodes
             kwargs["NextToken"] = token
 
+    def batch_repair_nodes(self, cluster: str, action: str, node_ids: list[str]) -> dict[str, list[Any]]:
+        """``BatchRebootClusterNodes`` (action "Reboot") or ``BatchReplaceClusterNodes`` ("Replace")
+        for ``node_ids``, 25 per call (the API's limit); the calls' ``Successful`` ids and ``Failed``
+        entries (NodeId, ErrorCode, Message) merged. A call that fails as a whole raises."""
+        from hyperpod_control.models.node_health import REPAIR_BATCH_SIZE
+
+        operations = {"Reboot": "batch_reboot_cluster_nodes", "Replace": "batch_replace_cluster_nodes"}
+        if action not in operations:
+            raise ValueError(f"unknown repair action {action!r}; expected one of {sorted(operations)}")
+        merged: dict[str, list[Any]] = {"Successful": [], "Failed": []}
+        for start in range(0, len(node_ids), REPAIR_BATCH_SIZE):
+            batch = node_ids[start : start + REPAIR_BATCH_SIZE]
+            try:
+                resp = getattr(self.client, operations[action])(ClusterName=cluster, NodeIds=batch)
+            except Exception as exc:
+                raise map_client_error(
+                    exc, resource=f"{action} of {batch} in HyperPod cluster {cluster}"
+                ) from exc
+            merged["Successful"] += resp.get("Successful", [])
+            merged["Failed"] += resp.get("Failed", [])
+        return merged
+
     def list_tags(self, arn: str) -> dict[str, str]:
         tags: dict[str, str] = {}
         kwargs: dict[str, Any] = {"ResourceArn": arn}

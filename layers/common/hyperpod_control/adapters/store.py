@@ -108,6 +108,13 @@ class Store:
                 return items
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def delete(self, pk: str, sk: str) -> None:
+        """Remove one item (idempotent: a missing item is not an error)."""
+        try:
+            self.client.delete_item(TableName=self.table_name, Key={"PK": {"S": pk}, "SK": {"S": sk}})
+        except Exception as exc:
+            raise map_client_error(exc, resource=f"{self.table_name} {pk}/{sk}") from exc
+
     # -- operator -------------------------------------------------------------------------------
 
     def get_operator(self, cluster_arn: str) -> OperatorRecord | None:
@@ -170,6 +177,41 @@ class Store:
             )
         except Exception as exc:
             mapped = map_client_error(exc, resource=f"{record.pk}/{record.sk}")
+            if isinstance(mapped, VersionConflictError):
+                return False
+            raise mapped from exc
+        return True
+
+    def record_node_outcome(self, cluster_arn: str, instance_id: str, event_id: str, outcome: Any) -> bool:
+        """Write what node_health did about the change of ``event_id`` onto the NODE item.
+
+        ``outcome`` is a pydantic model (``models.node_health.NodeOutcome``): its fields are set,
+        its None fields removed. Conditional on the item still recording that event, so a newer
+        change's outcome is never overwritten by an older one. ``version`` is left alone: it
+        counts health changes, and this annotates one. Returns False when a newer event won.
+        """
+        data = outcome.model_dump(mode="json")
+        present = {k: v for k, v in data.items() if v is not None}
+        absent = [k for k, v in data.items() if v is None]
+        names = {f"#{k}": k for k in data}
+        names["#last_event_id"] = "last_event_id"
+        values = {f":{k}": self._ser.serialize(v) for k, v in present.items()}
+        values[":event_id"] = {"S": event_id}
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in present)
+        if absent:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in absent)
+        pk, sk = cluster_pk(cluster_arn), node_sk(instance_id)
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                UpdateExpression=expression,
+                ConditionExpression="#last_event_id = :event_id",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            mapped = map_client_error(exc, resource=f"{pk}/{sk}")
             if isinstance(mapped, VersionConflictError):
                 return False
             raise mapped from exc

@@ -208,7 +208,7 @@ class ClusterRef(TaskModel):
 class AcquireLockInput(TaskModel):
     cluster: ClusterRef
     owner: str = Field(min_length=1, description="the execution that takes the lock")
-    purpose: Literal["install", "uninstall"]
+    purpose: Literal["install", "uninstall", "upgrade"]
     request: dict = Field(default_factory=dict)
 
 

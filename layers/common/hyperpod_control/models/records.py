@@ -87,6 +87,23 @@ class NodeRecord(Record):
     last_event_time: datetime
     last_event_id: str
     repair_requested: bool = False
+    #: When the node last went Unhealthy; kept when it heals (a Healthy write leaves None fields
+    #: alone), so the repair circuit breaker counts nodes that failed in its window, healed or not.
+    failed_at: datetime | None = None
+    # -- what node_health did about the last change (``Store.record_node_outcome``) --
+    #: The event whose actions all succeeded (a retry of an event that failed half way resumes).
+    handled_event_id: str | None = None
+    kube_actions: list[str] | None = None
+    repair_requested_action: str | None = None
+    repair_requested_at: datetime | None = None
+    #: Why no repair was requested (disabled, NodeRecovery Automatic, replace not allowed, breaker).
+    repair_skipped_reason: str | None = None
+    #: A requested repair that destroys data says so here (a Replace wipes the node's volumes).
+    repair_warning: str | None = None
+    #: The repair circuit breaker stopped automatic repair for this change.
+    breaker_open: bool = False
+    #: The Kubernetes or SageMaker failure of the last attempt (the event is retried, then DLQ'd).
+    action_error: str | None = None
 
     @property
     def node_name(self) -> str:

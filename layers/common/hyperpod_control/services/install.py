@@ -814,12 +814,15 @@ def put_event(events: Any, entry: dict[str, Any]) -> str | None:
     return (result.get("Entries") or [{}])[0].get("EventId")
 
 
-def record_install(request: RecordInstallInput, store: Store, events: Any, bus: str) -> RecordOutcome:
-    existing = store.get_operator(request.cluster.cluster_arn)
+def record_change(
+    store: Store, events: Any, bus: str, cluster_arn: str, detail_type: str, change: Any
+) -> RecordOutcome:
+    """Write ``change(OPERATOR item)`` conditionally on its version and announce it on the bus."""
+    existing = store.get_operator(cluster_arn)
     if existing is None:
-        raise VersionConflictError(f"no OPERATOR item for {request.cluster.cluster_arn}; the lock was lost.")
-    record = store.put(installed_record(existing, request), expected_version=existing.version)
-    event_id = put_event(events, operator_event("Operator Installed", record, bus))
+        raise VersionConflictError(f"no OPERATOR item for {cluster_arn}; the lock was lost.")
+    record = store.put(change(existing), expected_version=existing.version)
+    event_id = put_event(events, operator_event(detail_type, record, bus))
     return RecordOutcome(
         cluster_arn=record.cluster_arn,
         mode=record.mode,
@@ -831,22 +834,35 @@ def record_install(request: RecordInstallInput, store: Store, events: Any, bus: 
     )
 
 
+def record_install(request: RecordInstallInput, store: Store, events: Any, bus: str) -> RecordOutcome:
+    return record_change(
+        store,
+        events,
+        bus,
+        request.cluster.cluster_arn,
+        "Operator Installed",
+        lambda existing: installed_record(existing, request),
+    )
+
+
 # ============================================================== uninstall
+
+
+def cluster_ref(cluster_name: str, described: dict[str, Any]) -> ClusterRef:
+    """Pure: the HyperPod cluster (DescribeCluster's answer) as the workflows' steps name it."""
+    eks_arn = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn")
+    if not eks_arn:
+        raise InvalidInputError(f"clusterName: HyperPod cluster '{cluster_name}' is not orchestrated by EKS.")
+    return ClusterRef(
+        cluster_name=cluster_name,
+        cluster_arn=described["ClusterArn"],
+        eks_cluster_name=eks_arn.rsplit("/", 1)[-1],
+    )
 
 
 def plan_uninstall(request: PlanUninstallInput, sagemaker: Any, store: Store) -> UninstallPlan:
     parse_input(UninstallRequest, request.dump())
-    described = sagemaker.describe_cluster(request.cluster_name)
-    eks_arn = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn")
-    if not eks_arn:
-        raise InvalidInputError(
-            f"clusterName: HyperPod cluster '{request.cluster_name}' is not orchestrated by EKS."
-        )
-    cluster = ClusterRef(
-        cluster_name=request.cluster_name,
-        cluster_arn=described["ClusterArn"],
-        eks_cluster_name=eks_arn.rsplit("/", 1)[-1],
-    )
+    cluster = cluster_ref(request.cluster_name, sagemaker.describe_cluster(request.cluster_name))
     record = store.get_operator(cluster.cluster_arn)
     if record is None or record.status is OperatorStatus.REGISTERED:
         raise InvalidInputError(

@@ -1,0 +1,157 @@
+"""``hpctl upgrade``: show the plan of an add-on version change, then (unless ``--dry-run``) run
+upgrade_operator and show each step as it runs (argument parsing is in cli.py).
+
+The plan comes from the stack's PlanUpgrade function: the same pure function the workflow
+follows, over live data (the add-on, the versions the cluster's Kubernetes supports, the jobs).
+It changes nothing, so ``--dry-run`` is safe on any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from hpctl.stack import load_outputs
+from hpctl.workflows import Outcome, follow, start
+
+#: Pass and Choice states that only move data or branch; the step list shows the work.
+_PLUMBING = frozenset(
+    {
+        "Defaults",
+        "Start",
+        "UseCluster",
+        "LockTaken",
+        "ChooseAction",
+        "NeedDrain",
+        "NeedResubmit",
+        "WaitJobsStart",
+        "JobsGoneYet",
+        "WaitJobsCount",
+        "WaitForAddonStart",
+        "AddonActiveYet",
+        "WaitForAddonCount",
+        "RollbackParseCause",
+        "RollbackHasMessage",
+        "RollbackLambdaCause",
+        "RollbackRawCause",
+        "RollbackNeedsDrain",
+        "RollbackWaitJobsStart",
+        "RollbackJobsGoneYet",
+        "RollbackWaitJobsCount",
+        "RollbackWaitForAddonStart",
+        "RollbackAddonActiveYet",
+        "RollbackWaitForAddonCount",
+        "RollbackNeedsResubmit",
+        "RolledBackStep",
+        "RestoreBeforeFailing",
+        "AfterFailure",
+    }
+)
+
+ACTIONS = {
+    "noop": "nothing to do",
+    "upgrade": "upgrade",
+    "downgrade": "downgrade",
+    "draining_downgrade": "draining downgrade (jobs deleted, then resubmitted)",
+}
+
+
+def upgrade_input(cluster: str, version: str | None = None, force: bool = False) -> dict[str, Any]:
+    payload: dict[str, Any] = {"clusterName": cluster, "force": force}
+    if version:
+        payload["addonVersion"] = version
+    return payload
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """The plan as a person reads it before anything changes."""
+    lines = [
+        f"plan: {ACTIONS.get(plan['action'], plan['action'])}: "
+        f"{plan['currentVersion']} -> {plan['targetVersion']}",
+        f"  snapshot jobs first: {'yes' if plan.get('snapshot') else 'no'}; "
+        f"delete and resubmit jobs: {'yes' if plan.get('drain') else 'no'}",
+    ]
+    jobs = plan.get("jobs") or []
+    lines.append(f"  jobs ({len(jobs)}):" if jobs else "  jobs: none")
+    for job in jobs:
+        uses = f"  uses {', '.join(job['features'])}" if job.get("features") else ""
+        lines.append(f"    {job['namespace']}/{job['name']}{uses}")
+    for forced in plan.get("forced") or []:
+        lines.append(f"  forced: {forced} runs on a version without what it uses")
+    for note in plan.get("notes") or []:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def fetch_plan(lambda_client: Any, function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The PlanUpgrade function's answer: the plan, or ``{"refused": reason}``."""
+    response = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(payload).encode())
+    body = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        message = body.get("errorMessage") if isinstance(body, dict) else str(body)
+        return {
+            "refused": message,
+            "errorType": (body or {}).get("errorType") if isinstance(body, dict) else None,
+        }
+    return body
+
+
+def summary(outcome: Outcome) -> str:
+    if outcome.ok:
+        out = outcome.output or {}
+        return (
+            f"upgrade SUCCEEDED on {out.get('clusterName', '?')}: {ACTIONS.get(out.get('action'), '?')} "
+            f"{out.get('previousVersion')} -> {out.get('addonVersion')}."
+        )
+    return f"upgrade {outcome.status}: {outcome.error}: {outcome.cause}"
+
+
+def upgrade(
+    stack: str,
+    cluster: str,
+    version: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    wait: bool = True,
+    *,
+    timeout: float = 3600.0,
+    sfn: Any = None,
+    lambda_client: Any = None,
+    cloudformation: Any = None,
+    out: TextIO = sys.stderr,
+) -> Outcome | dict[str, Any] | str:
+    """Show the plan; with ``dry_run`` return it, else run upgrade_operator (its outcome, or the
+    execution ARN without ``wait``). A refused plan is returned as ``{"refused": reason}``."""
+    import boto3
+
+    outputs = load_outputs(stack, cloudformation)
+    lambda_client = lambda_client or boto3.client("lambda")
+    payload = upgrade_input(cluster, version, force)
+    plan = fetch_plan(lambda_client, outputs["PlanUpgradeFunctionName"], payload)
+    if "refused" in plan:
+        print(f"upgrade refused: {plan['refused']}", file=out, flush=True)
+        return plan
+    print(plan_text(plan), file=out, flush=True)
+    if dry_run:
+        print("dry run: nothing was changed.", file=out, flush=True)
+        return plan
+    if plan["action"] == "noop":
+        return plan
+    sfn = sfn or boto3.client("stepfunctions")
+    arn = start(sfn, outputs["UpgradeOperatorStateMachineArn"], f"upgrade-{cluster}", payload)
+    print(f"upgrade_operator started: {arn}", file=out, flush=True)
+    if not wait:
+        return arn
+    outcome = follow(sfn, arn, timeout=timeout, out=out, hide=_PLUMBING)
+    print(summary(outcome), file=out, flush=True)
+    return outcome
+
+
+def exit_code(result: Outcome | dict[str, Any] | str) -> int:
+    """0 for a plan shown, a started or succeeded workflow; 1 for a refusal or a failed workflow."""
+    if isinstance(result, Outcome):
+        return 0 if result.ok else 1
+    if isinstance(result, dict):
+        return 1 if "refused" in result else 0
+    return 0
