@@ -131,6 +131,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     upgrade.add_argument("--dry-run", action="store_true", help="show the plan only; change nothing")
 
+    addon = sub.add_parser("addon", help="the training-operator add-on's versions")
+    addon_sub = addon.add_subparsers(dest="addon_command", required=True, metavar="SUBCOMMAND")
+    versions = addon_sub.add_parser(
+        "versions",
+        help="list the add-on versions compatible with the cluster's Kubernetes and what each supports",
+    )
+    versions.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    versions.add_argument("--output", choices=["table", "json"], default="table")
+
     status = sub.add_parser("status", help="show the control plane's record of a cluster")
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     return parser
@@ -261,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             from hpctl.upgrade import upgrade as run_upgrade
 
             return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
+        if args.command == "addon":
+            import io
+
+            from hpctl.upgrade import addon_versions
+
+            table = io.StringIO()
+            rows = addon_versions(args.cluster, out=table)
+            print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
+            return 0
         if args.command == "status":
             from hpctl.commands import status
 

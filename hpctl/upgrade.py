@@ -155,3 +155,56 @@ def exit_code(result: Outcome | dict[str, Any] | str) -> int:
     if isinstance(result, dict):
         return 1 if "refused" in result else 0
     return 0
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def addon_versions(
+    cluster: str, *, sagemaker: Any = None, eks: Any = None, out: TextIO = sys.stdout
+) -> list[dict[str, Any]]:
+    """``hpctl addon versions``: the add-on versions the cluster's Kubernetes supports, what each
+    supports (``services.upgrade.version_support``), the installed one marked."""
+    from hyperpod_control.adapters.eks import EksAdapter
+    from hyperpod_control.adapters.sagemaker import SageMakerAdapter
+    from hyperpod_control.models.install import ADDON_NAME
+    from hyperpod_control.services.install import cluster_ref
+    from hyperpod_control.services.upgrade import version_support
+
+    adapter = EksAdapter(eks)
+    ref = cluster_ref(cluster, SageMakerAdapter(sagemaker).describe_cluster(cluster))
+    kubernetes = adapter.describe_cluster(ref.eks_cluster_name).get("version")
+    addon = adapter.describe_addon(ref.eks_cluster_name, ADDON_NAME)
+    installed = (addon or {}).get("addonVersion")
+    compatible = [
+        v["addonVersion"] for v in adapter.addon_versions(ADDON_NAME, kubernetes) if "addonVersion" in v
+    ]
+    rows = version_support(compatible, installed, kubernetes)
+    print(
+        f"{ADDON_NAME} versions for {cluster} (EKS {ref.eks_cluster_name}, Kubernetes {kubernetes}); "
+        f"installed: {installed or 'none'}",
+        file=out,
+    )
+    if not rows:
+        print(f"  no version supports Kubernetes {kubernetes}", file=out)
+    header = ("", "VERSION", "CHECKPOINTLESS", "ELASTIC", "NEEDS AGENT", "INLINE POD IDENTITY")
+    table = [header] + [
+        (
+            "*" if r["installed"] else "",
+            r["version"],
+            _yes(r["checkpointlessTraining"]),
+            _yes(r["elasticTraining"]),
+            _yes(r["requiresAgent"]),
+            _yes(r["inlinePodIdentity"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table if rows else []:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    if rows:
+        print(
+            "  * installed; checkpointless/elastic training and the agent requirement need 1.2.0+", file=out
+        )
+    return rows

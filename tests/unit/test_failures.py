@@ -120,3 +120,15 @@ def test_record_failure_for_an_unregistered_cluster_creates_nothing(store):
     record_failure(failure(), store)
 
     assert store.get_operator(CLUSTER_ARN) is None
+
+
+def test_an_error_object_embedded_in_a_formatted_cause_becomes_its_message():
+    inner = json.dumps(
+        {"errorType": "AddonFailedError", "errorMessage": "UPDATE_FAILED", "stackTrace": ["x"]}
+    )
+    cause = f"UpdateAddon failed (AddonFailedError: {inner}); rolled back to v1.1.2."
+    outcome = summarise(
+        RecordFailureInput(step="RolledBack", error={"Error": "UpgradeRolledBackError", "Cause": cause})
+    )
+    assert outcome.cause == "UpdateAddon failed (AddonFailedError: UPDATE_FAILED); rolled back to v1.1.2."
+    assert "stackTrace" not in outcome.cause

@@ -15,18 +15,34 @@ class FailureOutcome(TaskModel):
     cause: str
 
 
+def readable(cause: str) -> str:
+    """Pure: ``cause`` with every Lambda error object in it (``{"errorMessage": ...,
+    "stackTrace": ...}``, whole or embedded by a States.Format) replaced by its message."""
+    decoder = json.JSONDecoder()
+    parts: list[str] = []
+    i = 0
+    while (start := cause.find("{", i)) != -1:
+        try:
+            value, end = decoder.raw_decode(cause, start)
+        except ValueError:
+            parts.append(cause[i : start + 1])
+            i = start + 1
+            continue
+        parts.append(cause[i:start])
+        if isinstance(value, dict) and (value.get("errorMessage") or value.get("message")):
+            parts.append(str(value.get("errorMessage") or value.get("message")))
+        else:
+            parts.append(cause[start:end])
+        i = end
+    parts.append(cause[i:])
+    return "".join(parts)
+
+
 def summarise(request: RecordFailureInput) -> FailureOutcome:
     """Pure: the error name and a one-line cause from Step Functions' ``{Error, Cause}``."""
     error = str(request.error.get("Error", "UnknownError"))
-    raw = request.error.get("Cause", "")
-    cause = raw
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) and raw.startswith("{") else None
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        cause = parsed.get("errorMessage") or parsed.get("message") or raw
-    return FailureOutcome(step=request.step, error=error, cause=str(cause)[:1000])
+    cause = readable(str(request.error.get("Cause", "")))
+    return FailureOutcome(step=request.step, error=error, cause=cause[:1000])
 
 
 def record_failure(request: RecordFailureInput, store: Store) -> FailureOutcome:

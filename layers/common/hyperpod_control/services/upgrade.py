@@ -233,6 +233,35 @@ def decide_plan(
     )
 
 
+#: The one version that refuses Pod Identity declared inline in the add-on (the association stays
+#: standalone there: EnsurePodIdentityAssociation).
+NO_INLINE_POD_IDENTITY = ("v1.2.1-eksbuild.1",)
+
+
+def version_support(
+    compatible: list[str], installed: str | None, kubernetes_version: str | None
+) -> list[dict[str, Any]]:
+    """Pure: for each add-on version the cluster's Kubernetes supports (newest first), what it
+    supports: checkpointless (in-process restart) and elastic training, and whether it requires the
+    HyperPod training agent (all three from 1.2.0), inline Pod Identity (every version but
+    v1.2.1-eksbuild.1), and whether it is the installed one."""
+    rows = []
+    for version in sorted(set(compatible), key=version_key, reverse=True):
+        features = has_features(version)
+        rows.append(
+            {
+                "version": version,
+                "kubernetesVersion": kubernetes_version,
+                "installed": version == installed,
+                "checkpointlessTraining": features,
+                "elasticTraining": features,
+                "requiresAgent": features,
+                "inlinePodIdentity": version not in NO_INLINE_POD_IDENTITY,
+            }
+        )
+    return rows
+
+
 def upgrade_id_of(owner: str | None) -> str:
     """Pure: the execution's name (the last part of its ARN) names the upgrade's snapshot."""
     return (owner or "dry-run").rsplit(":", 1)[-1][:80] or "dry-run"
