@@ -61,6 +61,22 @@ def get_client(service: str, region: str | None = None) -> Any:
     return client
 
 
+class AwsAdapter:
+    """Base of the AWS adapters: a client injected (tests), or built on first use, never at import."""
+
+    service: str = ""
+
+    def __init__(self, client: Any = None, region: str | None = None) -> None:
+        self._client = client
+        self._region = region
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = get_client(self.service, self._region)
+        return self._client
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests that switch endpoints or credentials call this)."""
     with _lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperpod_control.adapters.aws import error_code, get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, error_code, map_client_error
 
 #: Error codes EC2 answers when one of several ids named in a Describe call does not exist.
 _MISSING = {
@@ -27,16 +27,8 @@ def _pages(call: Any, key: str, **kwargs: Any) -> list[dict[str, Any]]:
         kwargs["NextToken"] = token
 
 
-class Ec2Adapter:
-    def __init__(self, client: Any = None, region: str | None = None) -> None:
-        self._client = client
-        self._region = region
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("ec2", self._region)
-        return self._client
+class Ec2Adapter(AwsAdapter):
+    service = "ec2"
 
     def _by_id(self, call: str, key: str, id_param: str, ids: list[str]) -> tuple[list, list]:
         """Describe ``ids`` one call per id when a batch call fails on a missing one, so that one
@@ -98,16 +90,8 @@ class Ec2Adapter:
             raise map_client_error(exc, resource="network interfaces") from exc
 
 
-class FsxAdapter:
-    def __init__(self, client: Any = None, region: str | None = None) -> None:
-        self._client = client
-        self._region = region
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("fsx", self._region)
-        return self._client
+class FsxAdapter(AwsAdapter):
+    service = "fsx"
 
     def file_systems(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:

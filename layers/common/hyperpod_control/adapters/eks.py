@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hyperpod_control.adapters.aws import error_code, get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, error_code, map_client_error
 from hyperpod_control.exceptions import ResourceNotFoundError, VersionConflictError
 
 
@@ -17,15 +17,8 @@ def _missing(exc: Exception) -> bool:
     return error_code(exc) in ("ResourceNotFoundException", "NotFoundException")
 
 
-class EksAdapter:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("eks")
-        return self._client
+class EksAdapter(AwsAdapter):
+    service = "eks"
 
     def _call(self, operation: str, resource: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -6,7 +6,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from hyperpod_control.adapters.aws import error_code, get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, error_code, map_client_error
 
 
 def _document(value: Any) -> dict[str, Any]:
@@ -17,15 +17,8 @@ def _document(value: Any) -> dict[str, Any]:
     return json.loads(text or "{}")
 
 
-class IamAdapter:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("iam")
-        return self._client
+class IamAdapter(AwsAdapter):
+    service = "iam"
 
     def get_role(self, name: str) -> dict[str, Any] | None:
         """The role with its trust policy as a dict and its tags, or None."""

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperpod_control.adapters.aws import get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, map_client_error
 
 
-class QuotasAdapter:
+class QuotasAdapter(AwsAdapter):
+    service = "service-quotas"
+
     def __init__(self, client: Any = None, region: str | None = None) -> None:
-        self._client = client
-        self._region = region
+        super().__init__(client, region)
         self._by_service: dict[str, list[dict[str, Any]]] = {}
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("service-quotas", self._region)
-        return self._client
 
     def get(self, service_code: str, quota_code: str) -> dict[str, Any]:
         """The applied quota (or AWS's default where none was applied)."""

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperpod_control.adapters.aws import error_code, get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, error_code, map_client_error
 from hyperpod_control.exceptions import ResourceNotFoundError
 
 
-class SageMakerAdapter:
-    def __init__(self, client: Any = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("sagemaker")
-        return self._client
+class SageMakerAdapter(AwsAdapter):
+    service = "sagemaker"
 
     def describe_cluster(self, name: str) -> dict[str, Any]:
         try:

@@ -9,19 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hyperpod_control.adapters.aws import get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, map_client_error
 
 
-class SnapshotBucket:
+class SnapshotBucket(AwsAdapter):
+    service = "s3"
+
     def __init__(self, bucket: str, client: Any = None) -> None:
+        super().__init__(client)
         self.bucket = bucket
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("s3")
-        return self._client
 
     def put_json(self, key: str, body: dict[str, Any]) -> int:
         data = json.dumps(body, sort_keys=True).encode()

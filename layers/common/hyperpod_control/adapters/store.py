@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
-from hyperpod_control.adapters.aws import get_client, map_client_error
+from hyperpod_control.adapters.aws import AwsAdapter, map_client_error
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.records import (
     OPERATOR_SK,
@@ -31,17 +31,13 @@ def _serializer():
     return TypeSerializer(), TypeDeserializer()
 
 
-class Store:
-    def __init__(self, table_name: str, client: Any = None) -> None:
-        self.table_name = table_name
-        self._client = client
-        self._ser, self._de = _serializer()
+class Store(AwsAdapter):
+    service = "dynamodb"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = get_client("dynamodb")
-        return self._client
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        super().__init__(client)
+        self.table_name = table_name
+        self._ser, self._de = _serializer()
 
     # -- encoding -------------------------------------------------------------------------------
 
