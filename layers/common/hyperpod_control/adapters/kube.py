@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -42,6 +43,7 @@ TOKEN_PREFIX = "k8s-aws-v1."
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
 TOKEN_LIFETIME_S = 10 * 60  # EKS honours a token for 15 minutes after its X-Amz-Date
 REQUEST_TIMEOUT = (5, 20)  # connect, read: a private-only endpoint must not hang a Lambda
+CONNECTION_POOL_SIZE = 32
 
 
 def eks_token(cluster_name: str, region: str | None = None, session: Any = None) -> str:
@@ -233,6 +235,9 @@ class KubeAdapter:
             cfg.api_key_prefix = {"authorization": "Bearer"}
             # A workflow step retries on its own (Step Functions Retry); no hidden waits here.
             cfg.retries = 1
+            # The supervisor talks to every agent of a job at once from a thread pool
+            # (AGENT_POOL_SIZE); one kept-alive connection per thread, none opened twice.
+            cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
             self._api_client = client.ApiClient(cfg)
             self._token_at = time.monotonic()
             return self._api_client
@@ -447,3 +452,107 @@ class KubeAdapter:
     def _delete(self, resource: str, delete: Any, name: str) -> bool:
         """True when the object was there to delete."""
         return self._call(resource, delete, name, missing_ok=True) is not None
+
+    # -- pods, events and job status (the serverless supervisor) ---------------------------------
+
+    def pods(
+        self, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """Pods of ``namespace`` (every namespace when None) matching the selectors."""
+        core = self._api("CoreV1Api")
+        kwargs = {"label_selector": label_selector, "field_selector": field_selector}
+        if namespace:
+            found = self._call(f"Pods in {namespace}", core.list_namespaced_pod, namespace, **kwargs)
+        else:
+            found = self._call("Pods", core.list_pod_for_all_namespaces, **kwargs)
+        return self._items(found)
+
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a pod; None when one of that name exists already (a retried step)."""
+        core = self._api("CoreV1Api")
+        name = body["metadata"]["name"]
+        try:
+            return self._call(f"Pod {namespace}/{name}", core.create_namespaced_pod, namespace, body)
+        except VersionConflictError:  # 409 AlreadyExists
+            return None
+
+    def delete_pod(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> bool:
+        """Delete one pod; False when it was already gone."""
+        core = self._api("CoreV1Api")
+        kwargs = {} if grace_period_seconds is None else {"grace_period_seconds": grace_period_seconds}
+        found = self._call(
+            f"Pod {namespace}/{name}", core.delete_namespaced_pod, name, namespace, missing_ok=True, **kwargs
+        )
+        return found is not None
+
+    def patch_custom_object_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of one custom object's status subresource; None when the object is gone."""
+        api = self._api("CustomObjectsApi")
+        return self._call(
+            f"{plural}.{group} {namespace}/{name} status",
+            api.patch_namespaced_custom_object_status,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+            missing_ok=True,
+            _content_type="application/merge-patch+json",
+        )
+
+    def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A core/v1 Event (what ``kubectl describe`` shows under Events)."""
+        core = self._api("CoreV1Api")
+        return self._call(f"Event in {namespace}", core.create_namespaced_event, namespace, body)
+
+    def pod_proxy(
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> Any:
+        """``method`` ``path`` on the pod's ``port`` through the API server's pod proxy; the answer's
+        JSON (None when empty). The generated client's proxy calls take no request body, so this
+        goes through ``ApiClient.call_api`` with the same authentication (kubernetes >= 37's API)."""
+        resource = f"Pod {namespace}/{pod}:{port}{path}"
+        api = self.api_client
+        try:
+            method_, url, headers, payload, _ = api.param_serialize(
+                method=method,
+                resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}",
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = api.call_api(
+                method_, url, header_params=headers, body=payload, _request_timeout=timeout
+            )
+            raw = response.read()
+            if response.status >= 400:
+                from kubernetes.client.exceptions import ApiException
+
+                raise ApiException(
+                    status=response.status, reason=response.reason, body=raw.decode(errors="replace")
+                )
+        except ControlPlaneError:
+            raise
+        except Exception as exc:
+            from kubernetes.client.exceptions import ApiException
+
+            if isinstance(exc, ApiException) or _is_connection_error(exc):
+                raise map_api_exception(exc, resource=resource) from exc
+            raise
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")

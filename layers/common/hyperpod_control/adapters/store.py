@@ -15,10 +15,14 @@ from hyperpod_control.adapters.aws import AwsAdapter, map_client_error
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.records import (
     OPERATOR_SK,
+    JobEventRecord,
+    JobRecord,
     NodeRecord,
     OperatorRecord,
     Record,
     cluster_pk,
+    job_history_pk,
+    job_sk,
     node_sk,
 )
 
@@ -212,6 +216,21 @@ class Store(AwsAdapter):
                 return False
             raise mapped from exc
         return True
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def get_job(self, cluster_arn: str, uid: str) -> JobRecord | None:
+        return self.get(JobRecord, cluster_pk(cluster_arn), job_sk(uid))
+
+    def list_jobs(self, cluster_arn: str) -> list[JobRecord]:
+        return self.query(JobRecord, cluster_pk(cluster_arn), "JOB#")
+
+    def add_job_event(self, event: JobEventRecord) -> JobEventRecord:
+        """One history entry (its id is new, so the put never conflicts)."""
+        return self.put(event, expected_version=None)
+
+    def job_history(self, uid: str) -> list[JobEventRecord]:
+        return self.query(JobEventRecord, job_history_pk(uid), "EVENT#")
 
 
 def _epoch_ms(value: datetime) -> int:

@@ -58,6 +58,8 @@ class OperatorRecord(Record):
 
     cluster_arn: str
     cluster_name: str
+    #: The orchestrating EKS cluster (its Kubernetes API); recorded by the install workflow.
+    eks_cluster_name: str | None = None
     mode: OperatorMode
     status: OperatorStatus = OperatorStatus.REGISTERED
     addon_version: str | None = None
@@ -117,3 +119,111 @@ class NodeRecord(Record):
     @property
     def sk(self) -> str:
         return node_sk(self.instance_id)
+
+
+def job_sk(uid: str) -> str:
+    return f"JOB#{uid}"
+
+
+def job_history_pk(uid: str) -> str:
+    return f"JOB#{uid}"
+
+
+class JobPhase(StrEnum):
+    """Where the supervisor is with a job (the JOB item's ``phase``)."""
+
+    PENDING = "Pending"  # claimed; the execution has not admitted it yet
+    CREATING = "Creating"  # pods created, waiting for every agent to answer
+    RUNNING = "Running"  # agents started
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    #: addon mode: AWS's operator runs the job; we only record what its status says
+    OBSERVED = "Observed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobPhase.COMPLETED, JobPhase.FAILED)
+
+
+class PodSlot(BaseModel):
+    """One pod of a job: a rank's, or a spare's (``rank`` None)."""
+
+    pod: str
+    rank: int | None = None
+    node: str | None = None
+    ip: str | None = None
+
+
+class JobRecord(Record):
+    """``CLUSTER#<arn>`` / ``JOB#<uid>``: one HyperPodPyTorchJob as the supervisor runs it.
+
+    Claimed by reconcile_jobs with a conditional put (one execution per job generation); every
+    later write is conditional on ``version``, so two writers (the execution and node_health, or
+    two faults) cannot both decide."""
+
+    cluster_arn: str
+    uid: str
+    namespace: str
+    name: str
+    generation: int = 1
+    mode: OperatorMode = OperatorMode.SERVERLESS
+    phase: JobPhase = JobPhase.PENDING
+    reason: str | None = None
+    #: The execution segment that owns the job now, and its ARN.
+    segment: int = 0
+    execution_arn: str | None = None
+    #: The Monitor state's task token while the execution waits (SendTaskSuccess wakes it).
+    task_token: str | None = None
+    nnodes: int = 0
+    spares: int = 0
+    pods: list[PodSlot] = Field(default_factory=list)
+    master_addr: str | None = None
+    ip_version: str | None = None
+    fault_count: int = 0
+    restart_count: int = 0
+    #: Faults reported from outside the execution (node_health, job_events) not yet acted on.
+    pending_faults: list[dict] = Field(default_factory=list)
+    #: addon mode: the AWS operator's conditions, as last seen.
+    conditions: list[dict] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    poll_rounds: int = 0
+
+    @property
+    def pk(self) -> str:
+        return cluster_pk(self.cluster_arn)
+
+    @property
+    def sk(self) -> str:
+        return job_sk(self.uid)
+
+    def ranked(self) -> list[PodSlot]:
+        return sorted((p for p in self.pods if p.rank is not None), key=lambda p: p.rank or 0)
+
+    def spare_pods(self) -> list[PodSlot]:
+        return [p for p in self.pods if p.rank is None]
+
+
+class JobEventRecord(Record):
+    """``JOB#<uid>`` / ``EVENT#<time>#<id>``: one entry of a job's history (kept after the job is
+    deleted; DynamoDB's TTL removes it at ``expiration``)."""
+
+    uid: str
+    event_id: str
+    at: datetime = Field(default_factory=utcnow)
+    cluster_arn: str
+    namespace: str
+    name: str
+    kind: str
+    message: str
+    details: dict = Field(default_factory=dict)
+    expiration: int | None = None
+
+    @property
+    def pk(self) -> str:
+        return job_history_pk(self.uid)
+
+    @property
+    def sk(self) -> str:
+        return f"EVENT#{self.at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{self.event_id}"

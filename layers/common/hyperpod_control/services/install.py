@@ -767,6 +767,7 @@ def installed_record(existing: OperatorRecord, request: RecordInstallInput) -> O
         update={
             "mode": installed.operator,
             "status": OperatorStatus.ACTIVE,
+            "eks_cluster_name": request.cluster.eks_cluster_name,
             "addon_version": installed.addon_version if addon else None,
             "role_arn": installed.role_arn if addon else None,
             "association_id": installed.association_id if addon else None,

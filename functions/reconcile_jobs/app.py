@@ -1,0 +1,37 @@
+"""reconcile_jobs: every minute (EventBridge Scheduler) and on job events, one supervise_job
+execution per job of each serverless cluster, job records for addon clusters, deleted jobs
+cleaned up (services/reconcile.py)."""
+
+import os
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
+from hyperpod_control.adapters.store import Store
+from hyperpod_control.observability import logger, metrics, tracer
+from hyperpod_control.services.reconcile import reconcile
+from hyperpod_control.services.supervisor import open_supervisor
+from hyperpod_control.settings import get_settings
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    store = Store(get_settings().table_name)
+    report = reconcile(
+        store,
+        StepFunctionsAdapter(),
+        os.environ["SUPERVISE_JOB_STATE_MACHINE_ARN"],
+        lambda operator: open_supervisor(operator, store),
+    )
+    for cluster in report.clusters:
+        logger.info("reconciled", extra=cluster.dump())
+        metrics.add_metric(name="JobExecutionsStarted", unit=MetricUnit.Count, value=len(cluster.started))
+        metrics.add_metric(name="JobExecutionsResumed", unit=MetricUnit.Count, value=len(cluster.resumed))
+        if cluster.error:
+            logger.error(
+                "cluster not reconciled", extra={"cluster": cluster.cluster_arn, "error": cluster.error}
+            )
+    return report.dump()

@@ -1,0 +1,33 @@
+"""supervise_job's steps (services/supervisor.py): one function, the step named in the payload,
+so one role and one EKS access entry serve the whole workflow."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from hyperpod_control.adapters.store import Store
+from hyperpod_control.exceptions import InvalidInputError
+from hyperpod_control.models.validation import parse_input
+from hyperpod_control.observability import logger, tracer
+from hyperpod_control.services.supervisor import STEPS, StepInput, open_supervisor
+from hyperpod_control.settings import get_settings
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    step = event.get("step")
+    if step not in STEPS:
+        raise InvalidInputError(f"step: unknown step {step!r}", remedy=f"use one of {', '.join(STEPS)}")
+    request = parse_input(StepInput, {k: v for k, v in event.items() if k != "step"})
+    store = Store(get_settings().table_name)
+    operator = store.get_operator(request.job.cluster_arn)
+    if operator is None:
+        raise InvalidInputError(
+            f"job.clusterArn: no registered cluster {request.job.cluster_arn}",
+            remedy="register the cluster and install the serverless operator first.",
+        )
+    logger.append_keys(job=f"{request.job.namespace}/{request.job.name}", step=step)
+    sup = open_supervisor(operator, store)
+    with sup.kube:
+        result = STEPS[step](request, sup)
+    logger.info("supervise step", extra={"next": result.next, "reason": result.reason})
+    return result.dump()

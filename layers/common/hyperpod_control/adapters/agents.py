@@ -1,0 +1,140 @@
+"""Reaching the agents of a job: one call per pod, all pods at once from a bounded thread pool.
+
+Two transports, as DESIGN.md says: through the Kubernetes API server's pod proxy (the default:
+the Lambdas need no VPC, only the cluster endpoint and RBAC ``pods/proxy``), or straight to the
+pod IP when the Lambdas run in the cluster's VPC (``AGENT_TRANSPORT=direct``). A Step Functions
+Map state per pod would cost a state transition per agent per poll; a thread pool inside one
+Lambda costs one invocation per round, whatever the job's size.
+
+Each call's failure is returned, not raised: one unreachable agent is a fact the decision uses
+(the pod's node may have died), not a reason to fail the round. Failures of the API server itself
+(429, 5xx) are retried a few times with backoff here, since a round must see every agent; what
+still fails is reported per pod.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from hyperpod_control.exceptions import (
+    ControlPlaneError,
+    DependencyUnavailableError,
+    ResourceNotFoundError,
+    RetryableError,
+)
+from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentStatus
+
+DEFAULT_POOL_SIZE = 32
+CALL_ATTEMPTS = 4
+BACKOFF_S = 0.2
+DIRECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    pod: str
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    ip: str | None = None
+    namespace: str = "default"
+
+
+class ProxyTransport:
+    """Through ``/api/v1/namespaces/<ns>/pods/<pod>:8080/proxy/<path>`` (KubeAdapter.pod_proxy)."""
+
+    name = "proxy"
+
+    def __init__(self, kube: Any) -> None:
+        self.kube = kube
+
+    def __call__(self, call: AgentCall) -> Any:
+        return self.kube.pod_proxy(call.namespace, call.pod, AGENT_PORT, call.method, call.path, call.body)
+
+
+class DirectTransport:
+    """``http://<pod IP>:8080/<path>``: for Lambdas inside the cluster's VPC."""
+
+    name = "direct"
+
+    def __call__(self, call: AgentCall) -> Any:
+        if not call.ip:
+            raise ResourceNotFoundError(f"pod {call.pod} has no IP yet.")
+        data = None if call.body is None else json.dumps(call.body).encode()
+        request = urllib.request.Request(
+            f"http://{call.ip}:{AGENT_PORT}{call.path}",
+            data=data,
+            method=call.method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=DIRECT_TIMEOUT_S) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise DependencyUnavailableError(f"agent {call.pod}: HTTP {exc.code}") from exc
+        except OSError as exc:
+            raise DependencyUnavailableError(f"agent {call.pod}: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+
+class AgentClient:
+    """Calls every agent of a job in parallel; counts the calls it makes (benchmarks read it)."""
+
+    def __init__(
+        self,
+        transport: Callable[[AgentCall], Any],
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.transport = transport
+        self.pool_size = pool_size
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def _one(self, call: AgentCall) -> AgentAnswer:
+        last: Exception | None = None
+        for attempt in range(CALL_ATTEMPTS):
+            with self._lock:
+                self.calls += 1
+            try:
+                answer = self.transport(call)
+            except ResourceNotFoundError as exc:
+                return AgentAnswer(pod=call.pod, ok=False, error=str(exc), pod_gone=True)
+            except RetryableError as exc:
+                last = exc
+                if attempt + 1 < CALL_ATTEMPTS:
+                    self._sleep(BACKOFF_S * 2**attempt)
+                continue
+            except ControlPlaneError as exc:
+                return AgentAnswer(pod=call.pod, ok=False, error=str(exc))
+            status = None
+            if call.path == "/status" or (isinstance(answer, dict) and "status" in answer):
+                try:
+                    status = AgentStatus.model_validate(answer)
+                except ValueError as exc:
+                    return AgentAnswer(pod=call.pod, ok=False, error=f"unreadable /status: {exc}")
+            return AgentAnswer(pod=call.pod, ok=True, status=status)
+        return AgentAnswer(pod=call.pod, ok=False, error=str(last))
+
+    def call_all(self, calls: Iterable[AgentCall]) -> dict[str, AgentAnswer]:
+        calls = list(calls)
+        if not calls:
+            return {}
+        workers = max(1, min(self.pool_size, len(calls)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent") as pool:
+            answers = list(pool.map(self._one, calls))
+        return {answer.pod: answer for answer in answers}
+
+    def statuses(self, namespace: str, pods: Iterable[tuple[str, str | None]]) -> dict[str, AgentAnswer]:
+        """``GET /status`` of each (pod, ip) of ``namespace``."""
+        return self.call_all(AgentCall(pod, "GET", "/status", ip=ip, namespace=namespace) for pod, ip in pods)

@@ -1,0 +1,877 @@
+"""The serverless supervisor of one HyperPodPyTorchJob: the steps of the ``supervise_job`` state
+machine (Admit, CreatePods, CheckAgents, StartAgents, Arm, Poll, Complete, Fail, Cleanup).
+
+Each step reads the job (Kubernetes) and its JOB item (DynamoDB), decides with the pure functions
+at the top of this module, acts, and writes the JOB item conditionally on the version it read: a
+concurrent writer (node_health adding a fault, a second segment) makes the write fail with
+``VersionConflictError`` and Step Functions runs the step again on fresh state. Steps are
+idempotent for the same reason: a retried CreatePods finds the pods it made, a retried Complete
+finds the job completed.
+
+The execution is the only writer to Kubernetes for its job. Pods are named ``<job>-<index>``,
+labelled ``HPJob=<job>`` (what ``hyp list-pods`` selects) and the job's uid, and owned by the job,
+so deleting the job lets Kubernetes' garbage collector remove them even if we are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field
+
+from hyperpod_control.adapters.agents import AgentCall, AgentClient
+from hyperpod_control.exceptions import InvalidInputError
+from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
+from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.job import (
+    CleanPodPolicy,
+    HyperPodPytorchJob,
+    JobCondition,
+    JobSpecError,
+    parse_job,
+    set_condition,
+    validation_message,
+)
+from hyperpod_control.models.records import (
+    JobEventRecord,
+    JobPhase,
+    JobRecord,
+    OperatorMode,
+    OperatorStatus,
+    PodSlot,
+    utcnow,
+)
+from hyperpod_control.models.tasks import TaskModel
+
+JOB_LABEL = "HPJob"
+UID_LABEL = "hyperpod.control-plane/job-uid"
+INDEX_LABEL = "hyperpod.control-plane/pod-index"
+HEALTH_LABEL = "sagemaker.amazonaws.com/node-health-status"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MASTER_PORT = 23456
+EVENT_SOURCE_COMPONENT = "hyperpod-control-plane-supervisor"
+
+
+# ============================================================== inputs and outputs
+
+
+class JobRef(TaskModel):
+    """Which job, and which execution segment of it (the execution's input)."""
+
+    cluster_arn: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int = 1
+    segment: int = Field(default=0, ge=0)
+
+
+class StepInput(TaskModel):
+    job: JobRef
+    execution: str | None = None
+    state_machine: str | None = None
+    token: str | None = None
+    reason: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class StepResult(TaskModel):
+    """Every step answers ``next`` (the ASL Choice branches on it) and, when it matters, why."""
+
+    next: str
+    reason: str | None = None
+    poll_seconds: int | None = None
+    segment_due: bool = False
+
+    def dump(self) -> dict:
+        # Every key present, None included: the ASL's ResultSelector reads each by path.
+        return self.model_dump(mode="json", by_alias=True)
+
+
+@dataclass
+class SupervisorConfig:
+    poll_seconds: int = 30
+    #: Poll rounds per execution segment: a round is about 14 history events, so 1,000 rounds
+    #: stay far below Step Functions' 25,000-event limit.
+    segment_rounds: int = 1000
+    #: Agents not all ready this long after the pods were created (the job's
+    #: runPolicy.startupDeadlineSeconds overrides it) fail the job.
+    startup_deadline_seconds: int = 1800
+    event_bus: str | None = None
+    event_ttl_seconds: int = 90 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
+        import os
+
+        env = os.environ if env is None else env
+        return cls(
+            poll_seconds=int(env.get("SUPERVISOR_POLL_SECONDS", 30)),
+            segment_rounds=int(env.get("SUPERVISOR_SEGMENT_ROUNDS", 1000)),
+            startup_deadline_seconds=int(env.get("SUPERVISOR_STARTUP_DEADLINE_SECONDS", 1800)),
+            event_bus=env.get("AGENT_EVENT_BUS") or None,
+            event_ttl_seconds=int(
+                env.get("EVENT_TTL_SECONDS") or int(env.get("EVENT_RETENTION_DAYS", 90)) * 24 * 3600
+            ),
+        )
+
+
+@dataclass
+class Supervisor:
+    """What the steps act through: the store, one cluster's KubeAdapter, the agents' client."""
+
+    store: Any
+    kube: Any
+    agents: AgentClient
+    config: SupervisorConfig = field(default_factory=SupervisorConfig)
+    now: Callable[[], datetime] = utcnow
+    #: StepFunctionsAdapter: the next segment's start (NextSegment step)
+    sfn: Any = None
+
+
+def open_supervisor(operator: Any, store: Any, config: SupervisorConfig | None = None) -> Supervisor:
+    """A Supervisor for ``operator``'s cluster with the production adapters: the cluster's
+    Kubernetes API (EKS token), and the agents through the pod proxy, or at their pod IPs when
+    ``AGENT_TRANSPORT=direct`` (Lambdas in the cluster's VPC)."""
+    import os
+
+    from hyperpod_control.adapters.agents import DirectTransport, ProxyTransport
+    from hyperpod_control.adapters.kube import KubeAdapter
+    from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
+
+    eks_name = operator.eks_cluster_name
+    if not eks_name:  # an OPERATOR item written before the install recorded the EKS cluster
+        from hyperpod_control.adapters.sagemaker import SageMakerAdapter
+        from hyperpod_control.services.node_health import cluster_facts
+
+        eks_name = cluster_facts(SageMakerAdapter().describe_cluster(operator.cluster_name)).eks_cluster_name
+    kube = KubeAdapter(eks_name or "")
+    config = config or SupervisorConfig.from_env()
+    direct = os.environ.get("AGENT_TRANSPORT", "proxy") == "direct"
+
+    transport = DirectTransport() if direct else ProxyTransport(kube)
+    pool = int(os.environ.get("AGENT_POOL_SIZE", 32))
+    return Supervisor(
+        store=store,
+        kube=kube,
+        agents=AgentClient(transport, pool_size=pool),
+        config=config,
+        sfn=StepFunctionsAdapter(),
+    )
+
+
+# ============================================================== pure decisions
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_name(job_name: str, index: int) -> str:
+    return f"{job_name}-{index}"
+
+
+def job_selector(job_name: str) -> str:
+    return f"{JOB_LABEL}={job_name}"
+
+
+def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
+    """Pure: pod ``index`` of ``job`` from its replica spec's template.
+
+    Every pod is the same: which are ranks and which are spares is decided at StartAgents, so a
+    spare can take any rank. What the operator adds to the user's template: the labels, the owner,
+    the agent's environment, the node-health affinity, one pod per node, and port 8080."""
+    meta = job.metadata
+    template = job.replica_spec.template or {}
+    tmeta = dict(template.get("metadata") or {})
+    spec = {**(template.get("spec") or {})}
+    total = job.replicas + job.spares
+    labels = {
+        **(tmeta.get("labels") or {}),
+        JOB_LABEL: meta.name,
+        UID_LABEL: meta.uid,
+        INDEX_LABEL: str(index),
+    }
+    env_add = [
+        {"name": "NNODES", "value": str(job.replicas)},
+        {"name": "HYPERPOD_JOB_NAME", "value": meta.name},
+        {"name": "HYPERPOD_JOB_NAMESPACE", "value": meta.namespace},
+        {"name": "HYPERPOD_JOB_UID", "value": meta.uid},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    if event_bus:
+        env_add.append({"name": "HYPERPOD_EVENT_BUS", "value": event_bus})
+    ours = {e["name"] for e in env_add}
+    containers = []
+    for i, container in enumerate(spec.get("containers") or []):
+        container = {**container}
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env_add
+        if i == 0:
+            ports = list(container.get("ports") or [])
+            if not any(p.get("containerPort") == AGENT_PORT for p in ports):
+                ports.append({"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"})
+            container["ports"] = ports
+        containers.append(container)
+    spec["containers"] = containers
+    # A failed container is a fault the supervisor handles; the kubelet must not restart it behind
+    # the supervisor's back (the agent itself restarts workers).
+    spec["restartPolicy"] = "Never"
+    spec["affinity"] = _affinity(spec.get("affinity") or {}, meta.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(meta.name, index),
+            "namespace": meta.namespace,
+            "labels": labels,
+            "annotations": {**(tmeta.get("annotations") or {}), "hyperpod.control-plane/pods": str(total)},
+            "ownerReferences": [
+                {
+                    "apiVersion": job.api_version,
+                    "kind": job.kind,
+                    "name": meta.name,
+                    "uid": meta.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def _affinity(existing: dict[str, Any], job_name: str) -> dict[str, Any]:
+    """The template's affinity plus: nodes HyperPod calls Schedulable, and one pod of the job per
+    node (a replica is a node: two ranks on one node would share its GPUs and its fate)."""
+    affinity = {**existing}
+    node = {**(affinity.get("nodeAffinity") or {})}
+    required = {**(node.get("requiredDuringSchedulingIgnoredDuringExecution") or {})}
+    health = {"key": HEALTH_LABEL, "operator": "In", "values": ["Schedulable"]}
+    terms = [dict(t) for t in required.get("nodeSelectorTerms") or []] or [{}]
+    for term in terms:  # terms are ORed: the health requirement goes into each
+        term["matchExpressions"] = [*(term.get("matchExpressions") or []), health]
+    required["nodeSelectorTerms"] = terms
+    node["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    affinity["nodeAffinity"] = node
+    anti = {**(affinity.get("podAntiAffinity") or {})}
+    anti["requiredDuringSchedulingIgnoredDuringExecution"] = [
+        *(anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []),
+        {"labelSelector": {"matchLabels": {JOB_LABEL: job_name}}, "topologyKey": "kubernetes.io/hostname"},
+    ]
+    affinity["podAntiAffinity"] = anti
+    return affinity
+
+
+def pod_phase(pod: dict[str, Any] | None) -> str:
+    return ((pod or {}).get("status") or {}).get("phase") or "Missing"
+
+
+def pod_failure(pod: dict[str, Any] | None) -> str | None:
+    """Pure: why a pod can no longer run its part (None while it can)."""
+    if pod is None:
+        return "PodDeleted"
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "PodTerminating"
+    phase = pod_phase(pod)
+    if phase == "Failed":
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            if terminated.get("reason"):
+                return f"Pod{terminated['reason']}"
+        return "PodFailed"
+    if phase == "Succeeded":
+        return "PodExited"
+    return None
+
+
+def assign_ranks(slots: list[PodSlot], nnodes: int) -> list[PodSlot]:
+    """Pure: ranks 0..nnodes-1 to the first ``nnodes`` pods by index, the rest are spares. A slot
+    that already holds a rank keeps it (a retried StartAgents must not reshuffle)."""
+    if any(s.rank is not None for s in slots):
+        return slots
+    ordered = sorted(slots, key=lambda s: _index(s.pod))
+    return [s.model_copy(update={"rank": i if i < nnodes else None}) for i, s in enumerate(ordered)]
+
+
+def _index(pod: str) -> int:
+    tail = pod.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
+def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> list[AgentCall]:
+    """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare with
+    a standby rank beyond the world (the agent requires one; it never runs workers with it)."""
+    ranked = record.ranked()
+    rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
+    rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
+    calls = []
+    for standby, slot in enumerate(record.spare_pods()):
+        calls.append((slot, record.nnodes + standby, True))
+    calls = [(s, s.rank or 0, False) for s in ranked] + calls
+    return [
+        AgentCall(
+            pod=slot.pod,
+            method="POST",
+            path="/start",
+            ip=slot.ip,
+            namespace=record.namespace,
+            body=StartRequest(
+                rank=rank,
+                nnodes=record.nnodes,
+                faultCount=record.fault_count,
+                master_addr=record.master_addr or "",
+                master_port=MASTER_PORT,
+                spare=spare,
+                ipVersion=ip_version,
+                rankIps=rank_ips,
+                log_monitoring_configuration=rules,
+            ).body(),
+        )
+        for slot, rank, spare in calls
+    ]
+
+
+class RoundVerdict(TaskModel):
+    next: Literal["running", "completed", "fault", "gone"]
+    reason: str | None = None
+    faulty_pods: list[str] = Field(default_factory=list)
+    completed: int = 0
+
+
+def judge_round(
+    record: JobRecord, pods: dict[str, dict[str, Any]], answers: dict[str, AgentAnswer]
+) -> RoundVerdict:
+    """Pure: what one poll round says about the job. A rank whose pod is lost or whose agent
+    reports FAULTED is a fault; all ranks COMPLETED is completion; an agent that does not answer
+    while its pod runs is a network blip, judged again next round. Spares only matter when lost
+    (they are not replaced yet; remediation will)."""
+    ranked = record.ranked()
+    faults: list[str] = []
+    reasons: list[str] = []
+    completed = 0
+    for slot in ranked:
+        failure = pod_failure(pods.get(slot.pod))
+        answer = answers.get(slot.pod)
+        status = answer.status if answer and answer.ok else None
+        if status is not None and status.status is AgentState.COMPLETED:
+            completed += 1
+            continue
+        if failure and failure != "PodExited":
+            faults.append(slot.pod)
+            reasons.append(f"rank {slot.rank} ({slot.pod} on {slot.node or 'no node'}): {failure}")
+        elif status is not None and status.status is AgentState.FAULTED:
+            faults.append(slot.pod)
+            detail = f"{status.reason or 'WorkerFault'}" + (f": {status.message}" if status.message else "")
+            reasons.append(f"rank {slot.rank} ({slot.pod}): {detail}")
+        elif failure == "PodExited":
+            faults.append(slot.pod)
+            reasons.append(f"rank {slot.rank} ({slot.pod}): the container exited before the job completed")
+    for fault in record.pending_faults:
+        pod = fault.get("pod")
+        if pod and pod not in faults:
+            faults.append(pod)
+            reasons.append(f"{pod}: {fault.get('reason', 'fault')}")
+    if faults:
+        return RoundVerdict(next="fault", reason="; ".join(reasons), faulty_pods=faults, completed=completed)
+    if ranked and completed == len(ranked):
+        return RoundVerdict(next="completed", completed=completed)
+    return RoundVerdict(next="running", completed=completed)
+
+
+def agents_ready(
+    record: JobRecord, pods: dict[str, dict[str, Any]], answers: dict[str, AgentAnswer]
+) -> tuple[str, str | None]:
+    """Pure: ("start", None) when every pod runs and its agent is READY, ("fail", why) when a pod
+    can no longer start, ("wait", what is missing) otherwise."""
+    waiting = []
+    for slot in record.pods:
+        pod = pods.get(slot.pod)
+        failure = pod_failure(pod)
+        if failure:
+            return "fail", f"{slot.pod}: {failure} before its agent started"
+        if pod_phase(pod) != "Running":
+            waiting.append(f"{slot.pod} {pod_phase(pod)}")
+            continue
+        answer = answers.get(slot.pod)
+        if not answer or not answer.ok or answer.status is None:
+            waiting.append(f"{slot.pod} agent not answering")
+        elif answer.status.status is not AgentState.READY:
+            waiting.append(f"{slot.pod} agent {answer.status.status.value}")
+    if waiting:
+        return "wait", ", ".join(waiting)
+    return "start", None
+
+
+def clean_targets(policy: CleanPodPolicy, slots: list[PodSlot], completed: set[str]) -> list[str]:
+    """Pure: the pods cleanPodPolicy says to delete when the job ends."""
+    if policy is CleanPodPolicy.ALL:
+        return [s.pod for s in slots]
+    if policy is CleanPodPolicy.ONLY_COMPLETE:
+        return [s.pod for s in slots if s.pod in completed]
+    return []
+
+
+def conditions_after(
+    job: HyperPodPytorchJob, kind: str, reason: str, message: str, now: str
+) -> list[dict[str, Any]]:
+    """Pure: the job's conditions once ``kind`` happened (the others it implies set False)."""
+    conditions = list(job.status.conditions) if job.status else []
+    implied_false = {
+        "Running": ["Completed", "Failed"],
+        "Completed": ["Running"],
+        "Failed": ["Running"],
+    }.get(kind, [])
+    for other in implied_false:
+        if any(c.type == other for c in conditions):
+            conditions = set_condition(conditions, other, "False", reason, message, now)
+    conditions = set_condition(conditions, kind, "True", reason, message, now)
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+
+
+# ============================================================== the steps
+
+
+def _history(sup: Supervisor, record: JobRecord, kind: str, message: str, **details: Any) -> None:
+    now = sup.now()
+    sup.store.add_job_event(
+        JobEventRecord(
+            uid=record.uid,
+            event_id=uuid.uuid4().hex[:12],
+            at=now,
+            cluster_arn=record.cluster_arn,
+            namespace=record.namespace,
+            name=record.name,
+            kind=kind,
+            message=message,
+            details=details,
+            expiration=int((now + timedelta(seconds=sup.config.event_ttl_seconds)).timestamp()),
+        )
+    )
+
+
+def _k8s_event(sup: Supervisor, job: HyperPodPytorchJob, kind: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the job; best effort (the status and the history already say it)."""
+    now = rfc3339(sup.now())
+    meta = job.metadata
+    body = {
+        "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace},
+        "involvedObject": {
+            "apiVersion": job.api_version,
+            "kind": job.kind,
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": EVENT_SOURCE_COMPONENT},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    # An Event is a courtesy (the status and the history say it too): never fail a step for it.
+    with contextlib.suppress(Exception):
+        sup.kube.create_event(meta.namespace, body)
+
+
+def _read_job(sup: Supervisor, ref: JobRef) -> dict[str, Any] | None:
+    """The job object, or None when it is gone (or replaced by another job of the same name)."""
+    obj = sup.kube.custom_object(JOB_GROUP, JOB_VERSION, JOB_PLURAL, ref.namespace, ref.name)
+    if obj is None or (obj.get("metadata") or {}).get("uid") != ref.uid:
+        return None
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return obj
+
+
+def _patch_status(sup: Supervisor, job: HyperPodPytorchJob, status: dict[str, Any]) -> None:
+    sup.kube.patch_custom_object_status(
+        JOB_GROUP, JOB_VERSION, JOB_PLURAL, job.metadata.namespace, job.metadata.name, status
+    )
+
+
+def _record(sup: Supervisor, ref: JobRef) -> JobRecord:
+    record = sup.store.get_job(ref.cluster_arn, ref.uid)
+    if record is None:
+        raise InvalidInputError(
+            f"job {ref.namespace}/{ref.name} ({ref.uid}) has no JOB item.",
+            remedy="start supervise_job through reconcile_jobs, which claims the job first.",
+        )
+    return record
+
+
+def _save(sup: Supervisor, record: JobRecord, **update: Any) -> JobRecord:
+    return sup.store.put(
+        record.model_copy(update={**update, "updated_at": sup.now()}), expected_version=record.version
+    )
+
+
+def new_job_record(ref: JobRef, mode: OperatorMode = OperatorMode.SERVERLESS) -> JobRecord:
+    return JobRecord(
+        cluster_arn=ref.cluster_arn,
+        uid=ref.uid,
+        namespace=ref.namespace,
+        name=ref.name,
+        generation=ref.generation,
+        mode=mode,
+    )
+
+
+def admit(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    poll = sup.config.poll_seconds
+    operator = sup.store.get_operator(ref.cluster_arn)
+    if (
+        operator is None
+        or operator.mode is not OperatorMode.SERVERLESS
+        or operator.status is not OperatorStatus.ACTIVE
+    ):
+        return StepResult(
+            next="notManaged", reason="the cluster has no active serverless operator", poll_seconds=poll
+        )
+    record = sup.store.get_job(ref.cluster_arn, ref.uid)
+    if record is None:  # started by hand rather than by reconcile_jobs: claim it now
+        record = sup.store.put(new_job_record(ref), expected_version=None)
+    if ref.segment < record.segment:
+        return StepResult(
+            next="superseded", reason=f"segment {record.segment} owns the job", poll_seconds=poll
+        )
+    if record.phase.finished:
+        return StepResult(
+            next="finished", reason=f"the job is already {record.phase.value}", poll_seconds=poll
+        )
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted", poll_seconds=poll)
+    try:
+        job = parse_job(obj)
+    except JobSpecError as exc:
+        message = validation_message(exc)
+        now = rfc3339(sup.now())
+        raw_conditions = ((obj.get("status") or {}).get("conditions")) or []
+        conditions = set_condition(
+            [JobCondition.model_validate(c) for c in raw_conditions], "Failed", "InvalidSpec", message, now
+        )
+        sup.kube.patch_custom_object_status(
+            JOB_GROUP,
+            JOB_VERSION,
+            JOB_PLURAL,
+            ref.namespace,
+            ref.name,
+            {"conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]},
+        )
+        _save(sup, record, phase=JobPhase.FAILED, reason=message, completed_at=sup.now())
+        _history(sup, record, "Rejected", message)
+        return StepResult(next="rejected", reason=message, poll_seconds=poll)
+    first = record.execution_arn is None and record.segment == 0
+    record = _save(
+        sup,
+        record,
+        execution_arn=request.execution,
+        segment=ref.segment,
+        nnodes=job.replicas,
+        spares=job.spares,
+    )
+    if first:
+        if job.queue_name:
+            reason = "AdmittedWithoutKueue"
+            message = (
+                f"the job names Kueue queue '{job.queue_name}'; Kueue admission is not supported by the "
+                "serverless operator yet, so the job was admitted directly"
+            )
+        else:
+            reason, message = "Admitted", "the serverless operator admitted the job"
+        _patch_status(
+            sup, job, {"conditions": conditions_after(job, "Created", reason, message, rfc3339(sup.now()))}
+        )
+        _history(sup, record, "Admitted", message, reason=reason, execution=request.execution)
+    else:
+        _history(
+            sup,
+            record,
+            "SegmentStarted",
+            f"execution segment {ref.segment} took over",
+            execution=request.execution,
+        )
+    nxt = {JobPhase.RUNNING: "monitor", JobPhase.CREATING: "wait"}.get(record.phase, "create")
+    return StepResult(next=nxt, poll_seconds=poll)
+
+
+def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted")
+    job = parse_job(obj)
+    existing = {
+        p["metadata"]["name"] for p in sup.kube.pods(ref.namespace, label_selector=job_selector(ref.name))
+    }
+    total = job.replicas + job.spares
+    created = []
+    for index in range(total):
+        name = pod_name(ref.name, index)
+        if name in existing:
+            continue
+        if sup.kube.create_pod(ref.namespace, build_pod(job, index, sup.config.event_bus)) is not None:
+            created.append(name)
+    slots = [PodSlot(pod=pod_name(ref.name, i)) for i in range(total)]
+    record = _save(sup, record, phase=JobPhase.CREATING, pods=slots, created_at=sup.now())
+    _history(
+        sup, record, "PodsCreated", f"{total} pods ({job.replicas} ranks + {job.spares} spares)", pods=created
+    )
+    return StepResult(next="wait")
+
+
+def _pods_by_name(sup: Supervisor, record: JobRecord) -> dict[str, dict[str, Any]]:
+    found = sup.kube.pods(
+        record.namespace, label_selector=f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
+    )
+    return {p["metadata"]["name"]: p for p in found}
+
+
+def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted")
+    job = parse_job(obj)
+    pods = _pods_by_name(sup, record)
+    running = [
+        (s.pod, _pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
+    ]
+    answers = sup.agents.statuses(ref.namespace, running)
+    verdict, why = agents_ready(record, pods, answers)
+    if verdict == "wait":
+        deadline = job.spec.run_policy.startup_deadline_seconds or sup.config.startup_deadline_seconds
+        waited = (sup.now() - record.created_at).total_seconds()
+        if waited > deadline:
+            return StepResult(
+                next="fail", reason=f"StartupDeadlineExceeded: after {int(waited)} s still {why}"
+            )
+        return StepResult(next="wait", reason=why)
+    if verdict == "fail":
+        return StepResult(next="fail", reason=why)
+    slots = [
+        s.model_copy(
+            update={"node": (pods[s.pod].get("spec") or {}).get("nodeName"), "ip": _pod_ip(pods[s.pod])}
+        )
+        for s in record.pods
+    ]
+    _save(sup, record, pods=slots)
+    return StepResult(next="start")
+
+
+def _pod_ip(pod: dict[str, Any] | None) -> str | None:
+    return ((pod or {}).get("status") or {}).get("podIP")
+
+
+def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted")
+    job = parse_job(obj)
+    slots = assign_ranks(record.pods, record.nnodes)
+    master = next((s.ip for s in slots if s.rank == 0), None)
+    now = sup.now()
+    ip_version = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    record = record.model_copy(update={"pods": slots, "master_addr": master, "ip_version": ip_version})
+    answers = sup.agents.call_all(start_calls(record, job, ip_version))
+    refused = [f"{pod}: {a.error}" for pod, a in answers.items() if not a.ok]
+    if refused:
+        return StepResult(next="fail", reason="agents refused /start: " + "; ".join(refused))
+    record = _save(sup, record, phase=JobPhase.RUNNING, started_at=record.started_at or now)
+    stamp = rfc3339(now)
+    conditions = conditions_after(job, "PodsRunning", "PodsRunning", f"{len(slots)} pods running", stamp)
+    merged = [JobCondition.model_validate(c) for c in conditions]
+    merged = set_condition(merged, "Running", "True", "Running", f"{record.nnodes} ranks started", stamp)
+    _patch_status(
+        sup,
+        job,
+        {
+            "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in merged],
+            "startTime": (job.status.start_time if job.status and job.status.start_time else stamp),
+            "masterAddr": master,
+            "masterPort": MASTER_PORT,
+            "jobPods": [s.pod for s in slots],
+            "restartCount": record.restart_count,
+        },
+    )
+    ranks = {str(s.rank): s.pod for s in record.ranked()}
+    _history(
+        sup,
+        record,
+        "Started",
+        f"{record.nnodes} ranks started, {len(record.spare_pods())} spares standing by",
+        ranks=ranks,
+        spares=[s.pod for s in record.spare_pods()],
+        master=master,
+    )
+    return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds)
+
+
+def arm(request: StepInput, sup: Supervisor) -> StepResult:
+    """Keep the Monitor state's task token on the JOB item, so node_health and job_events can wake
+    the execution with SendTaskSuccess before the poll interval ends."""
+    record = _record(sup, request.job)
+    if record.pending_faults and request.token:
+        # A fault arrived between the poll and now, and its sender found no token to wake us
+        # with: wake ourselves rather than sleep through the poll interval.
+        sup.sfn.wake(request.token, {"woken": "pending fault"})
+        return StepResult(next="woken", reason="a fault is pending")
+    _save(sup, record, task_token=request.token)
+    return StepResult(next="armed")
+
+
+def poll(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted")
+    pods = _pods_by_name(sup, record)
+    answers = sup.agents.statuses(ref.namespace, ((s.pod, s.ip) for s in record.pods if s.pod in pods))
+    verdict = judge_round(record, pods, answers)
+    rounds = record.poll_rounds + 1
+    _save(sup, record, task_token=None, poll_rounds=rounds)
+    due = verdict.next == "running" and rounds >= (ref.segment + 1) * sup.config.segment_rounds
+    return StepResult(
+        next=verdict.next, reason=verdict.reason, segment_due=due, poll_seconds=sup.config.poll_seconds
+    )
+
+
+def _shutdown_and_clean(
+    sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob | None, completed: set[str]
+) -> list[str]:
+    pods = _pods_by_name(sup, record)
+    live = [s for s in record.pods if s.pod in pods and pod_phase(pods[s.pod]) == "Running"]
+    sup.agents.call_all(
+        AgentCall(pod=s.pod, method="POST", path="/shutdown", ip=s.ip, namespace=record.namespace)
+        for s in live
+    )
+    policy = job.spec.run_policy.clean_pod_policy if job else CleanPodPolicy.ALL
+    deleted = []
+    for pod in clean_targets(policy, [s for s in record.pods if s.pod in pods], completed):
+        if sup.kube.delete_pod(record.namespace, pod):
+            deleted.append(pod)
+    return deleted
+
+
+def complete(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = _record(sup, ref)
+    if record.phase is JobPhase.COMPLETED:
+        return StepResult(next="done")
+    obj = _read_job(sup, ref)
+    job = parse_job(obj) if obj else None
+    # Every pod finished its part: the ranks completed, the spares are released by /shutdown.
+    deleted = _shutdown_and_clean(sup, record, job, {s.pod for s in record.pods})
+    now = sup.now()
+    record = _save(sup, record, phase=JobPhase.COMPLETED, completed_at=now, task_token=None, reason=None)
+    took = (now - (record.started_at or now)).total_seconds()
+    message = f"all {record.nnodes} ranks completed in {took:.1f} s"
+    if job is not None:
+        _patch_status(
+            sup,
+            job,
+            {
+                "conditions": conditions_after(job, "Completed", "JobCompleted", message, rfc3339(now)),
+                "completionTime": rfc3339(now),
+            },
+        )
+        _k8s_event(sup, job, "Normal", "Completed", message)
+    _history(sup, record, "Completed", message, deleted_pods=deleted)
+    return StepResult(next="done", reason=message)
+
+
+def fail(request: StepInput, sup: Supervisor) -> StepResult:
+    ref = request.job
+    record = sup.store.get_job(ref.cluster_arn, ref.uid)
+    reason = request.reason or "the job failed"
+    if request.error:
+        from hyperpod_control.services.failures import readable
+
+        reason = f"{request.error.get('Error', 'Error')}: {readable(str(request.error.get('Cause', '')))}"[
+            :1000
+        ]
+    if record is None or record.phase.finished:
+        return StepResult(next="done", reason=reason)
+    obj = _read_job(sup, ref)
+    job = parse_job(obj) if obj else None
+    pods = _pods_by_name(sup, record)
+    completed = {
+        s.pod for s in record.pods if s.pod in pods and pod_failure(pods[s.pod]) in (None, "PodExited")
+    }
+    deleted = _shutdown_and_clean(sup, record, job, completed)
+    now = sup.now()
+    record = _save(sup, record, phase=JobPhase.FAILED, completed_at=now, task_token=None, reason=reason)
+    if job is not None:
+        _patch_status(
+            sup, job, {"conditions": conditions_after(job, "Failed", "JobFailed", reason, rfc3339(now))}
+        )
+        _k8s_event(sup, job, "Warning", "Failed", reason)
+    _history(sup, record, "Failed", reason, deleted_pods=deleted)
+    return StepResult(next="done", reason=reason)
+
+
+def cleanup(request: StepInput, sup: Supervisor) -> StepResult:
+    """The job was deleted: remove its pods (the garbage collector would too, eventually) and its
+    JOB item; its history stays until DynamoDB's TTL."""
+    ref = request.job
+    record = sup.store.get_job(ref.cluster_arn, ref.uid) or new_job_record(ref)
+    return StepResult(next="done", reason=delete_job_resources(sup, record))
+
+
+def delete_job_resources(sup: Supervisor, record: JobRecord) -> str:
+    pods = sup.kube.pods(
+        record.namespace, label_selector=f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
+    )
+    for pod in pods:
+        sup.kube.delete_pod(record.namespace, pod["metadata"]["name"])
+    sup.store.delete(record.pk, record.sk)
+    message = f"the job was deleted; {len(pods)} pods deleted and its JOB item removed"
+    _history(sup, record, "Deleted", message, pods=[p["metadata"]["name"] for p in pods])
+    return message
+
+
+def next_segment(request: StepInput, sup: Supervisor) -> StepResult:
+    """Hand the job to a new execution before this one's history grows long: the JOB item names
+    the new segment first (so this execution's late writes lose), then the segment starts."""
+    from hyperpod_control.adapters.stepfunctions import execution_name
+
+    ref = request.job
+    record = _record(sup, ref)
+    segment = ref.segment + 1
+    record = _save(sup, record, segment=segment, task_token=None)
+    name = execution_name(ref.uid, ref.generation, segment)
+    arn = sup.sfn.start_execution(
+        request.state_machine or "", name, {"job": ref.model_copy(update={"segment": segment}).dump()}
+    )
+    _history(
+        sup, record, "SegmentHandedOver", f"execution segment {segment} continues the job", execution=arn
+    )
+    return StepResult(next="handedOver")
+
+
+STEPS: dict[str, Callable[[StepInput, Supervisor], StepResult]] = {
+    "admit": admit,
+    "create_pods": create_pods,
+    "check_agents": check_agents,
+    "start_agents": start_agents,
+    "arm": arm,
+    "poll": poll,
+    "complete": complete,
+    "fail": fail,
+    "cleanup": cleanup,
+    "next_segment": next_segment,
+}
