@@ -26,6 +26,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         os.environ["SUPERVISE_JOB_STATE_MACHINE_ARN"],
         lambda operator: open_supervisor(operator, store),
     )
+    metrics.add_metric(name="JobsSeen", unit=MetricUnit.Count, value=sum(c.jobs for c in report.clusters))
     for cluster in report.clusters:
         logger.info("reconciled", extra=cluster.dump())
         metrics.add_metric(name="JobExecutionsStarted", unit=MetricUnit.Count, value=len(cluster.started))

@@ -25,9 +25,11 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
             f"job.clusterArn: no registered cluster {request.job.cluster_arn}",
             remedy="register the cluster and install the serverless operator first.",
         )
-    logger.append_keys(job=f"{request.job.namespace}/{request.job.name}", step=step)
     sup = open_supervisor(operator, store)
     with sup.kube:
         result = STEPS[step](request, sup)
-    logger.info("supervise step", extra={"next": result.next, "reason": result.reason})
+    logger.info(
+        "supervise step",
+        extra={"job": f"{request.job.namespace}/{request.job.name}", "step": step, **result.dump()},
+    )
     return result.dump()

@@ -233,8 +233,10 @@ class KubeAdapter:
             cfg.verify_ssl = True
             cfg.api_key = {"authorization": eks_token(self.cluster_name, self._region, self._session)}
             cfg.api_key_prefix = {"authorization": "Bearer"}
-            # A workflow step retries on its own (Step Functions Retry); no hidden waits here.
-            cfg.retries = 1
+            # A workflow step retries on its own (Step Functions Retry): few retries here, but
+            # reads honour an API server's Retry-After on 429/5xx as client-go does.
+            cfg.retries = 3
+            cfg.client_go_retries = True
             # The supervisor talks to every agent of a job at once from a thread pool
             # (AGENT_POOL_SIZE); one kept-alive connection per thread, none opened twice.
             cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
@@ -548,7 +550,12 @@ class KubeAdapter:
             from kubernetes.client.exceptions import ApiException
 
             if isinstance(exc, ApiException) or _is_connection_error(exc):
-                raise map_api_exception(exc, resource=resource) from exc
+                mapped = map_api_exception(exc, resource=resource)
+                detail = (getattr(exc, "body", None) or "")[:500]
+                if detail and isinstance(mapped, InvalidInputError):
+                    # The agent's own 422 detail names the refused field: keep it in the message.
+                    mapped = InvalidInputError(f"{mapped.message} {detail}")
+                raise mapped from exc
             raise
         if not raw:
             return None

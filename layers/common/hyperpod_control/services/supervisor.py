@@ -305,14 +305,15 @@ def _index(pod: str) -> int:
 
 
 def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> list[AgentCall]:
-    """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare with
-    a standby rank beyond the world (the agent requires one; it never runs workers with it)."""
+    """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare. The
+    agent requires a rank below nnodes even of a spare; a spare's is only a placeholder (it runs no
+    workers until a later /start or /update promotes it), and the JOB item records it as a spare."""
     ranked = record.ranked()
     rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
     rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
     calls = []
     for standby, slot in enumerate(record.spare_pods()):
-        calls.append((slot, record.nnodes + standby, True))
+        calls.append((slot, standby % max(record.nnodes, 1), True))
     calls = [(s, s.rank or 0, False) for s in ranked] + calls
     return [
         AgentCall(
@@ -491,6 +492,17 @@ def _read_job(sup: Supervisor, ref: JobRef) -> dict[str, Any] | None:
     return obj
 
 
+def _lenient(obj: dict[str, Any] | None) -> HyperPodPytorchJob | None:
+    """The job for finishing steps: types checked, rules not (an invalid job still gets its
+    Failed condition), None when it is gone or unreadable."""
+    if obj is None:
+        return None
+    try:
+        return HyperPodPytorchJob.model_validate(obj)
+    except ValueError:
+        return None
+
+
 def _patch_status(sup: Supervisor, job: HyperPodPytorchJob, status: dict[str, Any]) -> None:
     sup.kube.patch_custom_object_status(
         JOB_GROUP, JOB_VERSION, JOB_PLURAL, job.metadata.namespace, job.metadata.name, status
@@ -557,7 +569,12 @@ def admit(request: StepInput, sup: Supervisor) -> StepResult:
         now = rfc3339(sup.now())
         raw_conditions = ((obj.get("status") or {}).get("conditions")) or []
         conditions = set_condition(
-            [JobCondition.model_validate(c) for c in raw_conditions], "Failed", "InvalidSpec", message, now
+            [JobCondition.model_validate(c) for c in raw_conditions],
+            "Failed",
+            "True",
+            "InvalidSpec",
+            message,
+            now,
         )
         sup.kube.patch_custom_object_status(
             JOB_GROUP,
@@ -773,7 +790,7 @@ def complete(request: StepInput, sup: Supervisor) -> StepResult:
     if record.phase is JobPhase.COMPLETED:
         return StepResult(next="done")
     obj = _read_job(sup, ref)
-    job = parse_job(obj) if obj else None
+    job = _lenient(obj)
     # Every pod finished its part: the ranks completed, the spares are released by /shutdown.
     deleted = _shutdown_and_clean(sup, record, job, {s.pod for s in record.pods})
     now = sup.now()
@@ -807,7 +824,7 @@ def fail(request: StepInput, sup: Supervisor) -> StepResult:
     if record is None or record.phase.finished:
         return StepResult(next="done", reason=reason)
     obj = _read_job(sup, ref)
-    job = parse_job(obj) if obj else None
+    job = _lenient(obj)
     pods = _pods_by_name(sup, record)
     completed = {
         s.pod for s in record.pods if s.pod in pods and pod_failure(pods[s.pod]) in (None, "PodExited")

@@ -1,0 +1,77 @@
+"""A small real PyTorch training job for the sandbox: a tiny regression model trained with
+DistributedDataParallel over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun.
+
+Every rank sees its own shard of a fixed synthetic dataset (y = 3x - 1 plus noise); gradients are
+all-reduced by DDP, so every rank ends with the same weights, which the script checks at the end.
+Checkpoints go under ``--ckpt-dir`` (default: the pod's working directory) every
+``--ckpt-every`` steps and are reported to the agent, so a restarted job resumes from the last
+step every rank finished. ``--fail-at-step`` makes rank ``--fail-rank`` raise (tests).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from hyperpod_agent.worker import CheckpointClient
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--step-time", type=float, default=0.0, help="extra seconds per step")
+parser.add_argument("--ckpt-every", type=int, default=50)
+parser.add_argument("--ckpt-dir", default="checkpoints")
+parser.add_argument("--fail-at-step", type=int, default=-1)
+parser.add_argument("--fail-rank", type=int, default=0)
+args = parser.parse_args()
+
+dist.init_process_group("gloo", timeout=dt.timedelta(seconds=60))
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+model = DistributedDataParallel(torch.nn.Linear(1, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+generator = torch.Generator().manual_seed(1000 + rank)
+x = torch.rand(256, 1, generator=generator) * 2 - 1
+y = 3 * x - 1 + 0.01 * torch.randn(256, 1, generator=generator)
+
+ckpt = CheckpointClient("tiny")
+start = 0
+latest = ckpt.latest()
+if latest:
+    state = torch.load(os.path.join(latest[0], "model.pt"))
+    model.module.load_state_dict(state)
+    start = latest[1] + 1
+print(f"rank {rank}/{world} starting at step {start}", flush=True)
+
+for step in range(start, args.steps):
+    if step == args.fail_at_step and rank == args.fail_rank:
+        raise RuntimeError(f"injected failure at step {step}")
+    optimizer.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    if step % 25 == 0 or step == args.steps - 1:
+        print(f"step {step} loss {loss.item():.5f}", flush=True)
+    if (step + 1) % args.ckpt_every == 0:
+        path = os.path.join(args.ckpt_dir, f"step_{step}")
+        os.makedirs(path, exist_ok=True)
+        if rank == 0:
+            torch.save(model.module.state_dict(), os.path.join(path, "model.pt"))
+        dist.barrier()  # the checkpoint exists before any rank reports it complete
+        ckpt.update(step, path)
+    if args.step_time:
+        time.sleep(args.step_time)
+
+weight = model.module.weight.detach().clone()
+gathered = [torch.zeros_like(weight) for _ in range(world)]
+dist.all_gather(gathered, weight)
+assert all(torch.equal(g, weight) for g in gathered), "ranks disagree on the weights"
+print(json.dumps({"rank": rank, "weight": weight.item(), "bias": model.module.bias.item()}), flush=True)
+# Every rank leaves together, and the process group is left to process exit: with gloo on
+# torch 2.13, destroy_process_group() while a peer's connection closes sometimes aborts
+# ("terminate called without an active exception"), failing a job that finished its work.
+dist.barrier()

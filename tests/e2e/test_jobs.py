@@ -1,0 +1,155 @@
+"""HyperPodPyTorchJobs on a serverless-mode cluster, end to end: submitted with the kubernetes
+client, discovered by reconcile_jobs on its schedule, run by supervise_job with our agent and a
+real gloo training script, finished as the job's cleanPodPolicy says."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+
+import pytest
+from job_support import (
+    apis,
+    conditions,
+    execution_of,
+    executions,
+    get_job,
+    history,
+    job_item,
+    pods_of,
+    submit,
+)
+
+from sandbox.testing import eventually
+from sandbox.workloads import tiny_job
+
+pytestmark = pytest.mark.e2e
+
+
+def _ckpt() -> str:
+    return tempfile.mkdtemp(prefix="hp-ckpt-")
+
+
+def test_two_by_two_with_a_spare_runs_to_completed(serverless):
+    sb = serverless
+    job = submit(
+        sb, tiny_job("pair", replicas=2, spares=1, steps=200, ckpt_dir=_ckpt(), clean_pod_policy="None")
+    )
+    uid = job["metadata"]["uid"]
+    outcome = sb.wait_execution(execution_of(sb, uid), timeout=180)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
+    assert outcome.states_entered()[-1] == "JobCompleted"
+
+    status = get_job(sb, "pair")["status"]
+    found = conditions(get_job(sb, "pair"))
+    assert found["Completed"]["status"] == "True" and found["Running"]["status"] == "False"
+    assert {"Created", "PodsRunning"} <= set(found)
+    assert status["startTime"] <= status["completionTime"]
+    assert status["jobPods"] == ["pair-0", "pair-1", "pair-2"] and status["masterPort"]
+
+    item = job_item(sb, uid)
+    assert item.phase == "Completed" and item.nnodes == 2 and item.spares == 1
+    ranks = {slot.pod: slot.rank for slot in item.pods}
+    assert ranks == {"pair-0": 0, "pair-1": 1, "pair-2": None}, "the spare must never hold a rank"
+    assert status["masterAddr"] == next(s.ip for s in item.pods if s.rank == 0)
+
+    pods = {p.metadata.name: p for p in pods_of(sb, "pair")}
+    assert len({p.spec.node_name for p in pods.values()}) == 3, "one pod per node"
+    # cleanPodPolicy None: every pod stays, and every one exited cleanly - the spare on /shutdown.
+    eventually(
+        lambda: {p.status.phase for p in pods_of(sb, "pair")} == {"Succeeded"}, 30, "every pod Succeeded"
+    )
+    spare_log = sb.pods.container_log("default", "pair-2", "trainer") or ""
+    assert "POST /start" in spare_log and "starting at step" not in spare_log, "the spare ran no worker"
+    assert "SHUTDOWN" in spare_log
+    for rank_pod in ("pair-0", "pair-1"):
+        assert '"weight"' in (sb.pods.container_log("default", rank_pod, "trainer") or "")
+    kinds = [e.kind for e in history(sb, uid)]
+    assert kinds[0] == "Admitted" and kinds[-1] == "Completed" and "Started" in kinds
+
+
+def test_a_job_shaped_by_the_hyp_cli_runs(serverless):
+    sb = serverless
+    manifest = tiny_job("hyp-shaped", replicas=2, steps=60, ckpt_dir=_ckpt(), hyp_shaped=True, queue="team-a")
+    job = submit(sb, manifest)
+    outcome = sb.wait_execution(execution_of(sb, job["metadata"]["uid"]), timeout=180)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
+    found = conditions(get_job(sb, "hyp-shaped"))
+    assert found["Created"]["reason"] == "AdmittedWithoutKueue" and "team-a" in found["Created"]["message"]
+    assert found["Completed"]["status"] == "True"
+    pods = pods_of(sb, "hyp-shaped")
+    assert len(pods) == 2 and all(p.spec.containers[0].name == "pytorch-job-container" for p in pods)
+    assert all(p.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a" for p in pods)
+
+
+def test_an_invalid_spec_gets_its_failed_condition_and_nothing_else(serverless):
+    sb = serverless
+    manifest = tiny_job("no-replicas", replicas=0)
+    manifest["spec"]["nprocPerNode"] = "lots"
+    job = submit(sb, manifest)
+    outcome = sb.wait_execution(execution_of(sb, job["metadata"]["uid"]), timeout=60)
+    assert outcome.status == "FAILED" and outcome.error == "JobSpecInvalid"
+    failed = conditions(get_job(sb, "no-replicas"))["Failed"]
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.replicaSpecs[0].replicas" in failed["message"] and "spec.nprocPerNode" in failed["message"]
+    assert pods_of(sb, "no-replicas") == []
+    assert job_item(sb, job["metadata"]["uid"]).phase == "Failed"
+
+
+def test_the_same_job_discovered_many_times_starts_one_execution(serverless):
+    sb = serverless
+    job = submit(sb, tiny_job("once", replicas=1, steps=30, ckpt_dir=_ckpt()))
+    uid = job["metadata"]["uid"]
+    function = sb.stack.resources["ReconcileJobsFunction"]
+    threads = [threading.Thread(target=sb.invoke_lambda, args=(function, {})) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outcome = sb.wait_execution(execution_of(sb, uid), timeout=180)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
+    sb.invoke_lambda(function, {})  # a finished job is not started again either
+    assert [e["name"] for e in executions(sb, uid)] == [f"{uid}-g1-0"]
+
+
+def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
+    sb = serverless
+    job = submit(
+        sb,
+        tiny_job("doomed", replicas=2, steps=100000, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.05"]),
+    )
+    uid = job["metadata"]["uid"]
+    arn = execution_of(sb, uid)
+    eventually(
+        lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
+    )
+    custom, _ = apis(sb)
+    custom.delete_namespaced_custom_object(
+        "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", "doomed"
+    )
+    outcome = sb.wait_execution(arn, timeout=60)
+    assert outcome.status in ("ABORTED", "SUCCEEDED")
+    assert outcome.status == "ABORTED" or outcome.states_entered()[-1] == "JobDeleted"
+    eventually(lambda: pods_of(sb, "doomed") == [], 30, "the job's pods gone")
+    eventually(lambda: job_item(sb, uid) is None, 30, "the JOB item removed")
+    assert history(sb, uid)[-1].kind == "Deleted", "the history stays"
+
+
+def test_an_api_server_answering_500_and_429_for_a_while_is_retried(serverless):
+    sb = serverless
+    job = submit(
+        sb, tiny_job("bumpy", replicas=2, steps=150, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.02"])
+    )
+    uid = job["metadata"]["uid"]
+    arn = execution_of(sb, uid)
+    eventually(
+        lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
+    )
+    # Every request fails for a while: status polls through the pod proxy, reads, patches.
+    sb.kube.faults.inject("*", "*", count=8, status=500)
+    sb.kube.faults.inject("*", "*", count=8, status=429, retry_after=1)
+    outcome = sb.wait_execution(arn, timeout=180)
+    assert outcome.status == "SUCCEEDED", job_item(sb, uid).reason
+    assert conditions(get_job(sb, "bumpy"))["Completed"]["status"] == "True"
+    # cleanPodPolicy All (the default): every pod deleted at the end.
+    eventually(lambda: pods_of(sb, "bumpy") == [], 30, "pods deleted per cleanPodPolicy All")
