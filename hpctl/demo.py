@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from hpctl.commands import register, status
-from hpctl.install import install
+from hpctl.install import install, uninstall
 from hpctl.workflows import Outcome
 from sandbox.faults import node_health_event
 
@@ -177,12 +177,87 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             timeline,
         )
 
+        _run_job(sb, stack, timeline, out)
+
         dead = sb.client("sqs").get_queue_attributes(
             QueueUrl=sb.output("EventsDeadLetterQueueUrl"), AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]["ApproximateNumberOfMessages"]
         timeline.say(f"events in the dead-letter queue: {dead}; executions: {_count_executions(sfn)}")
     timeline.say("sandbox stopped; nothing left running")
     return 0
+
+
+def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
+    """Switch the cluster to the serverless operator and run a real PyTorch job on it."""
+    import tempfile
+
+    from hyperpod_control.adapters.store import Store
+    from sandbox.testing import eventually
+    from sandbox.workloads import tiny_job
+
+    sfn, cfn = sb.client("stepfunctions"), sb.client("cloudformation")
+    timeline.say("10. hpctl uninstall, then hpctl install --operator serverless (switch operators)")
+    _show(uninstall(stack, "demo-cluster", sfn=sfn, cloudformation=cfn, out=out), timeline)
+    _show(install(stack, "demo-cluster", "serverless", sfn=sfn, cloudformation=cfn, out=out), timeline)
+
+    custom = _custom_api(sb)
+    # cleanPodPolicy None keeps the pods (Succeeded), so their logs can be read afterwards.
+    manifest = tiny_job(
+        "tiny-regression",
+        replicas=2,
+        spares=1,
+        steps=300,
+        ckpt_dir=tempfile.mkdtemp(),
+        clean_pod_policy="None",
+    )
+    timeline.say(
+        "11. kubectl apply: HyperPodPyTorchJob tiny-regression, 2 nodes x 2 processes + 1 spare, "
+        "300 steps of DDP over gloo under hyperpodrun"
+    )
+    job = custom.create_namespaced_custom_object(
+        "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", manifest
+    )
+    uid = job["metadata"]["uid"]
+    store = Store(sb.output("TableName"), client=sb.client("dynamodb"))
+    arn = sb.world.hyperpod_cluster_arn
+    seen: list[str] = []
+
+    def progressed() -> bool:
+        record = store.get_job(arn, uid)
+        phase = record.phase.value if record else "not seen yet"
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+            extra = ""
+            if record and record.execution_arn and phase in ("Pending", "Creating"):
+                extra = f" (execution {record.execution_arn.rsplit(':', 1)[-1]})"
+            if record and phase == "Running":
+                ranks = ", ".join(f"rank {p.rank}: {p.pod} on {p.node}" for p in record.ranked())
+                spares = ", ".join(f"{p.pod} on {p.node}" for p in record.spare_pods())
+                extra = f" ({ranks}; spare {spares}; master {record.master_addr})"
+            timeline.say(f"  -> JOB item: {phase}{extra}")
+        return phase in ("Completed", "Failed")
+
+    eventually(progressed, timeout=240, what="the job to finish")
+    status = custom.get_namespaced_custom_object(
+        "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", "tiny-regression"
+    )["status"]
+    last = [c for c in status["conditions"] if c["status"] == "True"][-1]
+    timeline.say(f"  -> job condition {last['type']}: {last['message']}")
+    log = sb.pods.container_log("default", "tiny-regression-0", "trainer") or ""
+    losses = [line for line in log.splitlines() if line.startswith("step ")]
+    learned = [line for line in log.splitlines() if line.startswith('{"rank"')]
+    if losses:
+        timeline.say(
+            f"  -> rank 0 log: {losses[0]} ... {losses[-1]}; learned {learned[-1] if learned else '?'}"
+        )
+    history = store.job_history(uid)
+    timeline.say("  -> history: " + " -> ".join(e.kind for e in history))
+
+
+def _custom_api(sb: Any) -> Any:
+    from kubernetes import client, config
+
+    return client.CustomObjectsApi(config.new_client_from_config(config_file=str(sb.kubeconfig)))
 
 
 def _preflight_summary(cluster: str) -> str:

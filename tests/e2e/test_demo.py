@@ -33,4 +33,10 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     )
     assert "-> FAILED: OperatorConflictError: cluster 'demo-cluster' already runs the addon" in text
     assert "-> FAILED: ResourceNotFoundError" in text
-    assert "events in the dead-letter queue: 0; executions: 2 FAILED, 2 SUCCEEDED" in text
+    # The switch to the serverless operator, and a real PyTorch job run by it to Completed.
+    assert re.search(r"-> SUCCEEDED: \d+ states .*ending in Uninstalled", text)
+    assert "-> JOB item: Running (rank 0: tiny-regression-0 on hyperpod-i-" in text and "; spare " in text
+    assert "-> job condition Completed: all 2 ranks completed" in text
+    assert re.search(r"rank 0 log: step 0 loss [\d.]+ \.\.\. step 299 loss 0\.0", text), text
+    assert "history: Admitted -> PodsCreated -> Started -> Completed" in text
+    assert "events in the dead-letter queue: 0; executions: 2 FAILED, 5 SUCCEEDED" in text
