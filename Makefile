@@ -65,8 +65,9 @@ e2e: $(VENV)/.installed
 test: lint build  ## set up and run every check CI runs (all tests but benchmarks)
 	$(BIN)/pytest -m "not bench" -q --durations=10
 
-bench: $(VENV)/.installed  ## benchmarks (not part of make test): restart times of the agent
+bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restart times, supervisor rounds
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
+	$(BIN)/python tests/bench/supervisor_bench.py
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache

@@ -142,7 +142,42 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show the control plane's record of a cluster")
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    _jobs_commands(sub)
     return parser
+
+
+def _jobs_commands(sub: Any) -> None:
+    """``hpctl jobs`` and ``hpctl jobs describe NAME``: the HyperPodPyTorchJobs the control plane knows."""
+    jobs = sub.add_parser(
+        "jobs",
+        help="list the training jobs of the registered clusters (describe NAME: one job in detail)",
+        description="List every HyperPodPyTorchJob the control plane has recorded on its registered "
+        "clusters (serverless mode: run by its supervisor; addon mode: as AWS's operator reported "
+        "them), from its DynamoDB table: cluster, phase, ranks, spares, restarts, how long ago it was "
+        "seen or how long it ran, and why it is where it is. `hpctl jobs describe NAME` shows one job.",
+    )
+    jobs.add_argument("--cluster", default=None, help="only this HyperPod cluster (name or ARN)")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND")
+    describe = jobs_sub.add_parser(
+        "describe",
+        help="one job: phase, ranks, Kubernetes conditions and pods, history",
+        description="Show one job: its phase and reason, the supervise_job execution and segment, the "
+        "master address, which pod holds each rank on which node and IP (spares marked spare), the "
+        "job's conditions and pods as the cluster's Kubernetes API reports them now, and the history "
+        "the control plane recorded. When the Kubernetes API cannot be read, the records are still "
+        "shown with the reason. Exit 1 for an unknown job, 2 when several clusters have one of that "
+        "name (pass --cluster).",
+    )
+    describe.add_argument("name", help="the HyperPodPyTorchJob's name (metadata.name)")
+    describe.add_argument("--namespace", "-n", default="default", help="its namespace (default: default)")
+    # SUPPRESS: given after `describe` or before it (hpctl jobs --cluster X describe NAME), both count.
+    describe.add_argument(
+        "--cluster", default=argparse.SUPPRESS, help="the HyperPod cluster (name or ARN) that runs it"
+    )
+    describe.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
+    )
 
 
 def _fault_commands(sandbox_sub: Any) -> None:
@@ -279,6 +314,17 @@ def main(argv: list[str] | None = None) -> int:
             rows = addon_versions(args.cluster, out=table)
             print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
             return 0
+        if args.command == "jobs":
+            from hpctl.jobs import run as run_jobs
+
+            return run_jobs(
+                stack,
+                args.jobs_command,
+                name=getattr(args, "name", None),
+                namespace=getattr(args, "namespace", "default"),
+                cluster=args.cluster,
+                as_json=args.json,
+            )
         if args.command == "status":
             from hpctl.commands import status
 

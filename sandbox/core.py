@@ -17,13 +17,21 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpctl.workflows import Outcome, follow
 from sandbox import patches
-from sandbox.eventbus import Delivery, SandboxClock, Scheduler, dlq_message
+from sandbox.eventbus import (
+    Delivery,
+    SandboxClock,
+    Scheduler,
+    dlq_message,
+    scheduler_dlq_message,
+    scheduler_input,
+)
 from sandbox.kube.cluster import ClusterSeed
 from sandbox.lambdas import FunctionSpec, LambdaRuntime
 from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
@@ -166,7 +174,13 @@ class Sandbox:
         # here (not only per invocation) puts it under _setenv, so stop() restores the caller's.
         self._setenv({k: v for spec in self.runtime.functions.values() for k, v in spec.environment.items()})
         self._scheduler = Scheduler(
-            self.clock, self._scheduled_rules, self._fire_scheduled, cfg.region, ACCOUNT
+            self.clock,
+            self._scheduled_rules,
+            self._fire_scheduled,
+            cfg.region,
+            ACCOUNT,
+            schedules=self._schedules,
+            fire_schedule=self._fire_schedule,
         )
         self._scheduler.start()
         if cfg.world is not None:
@@ -295,15 +309,42 @@ class Sandbox:
         return self.runtime.invoke(function_name, event)
 
     def deliver_to_target(self, rule: Any, target: dict, event: Any) -> None:
+        """An EventBridge rule's target gets ``event`` (already shaped by Input/InputPath)."""
+
+        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
+            return dlq_message(event, code, message, rule.arn, target["Arn"])
+
+        self._deliver(rule.name, target, event, dead_letter)
+
+    def _deliver(
+        self, source: str, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        """Asynchronous delivery to a Lambda function or a state machine; ``dead_letter(code,
+        message, retries, exhausted condition)`` builds what the target's DeadLetterConfig gets
+        when the target cannot be invoked at all."""
         arn = target["Arn"]
         if ":lambda:" in arn:
             self.delivery.submit(
-                lambda: self.runtime.invoke_async(arn, event, self._lambda_dead_letter), f"{rule.name}->{arn}"
+                lambda: self._invoke_async_target(target, event, dead_letter), f"{source}->{arn}"
             )
         else:
             self.delivery.submit(
-                lambda: self._start_execution_target(rule, target, event), f"{rule.name}->{arn}"
+                lambda: self._start_execution_target(target, event, dead_letter), f"{source}->{arn}"
             )
+
+    def _invoke_async_target(
+        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        try:
+            self.runtime.lookup(target["Arn"])
+        except KeyError as exc:  # the function is gone: the invoke itself fails, not the handler
+            self._send_dead_letter(
+                target.get("DeadLetterConfig", {}).get("Arn"),
+                dead_letter("ResourceNotFoundException", str(exc), 0, "MaximumRetryAttempts"),
+            )
+            return
+        # Accepted by Lambda: a handler's failure is Lambda's to retry and dead-letter, not the caller's.
+        self.runtime.invoke_async(target["Arn"], event, self._lambda_dead_letter)
 
     def _send_dead_letter(self, queue_arn: str | None, message: dict) -> None:
         if not queue_arn:
@@ -326,12 +367,20 @@ class Sandbox:
         }
         self._send_dead_letter(spec.dead_letter_arn, body)
 
-    def _start_execution_target(self, rule: Any, target: dict, event: Any) -> None:
+    def _start_execution_target(
+        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        """``StartExecution``, retried with back-off per the target's ``RetryPolicy`` (its
+        ``MaximumRetryAttempts``, at most 19 here, and ``MaximumEventAgeInSeconds`` in sandbox
+        time), then the target's dead-letter queue."""
         policy = target.get("RetryPolicy", {})
-        attempts = int(policy.get("MaximumRetryAttempts", 185)) + 1
+        attempts = min(int(policy.get("MaximumRetryAttempts", 185)), 19) + 1
+        max_age = float(policy.get("MaximumEventAgeInSeconds", 86400))
+        born = self.clock.now()
         sfn = self.client("stepfunctions")
-        last = ""
-        for attempt in range(min(attempts, 20)):
+        last, exhausted, retries = "", "MaximumRetryAttempts", 0
+        for attempt in range(attempts):
+            retries = attempt
             try:
                 sfn.start_execution(
                     stateMachineArn=target["Arn"], input=json.dumps(event), name=str(uuid.uuid4())
@@ -339,10 +388,16 @@ class Sandbox:
                 return
             except Exception as exc:
                 last = str(exc)
-                self.clock.sleep(min(2**attempt, 60))
+            if attempt + 1 == attempts:
+                break
+            delay = min(2**attempt, 60)
+            if (self.clock.now() - born).total_seconds() + delay > max_age:
+                exhausted = "MaximumEventAgeInSeconds"
+                break
+            self.clock.sleep(delay)
         self._send_dead_letter(
             target.get("DeadLetterConfig", {}).get("Arn"),
-            dlq_message(event, "SDK_CLIENT_ERROR", last, rule.arn, target["Arn"]),
+            dead_letter("SDK_CLIENT_ERROR", last, retries, exhausted),
         )
 
     def _scheduled_rules(self) -> list[Any]:
@@ -356,6 +411,24 @@ class Sandbox:
 
         for target in rule.targets:
             self.deliver_to_target(rule, target, _target_input(target, event))
+
+    def _schedules(self) -> list[Any]:
+        from moto.scheduler.models import scheduler_backends
+
+        backend = scheduler_backends[ACCOUNT][self.config.region]
+        return [s for group in list(backend.schedule_groups.values()) for s in list(group.schedules.values())]
+
+    def _fire_schedule(self, schedule: Any, when: Any) -> None:
+        """EventBridge Scheduler invokes the target with its Input, asynchronously."""
+        target = dict(schedule.target)
+        payload = scheduler_input(schedule.arn, target, when)
+
+        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
+            return scheduler_dlq_message(
+                payload, code, message, schedule.arn, target["Arn"], attempts, exhausted
+            )
+
+        self._deliver(f"schedule/{schedule.group_name}/{schedule.name}", target, payload, dead_letter)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until every event accepted so far has been delivered (and retried)."""

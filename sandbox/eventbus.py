@@ -6,8 +6,16 @@ queue); a Step Functions target starts an execution, retried per the target's ``
 and sent to the target's ``DeadLetterConfig`` queue if it cannot be started. ``wait_idle()``
 returns when every accepted event has been delivered, so tests wait on a condition, not a sleep.
 
-Scheduled rules (``rate(...)``, ``cron(...)``) fire on the sandbox's clock: sandbox time runs
-``1 / time_scale`` times faster than wall time.
+Scheduled rules (``rate(...)``, ``cron(...)``) and EventBridge Scheduler schedules
+(``AWS::Scheduler::Schedule``, SAM ``ScheduleV2``, or ``scheduler.create_schedule``: ``rate``,
+``cron`` and one-time ``at(...)``) fire on the sandbox's clock: sandbox time runs
+``1 / time_scale`` times faster than wall time. A rule sends its targets a "Scheduled Event"; a
+schedule sends its target's ``Input`` verbatim (``{}`` without one; the ``<aws.scheduler.*>``
+context attributes are filled in), asynchronously to a Lambda function (Lambda's retries, then
+the function's dead-letter queue) or as a Step Functions ``StartExecution`` (the schedule's
+``RetryPolicy``, then its ``DeadLetterConfig`` queue). Not emulated: ``FlexibleTimeWindow``
+(always fires on time), ``ScheduleExpressionTimezone`` (cron is UTC), ``StartDate``/``EndDate``,
+``ActionAfterCompletion``; schedules and rules pick up ``update_*`` (state, expression) live.
 """
 
 from __future__ import annotations
@@ -86,13 +94,27 @@ class Delivery:
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT = {"minute": 60, "hour": 3600, "day": 86400}
+_AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
+#: "never again": what a one-time schedule is due at once it has fired (or was in the past)
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 class Schedule:
-    """``rate(N unit)`` or ``cron(min hour dom month dow year)`` with *, ?, lists, ranges, steps."""
+    """``rate(N unit)`` or ``cron(min hour dom month dow year)`` with *, ?, lists, ranges, steps;
+    with ``one_time=True`` (EventBridge Scheduler) also ``at(yyyy-mm-ddThh:mm:ss)``, in UTC."""
 
-    def __init__(self, expression: str) -> None:
+    def __init__(self, expression: str, one_time: bool = False) -> None:
         self.expression = expression.strip()
+        self.at: datetime | None = None
+        at = _AT.match(self.expression) if one_time else None
+        if at:
+            try:
+                self.at = datetime.fromisoformat(at.group(1)).replace(tzinfo=UTC)
+            except ValueError as exc:
+                raise ValueError(f"{expression}: {exc}") from None
+            self.period: float | None = None
+            self.fields: list[set[int] | None] = []
+            return
         rate = _RATE.match(self.expression)
         if rate:
             n, unit = int(rate.group(1)), rate.group(2)
@@ -101,8 +123,8 @@ class Schedule:
             # EventBridge wants "1 minute" but "5 minutes": a wrong plural fails on AWS, so here too.
             if (n == 1) == unit.endswith("s"):
                 raise ValueError(f"{expression}: use the singular unit for 1 and the plural above 1")
-            self.period: float | None = n * _UNIT[unit.rstrip("s")]
-            self.fields: list[set[int] | None] = []
+            self.period = n * _UNIT[unit.rstrip("s")]
+            self.fields = []
             return
         if not (self.expression.startswith("cron(") and self.expression.endswith(")")):
             raise ValueError(f"{expression}: not a rate(...) or cron(...) expression")
@@ -143,6 +165,8 @@ class Schedule:
         return values
 
     def next_after(self, moment: datetime) -> datetime:
+        if self.at is not None:
+            return self.at if self.at > moment else NEVER
         if self.period is not None:
             return moment + timedelta(seconds=self.period)
         candidate = (moment + timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -180,7 +204,15 @@ def scheduled_event(rule_arn: str, region: str, account: str, when: datetime) ->
 
 
 class Scheduler(threading.Thread):
-    """Fires enabled scheduled rules of the default bus on the sandbox clock."""
+    """Fires enabled scheduled rules of the default bus, and enabled EventBridge Scheduler
+    schedules, on the sandbox clock.
+
+    ``rules()`` returns moto's event rules (``scheduled_expression``, ``state``); ``fire(rule,
+    event)`` gets the rule and its "Scheduled Event". ``schedules()`` returns moto's scheduler
+    schedules (``schedule_expression``, ``state``); ``fire_schedule(schedule, when)`` gets the
+    schedule and the sandbox time it was due at. Both are read every tick, so what the API
+    changes (a new schedule, a disabled rule) takes effect at once.
+    """
 
     def __init__(
         self,
@@ -190,12 +222,16 @@ class Scheduler(threading.Thread):
         region: str,
         account: str,
         tick: float = 0.02,
+        schedules: Callable[[], list[Any]] | None = None,
+        fire_schedule: Callable[[Any, datetime], None] | None = None,
     ) -> None:
         super().__init__(name="sandbox-scheduler", daemon=True)
         self.clock, self._rules, self._fire = clock, rules, fire
+        self._schedules, self._fire_schedule = schedules, fire_schedule
         self.region, self.account, self.tick = region, account, tick
         self._stop_event = threading.Event()
         self._next: dict[str, tuple[str, datetime]] = {}
+        #: (rule name, or "schedule/<group>/<name>" for a schedule; the time it was due)
         self.fired: list[tuple[str, datetime]] = []
 
     def stop(self) -> None:
@@ -206,20 +242,82 @@ class Scheduler(threading.Thread):
             now = self.clock.now()
             for rule in self._rules():
                 expression = getattr(rule, "scheduled_expression", None)
-                if not expression or getattr(rule, "state", "ENABLED") != "ENABLED":
-                    continue
-                known = self._next.get(rule.arn)
-                if known is None or known[0] != expression:
-                    try:
-                        self._next[rule.arn] = (expression, Schedule(expression).next_after(now))
-                    except ValueError as exc:
-                        log.error("rule %s: %s", rule.name, exc)
-                        self._next[rule.arn] = (expression, datetime.max.replace(tzinfo=UTC))
-                    continue
-                if now >= known[1]:
-                    self._next[rule.arn] = (expression, Schedule(expression).next_after(known[1]))
-                    self.fired.append((rule.name, known[1]))
-                    self._fire(rule, scheduled_event(rule.arn, self.region, self.account, known[1]))
+                due = self._due(rule.arn, rule.name, expression, getattr(rule, "state", "ENABLED"), now)
+                if due is not None:
+                    self.fired.append((rule.name, due))
+                    self._fire(rule, scheduled_event(rule.arn, self.region, self.account, due))
+            if self._schedules is None or self._fire_schedule is None:
+                continue
+            for schedule in self._schedules():
+                label = f"schedule/{schedule.group_name}/{schedule.name}"
+                due = self._due(
+                    schedule.arn, label, schedule.schedule_expression, schedule.state, now, one_time=True
+                )
+                if due is not None:
+                    self.fired.append((label, due))
+                    self._fire_schedule(schedule, due)
+
+    def _due(
+        self, key: str, name: str, expression: str | None, state: str, now: datetime, one_time: bool = False
+    ) -> datetime | None:
+        """The time ``key`` was due at if it is due now (and when it is due next), else None."""
+        if not expression or state != "ENABLED":
+            self._next.pop(key, None)  # enabled again later: counts from then, no burst of catch-ups
+            return None
+        known = self._next.get(key)
+        if known is None or known[0] != expression:
+            try:
+                self._next[key] = (expression, Schedule(expression, one_time).next_after(now))
+            except ValueError as exc:
+                log.error("%s: %s", name, exc)
+                self._next[key] = (expression, NEVER)
+            return None
+        if now < known[1]:
+            return None
+        self._next[key] = (expression, Schedule(expression, one_time).next_after(known[1]))
+        return known[1]
+
+
+def scheduler_input(schedule_arn: str, target: dict, when: datetime, attempt: int = 1) -> Any:
+    """What EventBridge Scheduler sends a target: its ``Input`` verbatim (``{}`` without one), with
+    the ``<aws.scheduler.*>`` context attributes replaced; JSON is parsed for the in-process call."""
+    text = target.get("Input")
+    if not text:
+        return {}
+    for attribute, value in (
+        ("schedule-arn", schedule_arn),
+        ("scheduled-time", when.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("execution-id", str(uuid.uuid4())),
+        ("attempt-number", str(attempt)),
+    ):
+        text = text.replace(f"<aws.scheduler.{attribute}>", value)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def scheduler_dlq_message(
+    payload: Any,
+    error_code: str,
+    message: str,
+    schedule_arn: str,
+    target_arn: str,
+    attempts: int,
+    exhausted: str,
+) -> dict:
+    """An SQS message as EventBridge Scheduler writes it to a schedule's dead-letter queue."""
+    return {
+        "MessageBody": payload if isinstance(payload, str) else json.dumps(payload),
+        "MessageAttributes": {
+            "ERROR_CODE": {"DataType": "String", "StringValue": error_code},
+            "ERROR_MESSAGE": {"DataType": "String", "StringValue": message[:1000] or error_code},
+            "EXHAUSTED_RETRY_CONDITION": {"DataType": "String", "StringValue": exhausted},
+            "RETRY_ATTEMPTS": {"DataType": "Number", "StringValue": str(attempts)},
+            "SCHEDULE_ARN": {"DataType": "String", "StringValue": schedule_arn},
+            "TARGET_ARN": {"DataType": "String", "StringValue": target_arn},
+        },
+    }
 
 
 def dlq_message(event: Any, error_code: str, message: str, rule_arn: str, target_arn: str) -> dict:

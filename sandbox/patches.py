@@ -3,7 +3,19 @@
 moto's backends are process-wide, so these patches consult the *active* sandbox (one at a time):
 - ``LambdaFunction._invoke_lambda``: call the real handler in process, not in Docker;
 - the ASL interpreter's Wait, Retry back-off, task timeout and heartbeat: scaled by the
-  sandbox's ``time_scale``, so a 30 s Wait takes 0.3 s at 0.01;
+  sandbox's ``time_scale``, so a 30 s Wait takes 0.3 s at 0.01 (``TimeoutSeconds``,
+  ``TimeoutSecondsPath`` and ``HeartbeatSeconds`` alike; history events show the scaled value);
+- task tokens (``.waitForTaskToken``): ``SendTaskSuccess``/``Failure``/``Heartbeat`` answer as
+  AWS does: ``InvalidToken`` for a token no execution issued, ``TaskTimedOut`` ("the task token
+  has either expired or the task associated with the token has already been closed") for one
+  whose task already got its answer, timed out, or whose execution ended (moto accepts a used
+  or timed-out token silently while the execution runs); ``SendTaskFailure`` keeps its cause;
+- ``StopExecution`` ends an execution waiting on a task token at once and it ends ABORTED
+  (moto waits out the task's timeout, then may record the timeout as FAILED);
+- a task's timeout and an answer to its token are decided atomically: the answer either
+  resumes the task or gets TaskTimedOut (moto races two timers and can accept, then lose, an
+  answer sent at the timeout); each Retry attempt of such a task gets a new token (moto reuses
+  the closed one, so every retry timed out at once);
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
 """
@@ -15,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -56,6 +69,8 @@ def install() -> None:
             return
         _patch_lambda()
         _patch_time()
+        _patch_task_tokens()
+        _patch_stop()
         _patch_events()
         _install_aws_extensions()
         # The interpreter logs every caught task error at ERROR with the whole state; the
@@ -109,6 +124,217 @@ def _patch_time() -> None:
 
     Timeout._eval_body = _scaled_eval
     Heartbeat._eval_body = _scaled_eval
+
+
+def _patch_task_tokens() -> None:
+    from moto.core.exceptions import AWSError
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackOutcomeFailure,
+        CallbackOutcomeSuccess,
+    )
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    def answer(backend: Any, token: str, deliver: Callable[[Any], Any]) -> None:
+        """Hand the waiting task its answer; InvalidToken or TaskTimedOut as AWS answers."""
+        for execution in backend._get_executions():
+            worker = getattr(execution, "exec_worker", None)
+            env = getattr(worker, "env", None)
+            found = env.callback_pool_manager.get(token) if env is not None else None
+            if found is None:
+                continue
+            with _token_lock:  # atomic with the waiting task's decision that it timed out
+                if _closed(found) or execution.exec_status != ExecutionStatus.RUNNING:
+                    raise AWSError("Task Timed Out: 'Provided task does not exist anymore'", "TaskTimedOut")
+                deliver(found)
+                return
+        raise AWSError("Invalid Token: 'Invalid token'", "InvalidToken")
+
+    def send_task_success(self: Any, task_token: str, outcome: str) -> None:
+        success = CallbackOutcomeSuccess(callback_id=task_token, output=outcome)
+        answer(self, task_token, lambda e: e.notify(success))
+
+    def send_task_failure(self: Any, task_token: str, error: Any = None, cause: Any = None) -> None:
+        failure = CallbackOutcomeFailure(callback_id=task_token, error=error, cause=cause)
+        answer(self, task_token, lambda e: e.notify(failure))
+
+    def send_task_heartbeat(self: Any, task_token: str) -> None:
+        answer(self, task_token, lambda e: e.notify_heartbeat())
+
+    StepFunctionsParserBackend.send_task_success = send_task_success
+    StepFunctionsParserBackend.send_task_failure = send_task_failure
+    StepFunctionsParserBackend.send_task_heartbeat = send_task_heartbeat
+
+    def send_task_failure_response(self: Any) -> Any:  # moto's drops the cause
+        from moto.core.responses import EmptyResult
+
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        )
+        return EmptyResult()
+
+    StepFunctionResponse.send_task_failure = send_task_failure_response
+
+    # One decision point for "timed out": the task's own wait on its token, against a deadline
+    # set when the task starts (AWS counts TimeoutSeconds from there, the invoke included). The
+    # state's outer timer, which moto races against it, gets a grace so it never decides first.
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import Timeout
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+        ResourceCondition,
+    )
+
+    callback_task = state_task_service_callback.StateTaskServiceCallback
+    outer = threading.local()
+    scaled_timeout = Timeout._eval_body
+
+    def timeout_eval_body(self: Any, env: Any) -> None:
+        scaled_timeout(self, env)
+        if getattr(outer, "grace", False):
+            outer.grace = False
+            env.stack[-1] += _OUTER_GRACE_S
+
+    Timeout._eval_body = timeout_eval_body
+
+    original_evaluate = ExecutionState._evaluate_with_timeout
+
+    def _evaluate_with_timeout(self: Any, env: Any) -> None:
+        waits = (
+            isinstance(self, callback_task)
+            and self.resource.condition == ResourceCondition.WaitForTaskToken
+            and not self.heartbeat
+        )
+        token = env.states.context_object.context_object_data.get("Task", {}).get("Token") if waits else None
+        callback = env.callback_pool_manager.get(token) if token else None
+        if callback is None:
+            return original_evaluate(self, env)
+        if _closed(callback):  # a Retry: each attempt gets its own token on AWS (moto reuses it)
+            token = env.states.context_object.update_task_token()
+            callback = env.callback_pool_manager.add(token)
+        self.timeout.eval(env=env)
+        callback._sandbox_deadline = time.monotonic() + env.stack.pop()
+        outer.grace = True
+        try:
+            return original_evaluate(self, env)
+        finally:
+            outer.grace = False
+
+    ExecutionState._evaluate_with_timeout = _evaluate_with_timeout
+
+    def _wait_for_task_token_timeout(self: Any, timeout_seconds: float, callback_endpoint: Any) -> Any:
+        deadline = getattr(callback_endpoint, "_sandbox_deadline", None)
+        left = timeout_seconds if deadline is None else deadline - time.monotonic()
+        callback_endpoint.wait(timeout=max(0.0, left))
+        with _token_lock:
+            outcome = callback_endpoint.get_outcome()
+            if outcome is None:
+                callback_endpoint._sandbox_closed = True
+            return outcome
+
+    callback_task._wait_for_task_token_timeout = _wait_for_task_token_timeout
+
+
+#: Wall seconds the state's outer timer waits beyond TimeoutSeconds for the task's own wait.
+_OUTER_GRACE_S = 5.0
+_token_lock = threading.Lock()
+
+
+def _closed(callback: Any) -> bool:
+    """A task's token is closed once answered, timed out or interrupted (stop, state ended)."""
+    return (
+        getattr(callback, "_sandbox_closed", False)
+        or callback._notify_event.is_set()
+        or callback.get_outcome() is not None
+    )
+
+
+class _Stopped(Exception):
+    """Unwinds a stopped execution's state without recording the interrupted task as failed."""
+
+
+def _patch_stop() -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback,
+    )
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    def stopped(env: Any) -> bool:
+        return isinstance(env.program_state(), ProgramStopped)
+
+    original_set_stop = Environment.set_stop
+
+    def set_stop(self: Any, stop_date: Any, cause: Any, error: Any) -> None:
+        original_set_stop(self, stop_date=stop_date, cause=cause, error=error)
+        # A task waiting on its token stops waiting (moto would wait out TimeoutSeconds).
+        for callback in list(self.callback_pool_manager._pool.values()):
+            callback.interrupt_all()
+
+    Environment.set_stop = set_stop
+
+    original_set_ended = Environment.set_ended
+
+    def set_ended(self: Any) -> None:
+        original_set_ended(self)
+        # A task's frame ends when its TimeoutSeconds pass: its token is closed from then on, not
+        # only once the frame's own wait gives up a moment later (an answer then would be lost).
+        token = self.states.context_object.context_object_data.get("Task", {}).get("Token")
+        callback = self.callback_pool_manager.get(token) if self.is_frame() and token else None
+        if callback is not None:
+            with _token_lock:
+                callback._sandbox_closed = True
+            callback.interrupt_all()
+
+    Environment.set_ended = set_ended
+
+    # Stopped is final: the interrupted task's error must not turn ABORTED into FAILED/TIMED_OUT.
+    for name in ("set_error", "set_timed_out"):
+        original = getattr(Environment, name)
+
+        def guarded(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            if not stopped(self):
+                _original(self, *args, **kwargs)
+
+        setattr(Environment, name, guarded)
+
+    StateTaskServiceCallback = state_task_service_callback.StateTaskServiceCallback
+    original_wait = StateTaskServiceCallback._eval_wait_for_task_token
+
+    def _eval_wait_for_task_token(
+        self: Any, env: Any, timeout_seconds: Any, callback_endpoint: Any, **kw: Any
+    ) -> Any:
+        if not env.is_running():  # stopped between issuing the token and waiting on it
+            callback_endpoint.interrupt_all()
+        return original_wait(
+            self, env=env, timeout_seconds=timeout_seconds, callback_endpoint=callback_endpoint, **kw
+        )
+
+    StateTaskServiceCallback._eval_wait_for_task_token = _eval_wait_for_task_token
+
+    # Every state type maps its errors to history events in its own _from_error; for a stopped
+    # execution, none is recorded (AWS shows ExecutionAborted only).
+    import moto.stepfunctions.parser.asl.parse.preprocessor  # noqa: F401  (loads every state type)
+
+    def guard(cls: type) -> None:
+        original = cls.__dict__.get("_from_error")
+        if original is not None and not getattr(original, "_sandbox", False):
+
+            def _from_error(self: Any, env: Any, ex: Exception, _original: Any = original) -> Any:
+                if stopped(env):
+                    raise _Stopped() from ex
+                return _original(self, env=env, ex=ex)
+
+            _from_error._sandbox = True  # type: ignore[attr-defined]
+            cls._from_error = _from_error  # type: ignore[attr-defined]
+        for sub in cls.__subclasses__():
+            guard(sub)
+
+    guard(ExecutionState)
 
 
 def _patch_events() -> None:

@@ -4,7 +4,10 @@ Resources are created in dependency order (Ref, GetAtt, Sub, DependsOn) through 
 clients; SAM resources are expanded as SAM would (a function's Globals, a state machine's
 DefinitionUri with DefinitionSubstitutions). Resources that only grant permissions in AWS (IAM
 policies, Lambda permissions, queue policies) are recorded as not emulated: the sandbox does not
-enforce IAM. The stack is also registered with moto's CloudFormation, outputs included, so
+enforce IAM. EventBridge Scheduler schedules (``AWS::Scheduler::Schedule``, SAM ``ScheduleV2``
+events) are created in moto's scheduler backend and fired by the sandbox's scheduler (see
+``sandbox.eventbus``); a ``ScheduleV2`` without ``RoleArn`` gets a sandbox role where SAM would
+create one. The stack is also registered with moto's CloudFormation, outputs included, so
 ``hpctl`` finds it with ``describe_stacks`` as it would on AWS.
 """
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.eventbus import Schedule
 from sandbox.lambdas import FunctionSpec, LambdaRuntime
 from sandbox.template import Resolver, TemplateError, load_template, references, substitute_definition
 
@@ -340,6 +344,9 @@ class StackDeployer:
                 rule["EventBusName"] = eprops["EventBusName"]
         elif etype == "Schedule":
             rule["ScheduleExpression"] = eprops["Schedule"]
+        elif etype == "ScheduleV2":
+            self._sam_schedule_v2(logical, event_id, eprops, target["Arn"])
+            return
         else:
             raise TemplateError(f"{logical}.Events.{event_id}: event type {etype} is not supported")
         for key in ("Input", "InputPath", "RetryPolicy"):
@@ -349,6 +356,71 @@ class StackDeployer:
             target["DeadLetterConfig"] = {"Arn": eprops["DeadLetterConfig"]["Arn"]}
         rule["Targets"] = [target]
         self._create_AWS_Events_Rule(f"{logical}{event_id}", rule, {})
+
+    def _sam_schedule_v2(self, logical: str, event_id: str, eprops: dict, target_arn: str) -> None:
+        """SAM's ScheduleV2 event: an AWS::Scheduler::Schedule named ``<logical><event>`` by default,
+        its target the function or state machine; SAM's own role when RoleArn is not given."""
+        generated = f"{logical}{event_id}"
+        target: dict[str, Any] = {"Arn": target_arn, "RoleArn": eprops.get("RoleArn")}
+        for key in ("Input", "RetryPolicy"):
+            if key in eprops:
+                target[key] = eprops[key]
+        dlq = eprops.get("DeadLetterConfig") or {}
+        if dlq.get("Arn"):
+            target["DeadLetterConfig"] = {"Arn": dlq["Arn"]}
+        elif dlq.get("Type") == "SQS":  # SAM creates the queue
+            queue_logical = dlq.get("QueueLogicalId") or f"{generated}Queue"
+            self._create_AWS_SQS_Queue(queue_logical, {}, {})
+            self.stack.types[queue_logical] = "AWS::SQS::Queue"
+            target["DeadLetterConfig"] = {"Arn": self.resolver.attrs[queue_logical]["Arn"]}
+        schedule = {k: v for k, v in eprops.items() if k in _SCHEDULE_KEYS}
+        if not eprops.get("OmitName"):
+            schedule.setdefault("Name", generated)
+        schedule["Target"] = target
+        self.stack.types[generated] = "AWS::Scheduler::Schedule"
+        self._create_AWS_Scheduler_Schedule(generated, schedule, {})
+
+    def _create_AWS_Scheduler_ScheduleGroup(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("Name") or f"{self.stack_name}-{logical}"[:64]
+        tags = [{"Key": t["Key"], "Value": t["Value"]} for t in props.get("Tags", [])]
+        arn = self.client("scheduler").create_schedule_group(Name=name, Tags=tags)["ScheduleGroupArn"]
+        self._set(logical, name, Arn=arn, State="ACTIVE")
+
+    def _create_AWS_Scheduler_Schedule(self, logical: str, props: dict, res: dict) -> None:
+        """EventBridge Scheduler: Ref is the name, GetAtt Arn the ARN. FlexibleTimeWindow,
+        timezone, Start/EndDate are recorded or ignored: the sandbox fires on time, in UTC."""
+        name = props.get("Name") or f"{self.stack_name}-{logical}"[:64]
+        expression = props["ScheduleExpression"]
+        try:
+            Schedule(expression, one_time=True)
+        except ValueError as exc:
+            raise TemplateError(f"{logical}: {exc}") from None
+        raw = props["Target"]
+        target: dict[str, Any] = {
+            "Arn": raw["Arn"],
+            "RoleArn": raw.get("RoleArn") or self._role("scheduler.amazonaws.com"),
+        }
+        if raw.get("Input") is not None:
+            target["Input"] = raw["Input"] if isinstance(raw["Input"], str) else json.dumps(raw["Input"])
+        if raw.get("RetryPolicy"):
+            target["RetryPolicy"] = {k: int(v) for k, v in raw["RetryPolicy"].items()}
+        if (raw.get("DeadLetterConfig") or {}).get("Arn"):
+            target["DeadLetterConfig"] = {"Arn": raw["DeadLetterConfig"]["Arn"]}
+        window = dict(props.get("FlexibleTimeWindow") or {"Mode": "OFF"})
+        if "MaximumWindowInMinutes" in window:
+            window["MaximumWindowInMinutes"] = int(window["MaximumWindowInMinutes"])
+        kwargs: dict[str, Any] = {
+            "Name": name,
+            "ScheduleExpression": expression,
+            "FlexibleTimeWindow": window,
+            "Target": target,
+            "State": props.get("State", "ENABLED"),
+        }
+        for key in ("GroupName", "Description", "ScheduleExpressionTimezone", "KmsKeyArn"):
+            if props.get(key):
+                kwargs[key] = props[key]
+        arn = self.client("scheduler").create_schedule(**kwargs)["ScheduleArn"]
+        self._set(logical, name, Arn=arn)
 
     def _create_AWS_Serverless_StateMachine(self, logical: str, props: dict, res: dict) -> None:
         name = props.get("Name") or f"{self.stack_name}-{logical}"
@@ -392,4 +464,18 @@ _TARGET_KEYS = {
     "RetryPolicy",
     "DeadLetterConfig",
     "RoleArn",
+}
+
+#: What SAM's ScheduleV2 passes on to the AWS::Scheduler::Schedule it generates (Target aside).
+_SCHEDULE_KEYS = {
+    "Name",
+    "GroupName",
+    "Description",
+    "ScheduleExpression",
+    "ScheduleExpressionTimezone",
+    "FlexibleTimeWindow",
+    "State",
+    "StartDate",
+    "EndDate",
+    "KmsKeyArn",
 }

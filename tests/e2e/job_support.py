@@ -61,3 +61,21 @@ def execution_of(sb: Sandbox, uid: str, timeout: float = 30) -> str:
 def pods_of(sb: Sandbox, name: str, namespace: str = "default") -> list[Any]:
     _, core = apis(sb)
     return core.list_namespaced_pod(namespace, label_selector=f"HPJob={name}").items
+
+
+def wait_finished(sb: Sandbox, uid: str, timeout: float = 180) -> Any:
+    """Wait for the job's last execution segment to end; its Outcome. A job crosses segments
+    (15 poll rounds each in the e2e sandbox), so the first execution is not always the last."""
+
+    def last_segment_done() -> Any:
+        found = {e["name"]: e for e in executions(sb, uid)}
+        record = job_item(sb, uid)
+        if record is None:  # deleted, or not claimed yet
+            done = [e for e in found.values() if e["status"] != "RUNNING"]
+            return done[-1] if found and len(done) == len(found) else None
+        current = found.get(f"{uid}-g{record.generation}-{record.segment}")
+        return current if current and current["status"] != "RUNNING" else None
+
+    execution_of(sb, uid)
+    last = eventually(last_segment_done, timeout, f"job {uid}'s last execution segment to end")
+    return sb.wait_execution(last["executionArn"], timeout=10)

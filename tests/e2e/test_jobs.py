@@ -18,6 +18,7 @@ from job_support import (
     job_item,
     pods_of,
     submit,
+    wait_finished,
 )
 
 from sandbox.testing import eventually
@@ -36,7 +37,7 @@ def test_two_by_two_with_a_spare_runs_to_completed(serverless):
         sb, tiny_job("pair", replicas=2, spares=1, steps=200, ckpt_dir=_ckpt(), clean_pod_policy="None")
     )
     uid = job["metadata"]["uid"]
-    outcome = sb.wait_execution(execution_of(sb, uid), timeout=180)
+    outcome = wait_finished(sb, uid)
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
     assert outcome.states_entered()[-1] == "JobCompleted"
 
@@ -72,7 +73,7 @@ def test_a_job_shaped_by_the_hyp_cli_runs(serverless):
     sb = serverless
     manifest = tiny_job("hyp-shaped", replicas=2, steps=60, ckpt_dir=_ckpt(), hyp_shaped=True, queue="team-a")
     job = submit(sb, manifest)
-    outcome = sb.wait_execution(execution_of(sb, job["metadata"]["uid"]), timeout=180)
+    outcome = wait_finished(sb, job["metadata"]["uid"])
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
     found = conditions(get_job(sb, "hyp-shaped"))
     assert found["Created"]["reason"] == "AdmittedWithoutKueue" and "team-a" in found["Created"]["message"]
@@ -106,10 +107,36 @@ def test_the_same_job_discovered_many_times_starts_one_execution(serverless):
         t.start()
     for t in threads:
         t.join()
-    outcome = sb.wait_execution(execution_of(sb, uid), timeout=180)
+    outcome = wait_finished(sb, uid)
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
     sb.invoke_lambda(function, {})  # a finished job is not started again either
-    assert [e["name"] for e in executions(sb, uid)] == [f"{uid}-g1-0"]
+    names = sorted(e["name"] for e in executions(sb, uid))
+    segments = job_item(sb, uid).segment + 1  # a slow machine may cross a segment boundary
+    assert names == sorted(f"{uid}-g1-{n}" for n in range(segments)), names
+
+
+def test_a_long_job_continues_in_new_segments_and_completes(serverless):
+    sb = serverless
+    job = submit(
+        sb, tiny_job("long", replicas=1, steps=300, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.05"])
+    )
+    uid = job["metadata"]["uid"]
+    execution_of(sb, uid)
+    eventually(lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase.finished, 180, "the job done")
+    item = job_item(sb, uid)
+    assert item.phase == "Completed" and item.segment >= 1, "15-round segments: a 15 s job crosses one"
+    sfn = sb.client("stepfunctions")
+    by_name = {e["name"]: e for e in executions(sb, uid)}
+    first = sb.wait_execution(by_name[f"{uid}-g1-0"]["executionArn"], timeout=30)
+    assert first.states_entered()[-1] == "SegmentHandedOver"
+    last = sb.wait_execution(by_name[f"{uid}-g1-{item.segment}"]["executionArn"], timeout=30)
+    assert (
+        last.states_entered()[:3] == ["Admit", "Admitted", "Monitor"]
+        and last.states_entered()[-1] == "JobCompleted"
+    )
+    assert len(by_name) == item.segment + 1 and sfn is not None
+    kinds = [e.kind for e in history(sb, uid)]
+    assert kinds.count("Started") == 1, "a new segment resumes monitoring; it never restarts the agents"
 
 
 def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
@@ -119,7 +146,7 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
         tiny_job("doomed", replicas=2, steps=100000, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.05"]),
     )
     uid = job["metadata"]["uid"]
-    arn = execution_of(sb, uid)
+    execution_of(sb, uid)
     eventually(
         lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
     )
@@ -127,7 +154,14 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
     custom.delete_namespaced_custom_object(
         "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", "doomed"
     )
-    outcome = sb.wait_execution(arn, timeout=60)
+
+    def all_ended():
+        found = executions(sb, uid)
+        return found if found and all(e["status"] != "RUNNING" for e in found) else None
+
+    ended = eventually(all_ended, 60, "every segment to end")
+    last = max(ended, key=lambda e: int(e["name"].rsplit("-", 1)[1]))
+    outcome = sb.wait_execution(last["executionArn"], timeout=10)
     assert outcome.status in ("ABORTED", "SUCCEEDED")
     assert outcome.status == "ABORTED" or outcome.states_entered()[-1] == "JobDeleted"
     eventually(lambda: pods_of(sb, "doomed") == [], 30, "the job's pods gone")
@@ -141,14 +175,14 @@ def test_an_api_server_answering_500_and_429_for_a_while_is_retried(serverless):
         sb, tiny_job("bumpy", replicas=2, steps=150, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.02"])
     )
     uid = job["metadata"]["uid"]
-    arn = execution_of(sb, uid)
+    execution_of(sb, uid)
     eventually(
         lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
     )
     # Every request fails for a while: status polls through the pod proxy, reads, patches.
     sb.kube.faults.inject("*", "*", count=8, status=500)
     sb.kube.faults.inject("*", "*", count=8, status=429, retry_after=1)
-    outcome = sb.wait_execution(arn, timeout=180)
+    outcome = wait_finished(sb, uid)
     assert outcome.status == "SUCCEEDED", job_item(sb, uid).reason
     assert conditions(get_job(sb, "bumpy"))["Completed"]["status"] == "True"
     # cleanPodPolicy All (the default): every pod deleted at the end.

@@ -27,6 +27,7 @@ from typing import Any
 from hyperpod_control.exceptions import (
     ControlPlaneError,
     DependencyUnavailableError,
+    InvalidInputError,
     ResourceNotFoundError,
     RetryableError,
 )
@@ -79,7 +80,15 @@ class DirectTransport:
             with urllib.request.urlopen(request, timeout=DIRECT_TIMEOUT_S) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise DependencyUnavailableError(f"agent {call.pod}: HTTP {exc.code}") from exc
+            detail = exc.read()[:500].decode(errors="replace")
+            if exc.code == 429 or exc.code >= 500:
+                raise DependencyUnavailableError(f"agent {call.pod}: HTTP {exc.code} {detail}") from exc
+            if exc.code == 404:
+                raise ResourceNotFoundError(f"agent {call.pod}: {call.path} not found (404)") from exc
+            # The agent refused the request (422 names the field): retrying sends it again unchanged.
+            raise InvalidInputError(
+                f"agent {call.pod} refused {call.method} {call.path} ({exc.code}): {detail}"
+            ) from exc
         except OSError as exc:
             raise DependencyUnavailableError(f"agent {call.pod}: {exc}") from exc
         return json.loads(raw) if raw else None

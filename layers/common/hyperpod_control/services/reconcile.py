@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from hyperpod_control.adapters.stepfunctions import execution_name
+from hyperpod_control.adapters.stepfunctions import execution_arn, execution_name
 from hyperpod_control.exceptions import ControlPlaneError, VersionConflictError
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.records import (
@@ -167,9 +167,10 @@ def _ensure_execution(
         return
     if record.phase.finished:
         return
+    # The segment the JOB item names owns the job; its execution's ARN follows from its name
+    # (record.execution_arn lags until that segment's Admit runs).
     name = execution_name(record.uid, record.generation, record.segment)
-    arn = record.execution_arn or state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
-    status = sfn.status(arn)
+    status = sfn.status(execution_arn(state_machine_arn, name))
     if status is None:
         # Claimed, but the start was lost (the reconciler died in between): start it now.
         sfn.start_execution(

@@ -869,7 +869,7 @@ def next_segment(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
     record = _record(sup, ref)
     segment = ref.segment + 1
-    record = _save(sup, record, segment=segment, task_token=None)
+    record = _save(sup, record, segment=segment, task_token=None, execution_arn=None)
     name = execution_name(ref.uid, ref.generation, segment)
     arn = sup.sfn.start_execution(
         request.state_machine or "", name, {"job": ref.model_copy(update={"segment": segment}).dump()}

@@ -1,0 +1,534 @@
+"""The supervisor's pure decisions: the pods it builds from a job, which pod takes which rank, the
+/start bodies it sends, and what a poll round, a readiness check and the end of a job decide."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from hyperpod_control.models.agent import AgentAnswer, AgentState, AgentStatus
+from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, parse_job
+from hyperpod_control.models.records import JobRecord, PodSlot
+from hyperpod_control.services.supervisor import (
+    HEALTH_LABEL,
+    JOB_LABEL,
+    MASTER_PORT,
+    UID_LABEL,
+    agents_ready,
+    assign_ranks,
+    build_pod,
+    clean_targets,
+    conditions_after,
+    judge_round,
+    pod_failure,
+    start_calls,
+)
+
+pytestmark = pytest.mark.unit
+
+ARN = "arn:aws:sagemaker:us-west-2:123456789012:cluster/abcdef123456"
+UID = "5f1c0d2e-0000-4000-8000-000000000001"
+HEALTH = {"key": HEALTH_LABEL, "operator": "In", "values": ["Schedulable"]}
+
+
+def job_obj(replicas: int = 2, spares: int = 1, **spec_extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sagemaker.amazonaws.com/v1",
+        "kind": "HyperPodPyTorchJob",
+        "metadata": {"name": "llama", "namespace": "team-a", "uid": UID, "generation": 2},
+        "spec": {
+            "nprocPerNode": "8",
+            "replicaSpecs": [
+                {
+                    "name": "pod",
+                    "replicas": replicas,
+                    "spares": spares,
+                    "template": {
+                        "metadata": {
+                            "labels": {"team": "ml", JOB_LABEL: "someone-elses"},
+                            "annotations": {"note": "keep me"},
+                        },
+                        "spec": {
+                            "serviceAccountName": "trainer",
+                            "containers": [
+                                {
+                                    "name": "train",
+                                    "image": "train:latest",
+                                    "env": [
+                                        {"name": "USER_VAR", "value": "1"},
+                                        {"name": "NNODES", "value": "999"},
+                                    ],
+                                    "ports": [{"containerPort": 29500}],
+                                },
+                                {"name": "sidecar", "image": "side:latest"},
+                            ],
+                        },
+                    },
+                }
+            ],
+            **spec_extra,
+        },
+    }
+
+
+def job(replicas: int = 2, spares: int = 1, **spec_extra: Any) -> HyperPodPytorchJob:
+    return parse_job(job_obj(replicas, spares, **spec_extra))
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container["env"]}
+
+
+# ============================================================== build_pod
+
+
+def test_pod_is_labelled_owned_and_named_for_the_job():
+    pod = build_pod(job(), 2)
+    meta = pod["metadata"]
+    assert meta["name"] == "llama-2"
+    assert meta["namespace"] == "team-a"
+    assert meta["labels"][JOB_LABEL] == "llama"  # ours win over the template's
+    assert meta["labels"][UID_LABEL] == UID
+    assert meta["labels"]["team"] == "ml"
+    assert meta["annotations"]["note"] == "keep me"
+    [owner] = meta["ownerReferences"]
+    assert owner["uid"] == UID
+    assert owner["name"] == "llama"
+    assert owner["kind"] == "HyperPodPyTorchJob"
+    assert owner["apiVersion"] == "sagemaker.amazonaws.com/v1"
+    assert owner["controller"] is True
+    assert owner["blockOwnerDeletion"] is True
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["serviceAccountName"] == "trainer"
+
+
+def test_pod_environment_is_ours_on_every_container_and_wins_name_clashes():
+    pod = build_pod(job(replicas=3), 0)
+    for container in pod["spec"]["containers"]:
+        env = env_of(container)
+        assert env["NNODES"] == {"name": "NNODES", "value": "3"}
+        assert env["HYPERPOD_JOB_NAME"]["value"] == "llama"
+        assert env["HYPERPOD_JOB_NAMESPACE"]["value"] == "team-a"
+        assert env["HYPERPOD_JOB_UID"]["value"] == UID
+        assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+        assert "HYPERPOD_EVENT_BUS" not in env
+        # a name appears once: the user's NNODES is replaced, not duplicated
+        assert [e["name"] for e in container["env"]].count("NNODES") == 1
+    assert env_of(pod["spec"]["containers"][0])["USER_VAR"]["value"] == "1"
+
+
+def test_event_bus_reaches_the_agent_only_when_configured():
+    pod = build_pod(job(), 0, event_bus="arn:aws:events:us-west-2:123456789012:event-bus/agents")
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["HYPERPOD_EVENT_BUS"]["value"].endswith("event-bus/agents")
+    assert "HYPERPOD_EVENT_BUS" not in env_of(build_pod(job(), 0, event_bus="")["spec"]["containers"][0])
+
+
+def test_agent_port_is_added_to_the_first_container_once():
+    pod = build_pod(job(), 0)
+    first, sidecar = pod["spec"]["containers"]
+    ports = [p["containerPort"] for p in first["ports"]]
+    assert ports == [29500, 8080]
+    assert "ports" not in sidecar
+
+    obj = job_obj()
+    obj["spec"]["replicaSpecs"][0]["template"]["spec"]["containers"][0]["ports"] = [
+        {"containerPort": 8080, "name": "http"}
+    ]
+    again = build_pod(parse_job(obj), 0)
+    assert again["spec"]["containers"][0]["ports"] == [{"containerPort": 8080, "name": "http"}]
+
+
+def test_node_health_requirement_is_anded_into_every_user_term():
+    obj = job_obj()
+    user_terms = [
+        {
+            "matchExpressions": [
+                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["p5"]}
+            ]
+        },
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+    ]
+    obj["spec"]["replicaSpecs"][0]["template"]["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": copy.deepcopy(user_terms)
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {}}],
+        },
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "zone"}
+            ]
+        },
+    }
+    affinity = build_pod(parse_job(obj), 0)["spec"]["affinity"]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 2  # still ORed: one term each, none dropped, none added
+    assert terms[0]["matchExpressions"] == [*user_terms[0]["matchExpressions"], HEALTH]
+    assert terms[1]["matchFields"] == user_terms[1]["matchFields"]
+    assert terms[1]["matchExpressions"] == [HEALTH]
+    assert affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {"weight": 1, "preference": {}}
+    ]
+    anti = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0] == {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "zone"}
+    assert anti[1] == {
+        "labelSelector": {"matchLabels": {JOB_LABEL: "llama"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+
+
+def test_pod_without_user_affinity_gets_health_term_and_one_pod_per_node():
+    affinity = build_pod(job(), 1)["spec"]["affinity"]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [HEALTH]}]
+    assert affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == [
+        {"labelSelector": {"matchLabels": {JOB_LABEL: "llama"}}, "topologyKey": "kubernetes.io/hostname"}
+    ]
+
+
+def test_building_pods_leaves_the_users_template_untouched():
+    obj = job_obj()
+    obj["spec"]["replicaSpecs"][0]["template"]["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]
+            }
+        }
+    }
+    parsed = parse_job(obj)
+    before = copy.deepcopy(parsed.replica_spec.template)
+    pods = [build_pod(parsed, i, event_bus="bus") for i in range(3)]
+    assert parsed.replica_spec.template == before
+    # and the pods are independent of each other: each carries exactly one health term
+    for pod in pods:
+        [term] = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
+        assert term["matchExpressions"].count(HEALTH) == 1
+
+
+# ============================================================== assign_ranks
+
+
+def test_ranks_go_to_the_lowest_numeric_indexes_and_the_rest_are_spares():
+    slots = [PodSlot(pod=f"llama-{i}") for i in (10, 2, 0, 1, 3)]
+    ranked = assign_ranks(slots, 3)
+    by_pod = {s.pod: s.rank for s in ranked}
+    assert by_pod == {"llama-0": 0, "llama-1": 1, "llama-2": 2, "llama-3": None, "llama-10": None}
+
+
+def test_pod_10_sorts_after_pod_2():
+    ranked = assign_ranks([PodSlot(pod="job-10"), PodSlot(pod="job-2")], 2)
+    assert {s.pod: s.rank for s in ranked} == {"job-2": 0, "job-10": 1}
+
+
+def test_assigned_ranks_are_never_reshuffled():
+    first = assign_ranks([PodSlot(pod=f"j-{i}") for i in range(4)], 2)
+    shuffled = list(reversed(first))
+    assert assign_ranks(shuffled, 2) == shuffled
+    assert assign_ranks(first, 3) == first  # even when asked for another size
+
+
+# ============================================================== start_calls
+
+
+def running_record(nnodes: int = 2, spares: int = 1, **extra: Any) -> JobRecord:
+    pods = [
+        PodSlot(pod=f"llama-{i}", rank=i if i < nnodes else None, node=f"node-{i}", ip=f"10.0.0.{i + 10}")
+        for i in range(nnodes + spares)
+    ]
+    return JobRecord(
+        cluster_arn=ARN,
+        uid=UID,
+        namespace="team-a",
+        name="llama",
+        nnodes=nnodes,
+        spares=spares,
+        pods=pods,
+        master_addr="10.0.0.10",
+        **extra,
+    )
+
+
+RULES = [
+    {
+        "name": "JobStart",
+        "logPattern": ".*Experiment configuration.*",
+        "expectedStartCutOffInSeconds": 120,
+    },
+    {
+        "name": "Loss",
+        "logPattern": ".*loss: (\\d+)",
+        "metricThreshold": 5,
+        "operator": "gt",
+        "metricEvaluationDataPoints": 3,
+        "faultOnMatch": True,
+    },
+]
+
+
+def test_start_bodies_for_ranks_and_spares():
+    spec_job = job(replicas=2, spares=2, runPolicy={"logMonitoringConfiguration": RULES})
+    record = running_record(nnodes=2, spares=2, fault_count=3)
+    calls = start_calls(record, spec_job, "2026-03-04T10:00:00.000000Z")
+    by_pod = {c.pod: c for c in calls}
+    assert set(by_pod) == {"llama-0", "llama-1", "llama-2", "llama-3"}
+    table = [{"rank": 0, "ip": "10.0.0.10"}, {"rank": 1, "ip": "10.0.0.11"}]
+    for call in calls:
+        body = call.body
+        assert call.method == "POST" and call.path == "/start"
+        assert call.namespace == "team-a"
+        assert body["nnodes"] == 2
+        assert body["faultCount"] == 3
+        assert body["master_addr"] == "10.0.0.10"
+        assert body["master_port"] == MASTER_PORT
+        assert body["ipVersion"] == "2026-03-04T10:00:00.000000Z"
+        assert body["rankIps"] == table
+        assert body["log_monitoring_configuration"] == RULES  # the agent's names, as the user wrote them
+        assert 0 <= body["rank"] < 2
+    assert by_pod["llama-0"].body["rank"] == 0 and by_pod["llama-0"].body["spare"] is False
+    assert by_pod["llama-1"].body["rank"] == 1 and by_pod["llama-1"].body["spare"] is False
+    assert by_pod["llama-2"].body["spare"] is True
+    assert by_pod["llama-3"].body["spare"] is True
+    assert by_pod["llama-1"].ip == "10.0.0.11"
+
+
+def test_start_bodies_are_accepted_by_the_agent():
+    """The agent validates /start strictly (a spare's rank must be below nnodes too)."""
+    from hyperpod_agent.models import parse_start
+
+    spec_job = job(replicas=2, spares=3, runPolicy={"logMonitoringConfiguration": RULES})
+    record = running_record(nnodes=2, spares=3)
+    for call in start_calls(record, spec_job, "v1"):
+        parsed = parse_start(call.body)
+        assert parsed.nnodes == 2
+        assert [r.name for r in parsed.log_rules or []] == ["JobStart", "Loss"]
+        assert parsed.spare is (call.pod not in ("llama-0", "llama-1"))
+
+
+def test_start_without_rules_sends_an_empty_rule_list():
+    [call] = start_calls(running_record(nnodes=1, spares=0), job(replicas=1, spares=0), "v")
+    assert call.body["log_monitoring_configuration"] == []
+    assert call.body["rankIps"] == [{"rank": 0, "ip": "10.0.0.10"}]
+
+
+# ============================================================== judge_round
+
+
+def running_pod(name: str, phase: str = "Running", **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"phase": phase, **status}}
+
+
+def answer(pod: str, state: AgentState | None, **status: Any) -> AgentAnswer:
+    if state is None:
+        return AgentAnswer(pod=pod, ok=False, error="timed out")
+    return AgentAnswer(pod=pod, ok=True, status=AgentStatus(status=state, **status))
+
+
+def all_pods(record: JobRecord) -> dict[str, dict[str, Any]]:
+    return {s.pod: running_pod(s.pod) for s in record.pods}
+
+
+def test_all_ranks_completed_is_completion_even_while_the_spare_runs():
+    record = running_record()
+    answers = {
+        "llama-0": answer("llama-0", AgentState.COMPLETED),
+        "llama-1": answer("llama-1", AgentState.COMPLETED),
+        "llama-2": answer("llama-2", AgentState.READY),
+    }
+    verdict = judge_round(record, all_pods(record), answers)
+    assert verdict.next == "completed"
+    assert verdict.completed == 2
+
+
+def test_completed_rank_whose_container_exited_is_still_completed():
+    record = running_record()
+    pods = all_pods(record)
+    pods["llama-0"] = running_pod("llama-0", "Succeeded")
+    answers = {p: answer(p, AgentState.COMPLETED) for p in ("llama-0", "llama-1")}
+    assert judge_round(record, pods, answers).next == "completed"
+
+
+def test_faulted_agent_is_a_fault_with_its_reason_and_message():
+    record = running_record()
+    answers = {
+        "llama-0": answer("llama-0", AgentState.RUNNING),
+        "llama-1": answer(
+            "llama-1", AgentState.FAULTED, reason="LogHang_Loss", message="no progress in 300 s"
+        ),
+    }
+    verdict = judge_round(record, all_pods(record), answers)
+    assert verdict.next == "fault"
+    assert verdict.faulty_pods == ["llama-1"]
+    assert "rank 1" in verdict.reason
+    assert "LogHang_Loss: no progress in 300 s" in verdict.reason
+
+
+def test_a_ranks_pod_deleted_is_a_fault():
+    record = running_record()
+    pods = all_pods(record)
+    del pods["llama-0"]
+    answers = {"llama-1": answer("llama-1", AgentState.RUNNING)}
+    verdict = judge_round(record, pods, answers)
+    assert verdict.next == "fault"
+    assert verdict.faulty_pods == ["llama-0"]
+    assert "PodDeleted" in verdict.reason
+    assert "node-0" in verdict.reason
+
+
+def test_a_ranks_pod_oom_killed_is_a_fault_naming_the_reason():
+    record = running_record()
+    pods = all_pods(record)
+    pods["llama-1"] = running_pod(
+        "llama-1",
+        "Failed",
+        containerStatuses=[{"name": "train", "state": {"terminated": {"reason": "OOMKilled"}}}],
+    )
+    answers = {"llama-0": answer("llama-0", AgentState.RUNNING), "llama-1": answer("llama-1", None)}
+    verdict = judge_round(record, pods, answers)
+    assert verdict.next == "fault"
+    assert verdict.faulty_pods == ["llama-1"]
+    assert "PodOOMKilled" in verdict.reason
+
+
+def test_a_ranks_container_exiting_before_completion_is_a_fault():
+    record = running_record()
+    pods = all_pods(record)
+    pods["llama-0"] = running_pod("llama-0", "Succeeded")
+    answers = {"llama-0": answer("llama-0", None), "llama-1": answer("llama-1", AgentState.RUNNING)}
+    verdict = judge_round(record, pods, answers)
+    assert verdict.next == "fault"
+    assert "exited before the job completed" in verdict.reason
+
+
+def test_an_agent_not_answering_while_its_pod_runs_is_a_blip():
+    record = running_record()
+    answers = {"llama-0": answer("llama-0", None), "llama-1": answer("llama-1", AgentState.RUNNING)}
+    verdict = judge_round(record, all_pods(record), answers)
+    assert verdict.next == "running"
+    assert verdict.faulty_pods == []
+
+
+def test_losing_a_spare_is_not_a_fault():
+    record = running_record()
+    pods = all_pods(record)
+    del pods["llama-2"]
+    answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-1")}
+    assert judge_round(record, pods, answers).next == "running"
+
+
+def test_a_pending_fault_on_the_record_is_a_fault():
+    record = running_record(
+        pending_faults=[{"pod": "llama-1", "reason": "NodeUnhealthy: NvidiaErrorTerminate"}]
+    )
+    answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-1")}
+    verdict = judge_round(record, all_pods(record), answers)
+    assert verdict.next == "fault"
+    assert verdict.faulty_pods == ["llama-1"]
+    assert "NodeUnhealthy: NvidiaErrorTerminate" in verdict.reason
+
+
+def test_pod_failure_reads_terminating_and_failed_pods():
+    assert pod_failure(None) == "PodDeleted"
+    assert pod_failure({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {}}) == (
+        "PodTerminating"
+    )
+    assert pod_failure(running_pod("p", "Failed")) == "PodFailed"
+    assert pod_failure(running_pod("p", "Running")) is None
+    assert pod_failure(running_pod("p", "Pending")) is None
+
+
+# ============================================================== agents_ready
+
+
+def creating_record(n: int = 3) -> JobRecord:
+    return JobRecord(
+        cluster_arn=ARN, uid=UID, namespace="team-a", name="llama", nnodes=2, spares=n - 2,
+        pods=[PodSlot(pod=f"llama-{i}") for i in range(n)],
+    )  # fmt: skip
+
+
+def test_ready_waits_for_pending_pods_and_agents_not_ready():
+    record = creating_record()
+    pods = all_pods(record)
+    pods["llama-2"] = running_pod("llama-2", "Pending")
+    answers = {
+        "llama-0": answer("llama-0", AgentState.READY),
+        "llama-1": answer("llama-1", AgentState.INIT),
+    }
+    verdict, why = agents_ready(record, pods, answers)
+    assert verdict == "wait"
+    assert "llama-1 agent init" in why
+    assert "llama-2 Pending" in why
+    assert "llama-0" not in why
+
+
+def test_ready_waits_for_an_agent_that_does_not_answer_yet():
+    record = creating_record()
+    answers = {p: answer(p, AgentState.READY) for p in ("llama-0", "llama-1")}
+    answers["llama-2"] = answer("llama-2", None)
+    verdict, why = agents_ready(record, all_pods(record), answers)
+    assert (verdict, why) == ("wait", "llama-2 agent not answering")
+
+
+def test_ready_fails_on_a_failed_pod():
+    record = creating_record()
+    pods = all_pods(record)
+    pods["llama-1"] = running_pod("llama-1", "Failed")
+    verdict, why = agents_ready(record, pods, {p: answer(p, AgentState.READY) for p in pods})
+    assert verdict == "fail"
+    assert "llama-1" in why and "PodFailed" in why
+
+
+def test_ready_starts_when_every_agent_is_ready():
+    record = creating_record()
+    answers = {s.pod: answer(s.pod, AgentState.READY) for s in record.pods}
+    assert agents_ready(record, all_pods(record), answers) == ("start", None)
+
+
+# ============================================================== clean_targets, conditions
+
+
+def test_clean_pod_policy_chooses_what_to_delete():
+    slots = [PodSlot(pod=f"llama-{i}") for i in range(3)]
+    completed = {"llama-0", "llama-2"}
+    assert clean_targets(CleanPodPolicy.ALL, slots, completed) == ["llama-0", "llama-1", "llama-2"]
+    assert clean_targets(CleanPodPolicy.ONLY_COMPLETE, slots, completed) == ["llama-0", "llama-2"]
+    assert clean_targets(CleanPodPolicy.NONE, slots, completed) == []
+
+
+def test_completed_condition_turns_running_false():
+    obj = job_obj()
+    obj["status"] = {
+        "conditions": [
+            {
+                "type": "Created",
+                "status": "True",
+                "reason": "Admitted",
+                "message": "",
+                "lastTransitionTime": "t0",
+            },
+            {
+                "type": "Running",
+                "status": "True",
+                "reason": "Running",
+                "message": "",
+                "lastTransitionTime": "t1",
+            },
+        ]
+    }
+    conditions = {
+        c["type"]: c for c in conditions_after(parse_job(obj), "Completed", "JobCompleted", "done", "t2")
+    }
+    assert conditions["Completed"]["status"] == "True"
+    assert conditions["Completed"]["lastTransitionTime"] == "t2"
+    assert conditions["Running"]["status"] == "False"
+    assert conditions["Created"] == {
+        "type": "Created", "status": "True", "reason": "Admitted", "message": "", "lastTransitionTime": "t0",
+    }  # fmt: skip
+    assert "Failed" not in conditions
