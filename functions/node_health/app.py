@@ -1,13 +1,23 @@
 """node_health: a HyperPod node-health event updates the cluster's NODE item, once per change,
-then acts on the node (services/node_health.py): cordon and taint it (both modes), label it for
-the AWS operator (addon mode), ask SageMaker to repair it when configured to and the circuit
-breaker allows; a Healthy event undoes the marks.
+then acts on the node and its jobs (services/node_health.py), by the cluster's operator mode:
+
+- both modes: cordon and taint an Unhealthy node, ask SageMaker to repair it when configured to and
+  the circuit breaker allows; a Healthy event undoes the marks.
+- ``serverless``: the fault is added to the JOB item of each job with a pod on the Unhealthy node
+  (``pending_faults``) and the job's execution, waiting in its Monitor state, is woken with
+  ``SendTaskSuccess``; the execution then remediates (a stale token is normal: its next poll reads
+  the item).
+- ``addon``: the node is also labelled for the AWS operator, which restarts the jobs itself; each
+  affected job gets a ``NodeFault`` history entry (and the fault on its JOB item, woken never).
+
+No pod is deleted or patched here, in either mode.
 
 Powertools idempotency drops redeliveries of the same event id; the store's condition on status
-and event time drops AWS's duplicates (same change, new id) and late, older events. A Kubernetes or
-SageMaker failure raises ``NodeActionError`` (retryable) after recording what succeeded, so Lambda's
-asynchronous retries run the event again (resuming it: the NODE item records it as unhandled) and
-the dead-letter queue keeps it when they are spent.
+and event time drops AWS's duplicates (same change, new id) and late, older events. A Kubernetes,
+SageMaker, DynamoDB or Step Functions failure raises ``NodeActionError`` (retryable) after
+recording what succeeded, so Lambda's asynchronous retries run the event again (resuming it: the
+NODE item records it as unhandled; a job's fault is not added twice) and the dead-letter queue
+keeps it when they are spent.
 
 Settings (environment, all optional): NODE_REPAIR_ENABLED (false), NODE_REPAIR_ALLOW_REPLACE
 (false), NODE_REPAIR_BREAKER_MAX_NODES (3), NODE_REPAIR_BREAKER_WINDOW_SECONDS (3600).
@@ -34,6 +44,7 @@ from hyperpod_control.settings import get_settings
 
 def _adapters(store: Store) -> NodeHealthAdapters:
     from hyperpod_control.adapters.sagemaker import SageMakerAdapter
+    from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
 
     def kube(eks_cluster_name: str):
         from hyperpod_control.adapters.eks import EksAdapter
@@ -41,7 +52,10 @@ def _adapters(store: Store) -> NodeHealthAdapters:
 
         return KubeAdapter(eks_cluster_name, eks=EksAdapter())
 
-    return NodeHealthAdapters(store=store, sagemaker=SageMakerAdapter(), kube_factory=kube)
+    # the clients are built on first use (AwsAdapter), not here
+    return NodeHealthAdapters(
+        store=store, sagemaker=SageMakerAdapter(), kube_factory=kube, sfn=StepFunctionsAdapter()
+    )
 
 
 def _report(node: str, result: NodeHealthResult) -> None:
@@ -78,9 +92,21 @@ def _report(node: str, result: NodeHealthResult) -> None:
             extra={**details, "failedNodes": breaker.failed_nodes if breaker else None},
         )
         metrics.add_metric(name="NodeRepairBreakerOpen", unit=MetricUnit.Count, value=1)
+    faults = [r.model_dump() for r in result.job_faults]
     if plan.wake_jobs:
-        # serverless mode: jobs_to_wake is issue 9/10's follow-up and finds no job yet
-        logger.info("serverless mode: no jobs woken (supervisor not built yet)", extra={"node": node})
+        logger.info(
+            "node health: jobs woken",
+            extra={"node": node, "jobsWoken": result.jobs_woken, "jobFaults": faults},
+        )
+        metrics.add_metric(name="JobsWoken", unit=MetricUnit.Count, value=len(result.jobs_woken))
+    elif plan.record_job_faults:
+        logger.info(
+            "node health: job faults recorded for the AWS operator", extra={"node": node, "jobFaults": faults}
+        )
+    for skipped in (r for r in result.job_faults if not r.recorded):
+        logger.info(
+            "node health: job skipped", extra={"node": node, "job": skipped.job, "note": skipped.note}
+        )
 
 
 @logger.inject_lambda_context

@@ -33,7 +33,14 @@ def tiny_job(
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
         "image": "sandbox/pytorch:2.13",
-        "command": ["hyperpodrun", f"--nproc-per-node={nproc_per_node}", *script, *(extra_args or [])],
+        # --tee 3: workers' stdout/stderr also go to files, which the log-monitoring rules read.
+        "command": [
+            "hyperpodrun",
+            f"--nproc-per-node={nproc_per_node}",
+            "--tee=3",
+            *script,
+            *(extra_args or []),
+        ],
         "ports": [{"containerPort": 8080}],
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
     }

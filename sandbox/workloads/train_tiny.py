@@ -5,7 +5,9 @@ Every rank sees its own shard of a fixed synthetic dataset (y = 3x - 1 plus nois
 all-reduced by DDP, so every rank ends with the same weights, which the script checks at the end.
 Checkpoints go under ``--ckpt-dir`` (default: the pod's working directory) every
 ``--ckpt-every`` steps and are reported to the agent, so a restarted job resumes from the last
-step every rank finished. ``--fail-at-step`` makes rank ``--fail-rank`` raise (tests).
+step every rank finished. Faults for tests, on the first attempt only (a restarted job runs
+clean, as a fixed transient fault would): ``--fail-at-step`` makes global rank ``--fail-rank``
+raise, ``--hang-at-step`` makes it stop making progress (no log line: a log rule catches it).
 """
 
 import argparse
@@ -27,6 +29,7 @@ parser.add_argument("--ckpt-every", type=int, default=50)
 parser.add_argument("--ckpt-dir", default="checkpoints")
 parser.add_argument("--fail-at-step", type=int, default=-1)
 parser.add_argument("--fail-rank", type=int, default=0)
+parser.add_argument("--hang-at-step", type=int, default=-1)
 args = parser.parse_args()
 
 dist.init_process_group("gloo", timeout=dt.timedelta(seconds=60))
@@ -47,9 +50,14 @@ if latest:
     start = latest[1] + 1
 print(f"rank {rank}/{world} starting at step {start}", flush=True)
 
+first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
 for step in range(start, args.steps):
-    if step == args.fail_at_step and rank == args.fail_rank:
+    if first_attempt and rank == args.fail_rank and step == args.fail_at_step:
         raise RuntimeError(f"injected failure at step {step}")
+    if first_attempt and rank == args.fail_rank and step == args.hang_at_step:
+        print(f"rank {rank} hangs at step {step}", flush=True)
+        while True:
+            time.sleep(1)
     optimizer.zero_grad()
     loss = torch.nn.functional.mse_loss(model(x), y)
     loss.backward()

@@ -1,7 +1,9 @@
 """node_health acts on the node (issue 10, item 1), end to end in the sandbox: HyperPod's event on
 EventBridge, the function in process, the sandbox Kubernetes API server, SageMaker's emulated
 reboot. The cluster's operator is the AWS add-on (mode ``addon``) and its NodeRecovery is None,
-so automatic repair is the control plane's job when it is turned on."""
+so automatic repair is the control plane's job when it is turned on; the jobs tests switch the
+OPERATOR item to ``serverless`` for their duration where they need that mode. A job's pod on a
+failed node is never written by node_health, in either mode."""
 
 from __future__ import annotations
 
@@ -14,12 +16,23 @@ from typing import Any
 import pytest
 
 from hyperpod_control.adapters.store import Store
+from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.node_health import CORDONED_BY_ANNOTATION, HEALTH_LABEL
-from hyperpod_control.models.records import NodeRecord, OperatorMode, OperatorRecord, OperatorStatus
+from hyperpod_control.models.records import (
+    JobPhase,
+    JobRecord,
+    NodeRecord,
+    OperatorMode,
+    OperatorRecord,
+    OperatorStatus,
+    PodSlot,
+)
+from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL
 from sandbox import Sandbox, SandboxConfig
 from sandbox.aws_ext import faults as aws_faults
 from sandbox.aws_ext import set_delays
 from sandbox.faults import node_health_event
+from sandbox.kube.cluster import ClusterSeed
 from sandbox.testing import eventually
 from sandbox.world import WorldOptions
 
@@ -30,7 +43,12 @@ FUNCTION = "NodeHealthFunction"
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(world=WorldOptions(node_recovery="None", nodes=6), kube=True)) as sandbox:
+    config = SandboxConfig(
+        world=WorldOptions(node_recovery="None", nodes=6),
+        kube=True,
+        kube_seed=ClusterSeed(hyperpod_job_crd=True),  # the add-on's CRD: addon jobs exist
+    )
+    with Sandbox(config) as sandbox:
         world = sandbox.world
         store(sandbox).put(
             OperatorRecord(
@@ -198,3 +216,163 @@ def test_the_circuit_breaker_stops_automatic_repair_when_too_many_nodes_fail(sb)
     assert eventually(lambda: sagemaker_status(sb, first) == "Pending", timeout=10, what="first reboot")
     assert sagemaker_status(sb, second) != "Pending"  # no reboot asked
     assert marks(sb, second)["cordoned"]  # the breaker stops repair, not the marks
+
+
+# -- the jobs on a failed node ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def operator_mode(sb: Sandbox, mode: OperatorMode) -> Iterator[None]:
+    """The cluster's OPERATOR item in ``mode`` for the block, then as before."""
+    st, arn = store(sb), sb.world.hyperpod_cluster_arn
+    before = st.get_operator(arn)
+    current = st.put(before.model_copy(update={"mode": mode}), expected_version=before.version)
+    try:
+        yield
+    finally:
+        st.put(current.model_copy(update={"mode": before.mode}), expected_version=current.version)
+
+
+@contextlib.contextmanager
+def reconcile_paused(sb: Sandbox) -> Iterator[None]:
+    """reconcile_jobs' schedule disabled for the block: in serverless mode it would remove a JOB
+    item that has no HyperPodPyTorchJob (and delete its pods), as for a deleted job."""
+    scheduler = sb.client("scheduler")
+    target = sb.runtime.lookup(sb.stack.resources["ReconcileJobsFunction"]).arn
+    paused = []
+    for summary in scheduler.list_schedules()["Schedules"]:
+        found = scheduler.get_schedule(Name=summary["Name"], GroupName=summary["GroupName"])
+        if found["Target"]["Arn"] != target or found["State"] != "ENABLED":
+            continue
+        keep = ("Name", "GroupName", "ScheduleExpression", "Target", "FlexibleTimeWindow")
+        settings = {k: found[k] for k in keep if k in found}
+        scheduler.update_schedule(**settings, State="DISABLED")
+        paused.append(settings)
+    assert paused, "no reconcile_jobs schedule found"
+    sb.wait_idle()
+    try:
+        yield
+    finally:
+        for settings in paused:
+            scheduler.update_schedule(**settings, State="ENABLED")
+
+
+def reconcile_now(sb: Sandbox) -> None:
+    _, error = sb.invoke_lambda(sb.stack.resources["ReconcileJobsFunction"], {})
+    assert error is None
+
+
+def job_pod(sb: Sandbox, name: str, node: str, labels: dict[str, str]) -> Any:
+    """A pod bound to ``node`` as a job's would be (a kubelet runs it: a long sleep)."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "containers": [{"name": "trainer", "image": "sandbox/pytorch:2.13", "command": ["sleep", "600"]}],
+        },
+    }
+    return core(sb).create_namespaced_pod("default", body)
+
+
+def untouched(sb: Sandbox, created: Any) -> bool:
+    """The pod is still there as it was made: not deleted, relabelled or moved (its status may
+    change: the kubelet runs it)."""
+    now = core(sb).read_namespaced_pod(created.metadata.name, "default")
+    return (
+        now.metadata.uid == created.metadata.uid
+        and now.metadata.deletion_timestamp is None
+        and now.metadata.labels == created.metadata.labels
+        and now.spec.node_name == created.spec.node_name
+    )
+
+
+def remove_pod(sb: Sandbox, name: str) -> None:
+    with contextlib.suppress(Exception):
+        core(sb).delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
+def test_serverless_a_job_with_a_pod_on_the_failed_node_gets_the_fault_and_is_woken(sb):
+    instance = instances(sb)[4]
+    node = f"hyperpod-{instance}"
+    arn = sb.world.hyperpod_cluster_arn
+    uid = "0b7d6c1e-1111-4a2b-9c3d-000000000001"
+    with reconcile_paused(sb), operator_mode(sb, OperatorMode.SERVERLESS):
+        item = store(sb).put(
+            JobRecord(
+                cluster_arn=arn,
+                uid=uid,
+                namespace="default",
+                name="sjob",
+                phase=JobPhase.RUNNING,
+                task_token="tok",  # no execution issued it: the sandbox answers InvalidToken (stale)
+                nnodes=1,
+                pods=[PodSlot(pod="sjob-0", rank=0, node=node)],
+            ),
+            expected_version=None,
+        )
+        pod = job_pod(sb, "sjob-0", node, {JOB_LABEL: "sjob", UID_LABEL: uid})
+        bystander = job_pod(sb, "web-0", node, {"app": "web"})
+        try:
+            calls_before = len(sb.runtime.calls(FUNCTION))
+            put(sb, instance, healthy=False, when=datetime.now(UTC), repair_action="None")
+            node_item_ = handled(sb, instance, "Unhealthy")
+
+            assert node_item_.action_error is None and node_item_.kube_actions == ["cordon", "taint"]
+            calls = sb.runtime.calls(FUNCTION)[calls_before:]
+            assert calls and all(c.error_type is None for c in calls)  # a stale token is no failure
+            job = store(sb).get_job(arn, uid)
+            (fault,) = job.pending_faults
+            assert (fault["kind"], fault["pod"], fault["node"], fault["rank"]) == ("node", "sjob-0", node, 0)
+            assert fault["source"] == "node_health" and fault["event_id"] == node_item_.last_event_id
+            assert fault["reason"].startswith("NodeUnhealthy: HyperPod Health Monitoring Agent")
+            assert untouched(sb, pod) and untouched(sb, bystander)
+        finally:
+            remove_pod(sb, "sjob-0")
+            remove_pod(sb, "web-0")
+            store(sb).delete(item.pk, item.sk)
+
+
+def test_addon_a_job_with_a_pod_on_the_failed_node_gets_a_node_fault_history_entry(sb):
+    from kubernetes import client, config
+
+    instance = instances(sb)[5]
+    node = f"hyperpod-{instance}"
+    custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sb.kubeconfig)))
+    job = custom.create_namespaced_custom_object(
+        JOB_GROUP,
+        JOB_VERSION,
+        "default",
+        JOB_PLURAL,
+        {
+            "apiVersion": f"{JOB_GROUP}/{JOB_VERSION}",
+            "kind": "HyperPodPyTorchJob",
+            "metadata": {"name": "ajob"},
+            "spec": {"nprocPerNode": "1", "replicaSpecs": []},
+        },
+    )
+    uid = job["metadata"]["uid"]
+    pod = job_pod(sb, "ajob-worker-0", node, {JOB_LABEL: "ajob"})
+    reconcile_now(sb)  # reconcile_jobs records the add-on's job (JOB item, mode addon)
+    try:
+        put(sb, instance, healthy=False, when=datetime.now(UTC), repair_action="Reboot")
+        item = handled(sb, instance, "Unhealthy")
+
+        assert marks(sb, instance)["label"] == "UnschedulablePendingReboot"
+        (entry,) = [e for e in store(sb).job_history(uid) if e.kind == "NodeFault"]
+        assert entry.name == "ajob" and node in entry.message
+        assert entry.details == {
+            "node": node,
+            "pod": "ajob-worker-0",
+            "eventId": item.last_event_id,
+            "healthReason": item.health_reason,
+        }
+        recorded = store(sb).get_job(sb.world.hyperpod_cluster_arn, uid)
+        assert recorded.mode is OperatorMode.ADDON and recorded.task_token is None  # nothing to wake
+        (fault,) = recorded.pending_faults
+        assert (fault["kind"], fault["pod"], fault["node"]) == ("node", "ajob-worker-0", node)
+        assert untouched(sb, pod)
+    finally:
+        remove_pod(sb, "ajob-worker-0")

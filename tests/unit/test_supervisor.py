@@ -414,17 +414,20 @@ def test_an_agent_not_answering_while_its_pod_runs_is_a_blip():
     assert verdict.faulty_pods == []
 
 
-def test_losing_a_spare_is_not_a_fault():
+def test_losing_a_spare_is_a_fault_of_no_rank_so_that_it_is_replaced():
     record = running_record()
     pods = all_pods(record)
     del pods["llama-2"]
     answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-1")}
-    assert judge_round(record, pods, answers).next == "running"
+    verdict = judge_round(record, pods, answers)
+    assert verdict.next == "fault"
+    (fault,) = verdict.faults
+    assert (fault.pod, fault.rank, fault.kind) == ("llama-2", None, "pod")
 
 
 def test_a_pending_fault_on_the_record_is_a_fault():
     record = running_record(
-        pending_faults=[{"pod": "llama-1", "reason": "NodeUnhealthy: NvidiaErrorTerminate"}]
+        pending_faults=[{"kind": "node", "pod": "llama-1", "reason": "NodeUnhealthy: NvidiaErrorTerminate"}]
     )
     answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-1")}
     verdict = judge_round(record, all_pods(record), answers)

@@ -144,8 +144,12 @@ class NodePlan(BaseModel):
     mode: str | None = None
     marks: NodeMarks = Field(default_factory=NodeMarks)
     repair: RepairDecision = Field(default_factory=RepairDecision)
-    #: serverless mode: look up the jobs to wake (``jobs_to_wake``; not built yet, issue 9/10).
+    #: serverless mode, Unhealthy: record the fault on the JOB item of each job with a pod on the
+    #: node and wake its execution.
     wake_jobs: bool = False
+    #: addon mode, Unhealthy: write a NodeFault history entry for each job with a pod on the node
+    #: (and the fault on its JOB item where there is one); the AWS operator restarts the job.
+    record_job_faults: bool = False
     note: str | None = None
 
 

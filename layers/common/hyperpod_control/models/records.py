@@ -189,6 +189,18 @@ class JobRecord(Record):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     poll_rounds: int = 0
+    # -- remediation ------------------------------------------------------------------------
+    #: The checkpoint every rank finished, per prefix ({prefix: {progressData, progressCount}}),
+    #: aggregated over the ranks' /status; sent in the next /start so restarted workers resume.
+    progress: dict | None = None
+    full_restart_count: int = 0
+    #: When each restart happened (restartPolicy.evalPeriodSeconds counts those in its window).
+    restart_times: list[datetime] = Field(default_factory=list)
+    #: Faults per node name (repeat offenders are avoided on a full job restart).
+    offenders: dict[str, int] = Field(default_factory=dict)
+    #: A full job restart in progress: when the fault happened and what was decided, so that
+    #: StartAgents can report the time to recover once the new pods run.
+    recovery: dict | None = None
 
     @property
     def pk(self) -> str:

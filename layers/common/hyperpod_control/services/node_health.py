@@ -1,4 +1,5 @@
-"""What a HyperPod node-health event means: the NODE item, then what to do about the node.
+"""What a HyperPod node-health event means: the NODE item, then what to do about the node and the
+jobs on it.
 
 Pure decisions first (``plan_node_actions`` and the functions it uses, over plain models: the NODE
 record, the OPERATOR record, the cluster's NodeRecovery, the repair circuit breaker's state and
@@ -8,15 +9,30 @@ Both operator modes: an Unhealthy node is cordoned (annotated as ours) and gets 
 ``sagemaker.amazonaws.com/node-health-status=Unschedulable:NoSchedule`` taint where HyperPod has
 not put it yet; with ``NODE_REPAIR_ENABLED`` and the cluster's NodeRecovery ``None``, SageMaker is
 asked to reboot or replace it per the event's RepairAction, unless a Replace is not allowed
-(``NODE_REPAIR_ALLOW_REPLACE``) or the circuit breaker is open. ``addon`` mode also sets the
-node-health-status label the AWS operator reacts to. ``serverless`` mode will wake the affected
-jobs through ``jobs_to_wake`` - a hook that finds none yet (issue 9's supervisor is not built).
-A Healthy node is uncordoned (only if we cordoned it), untainted and labelled Schedulable.
+(``NODE_REPAIR_ALLOW_REPLACE``) or the circuit breaker is open. A Healthy node is uncordoned (only
+if we cordoned it), untainted and labelled Schedulable.
+
+The jobs on an Unhealthy node (its pods, found with the field selector ``spec.nodeName``; a pod is
+never deleted or patched here, in either mode):
+
+- ``serverless`` mode: each pod labelled ``HPJob`` and with the job uid label names its job's JOB
+  item; the fault (kind ``node``, the pod, the node, the pod's rank) is appended to the item's
+  ``pending_faults`` and the job's execution, waiting in its Monitor state, is woken with
+  ``SendTaskSuccess`` (``services/faults.report_fault``: a fault already pending for the same pod
+  and node is not added again, so a retried event neither duplicates it nor wakes twice). Jobs
+  whose JOB item is missing or finished are skipped.
+- ``addon`` mode: the node also gets the node-health-status label the AWS operator reacts to (the
+  operator restarts the job itself); for each job with a pod on the node (label ``HPJob=<job>``)
+  a ``NodeFault`` entry is written to the job's history and, where reconcile_jobs recorded the job,
+  the fault is appended to its JOB item (no token: nothing is woken). ``addon_recovery_ms`` reads
+  how long the AWS operator took to recover from the job's conditions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from hyperpod_control.exceptions import ControlPlaneError, NodeActionError, VersionConflictError
 from hyperpod_control.models.events import NodeHealthEvent
+from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.node_health import (
     CORDONED_BY_ANNOTATION,
     HEALTH_LABEL,
@@ -43,7 +60,16 @@ from hyperpod_control.models.node_health import (
     NodeView,
     RepairDecision,
 )
-from hyperpod_control.models.records import NodeHealth, NodeRecord, OperatorMode, OperatorRecord
+from hyperpod_control.models.records import (
+    JobEventRecord,
+    JobRecord,
+    NodeHealth,
+    NodeRecord,
+    OperatorMode,
+    OperatorRecord,
+)
+from hyperpod_control.services.faults import FaultReport, JobFault, report_fault
+from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL
 
 # -- the NODE item --------------------------------------------------------------------------------
 
@@ -173,6 +199,7 @@ def plan_node_actions(
             marks=marks,
             repair=decide_repair(record, node_recovery, breaker, config),
             wake_jobs=mode is OperatorMode.SERVERLESS,
+            record_job_faults=mode is OperatorMode.ADDON,
         )
     marks = NodeMarks(
         uncordon=True,
@@ -241,15 +268,200 @@ def repair_batches(node_ids: list[str], size: int = REPAIR_BATCH_SIZE) -> list[l
     return [node_ids[i : i + size] for i in range(0, len(node_ids), size)]
 
 
-def jobs_to_wake(record: NodeRecord, operator: OperatorRecord) -> list[str]:
-    """serverless mode: the jobs a node change must wake. NOT BUILT YET - always [].
+# -- the jobs on a failed node ----------------------------------------------------------------------
 
-    Follow-up of issue 9 (the serverless supervisor) and issue 10 item 1: list the pods on
-    ``record.node_name`` (field selector ``spec.nodeName``), map them to their HyperPodPyTorchJobs,
-    add the fault to each JOB item, then wake each job's execution with ``SendTaskSuccess`` (an
-    expired or used token is normal). Until the supervisor exists there is nothing to wake.
+#: How long a job's history entries are kept (as the supervisor's: 90 days).
+HISTORY_TTL_SECONDS = 90 * 24 * 3600
+_REMEDIATED = re.compile(r"remediated in (\d+) milliseconds", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PodOnNode:
+    """A job's pod on the failed node (from the pod's labels)."""
+
+    namespace: str
+    pod: str
+    job: str
+    uid: str | None = None
+
+    @property
+    def job_key(self) -> str:
+        return f"{self.namespace}/{self.job}"
+
+
+def job_pods_on_node(pods: list[dict[str, Any]], node_name: str, *, need_uid: bool) -> list[PodOnNode]:
+    """Pure: the pods of ``pods`` bound to ``node_name`` that belong to a HyperPodPyTorchJob: labelled
+    ``HPJob`` (and, ``need_uid``, with the control plane's job uid label). Others are ignored."""
+    found: list[PodOnNode] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if (pod.get("spec") or {}).get("nodeName") != node_name or not labels.get(JOB_LABEL):
+            continue
+        if need_uid and not labels.get(UID_LABEL):
+            continue
+        found.append(
+            PodOnNode(
+                namespace=meta.get("namespace") or "default",
+                pod=meta.get("name") or "",
+                job=labels[JOB_LABEL],
+                uid=labels.get(UID_LABEL),
+            )
+        )
+    return sorted(found, key=lambda p: (p.namespace, p.job, p.pod))
+
+
+def node_fault(record: NodeRecord, pod: str, rank: int | None) -> JobFault:
+    """Pure: the fault a node-health change means for one pod of a job."""
+    return JobFault(
+        kind="node",
+        reason=f"NodeUnhealthy: {record.health_reason}",
+        pod=pod,
+        node=record.node_name,
+        rank=rank,
+        source="node_health",
+        event_id=record.last_event_id,
+        at=record.last_event_time,
+    )
+
+
+def slot_rank(job: JobRecord, pod: str) -> int | None:
+    return next((slot.rank for slot in job.pods if slot.pod == pod), None)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return _aware(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def addon_recovery_ms(fault_at: datetime, conditions: list[dict[str, Any]]) -> int | None:
+    """Pure: how long the AWS operator took to recover a job from a fault at ``fault_at``, from the
+    job's status conditions; None while it has not recovered.
+
+    Only conditions whose ``lastTransitionTime`` is after the fault count. A message such as "The
+    fault of reason NodeFault was remediated in 94283 milliseconds" (the operator's own figure) is
+    preferred; otherwise the first ``Running=True`` condition's time minus ``fault_at``.
+
+    Not called yet: the lead wires it into reconcile_jobs (addon jobs' Running condition after a
+    recorded NodeFault), which is where the recovery is seen.
     """
-    return []
+    fault_at = _aware(fault_at)
+    after = sorted(
+        (
+            (when, condition)
+            for condition in conditions
+            if (when := _parse_time(condition.get("lastTransitionTime"))) is not None and when > fault_at
+        ),
+        key=lambda pair: pair[0],
+    )
+    for _, condition in after:
+        match = _REMEDIATED.search(str(condition.get("message") or ""))
+        if match:
+            return int(match.group(1))
+    for when, condition in after:
+        if condition.get("type") == "Running" and str(condition.get("status")) == "True":
+            return int((when - fault_at).total_seconds() * 1000)
+    return None
+
+
+class _NoWake:
+    """addon mode: the AWS operator runs the job; nothing of ours waits on a token."""
+
+    def wake(self, token: str, output: dict[str, Any]) -> bool:  # pragma: no cover - never called
+        return False
+
+
+def _pods_on(kube: Any, node_name: str, label_selector: str) -> list[dict[str, Any]]:
+    return kube.pods(None, label_selector=label_selector, field_selector=f"spec.nodeName={node_name}")
+
+
+def wake_jobs_on_node(
+    kube: Any, store: Any, sfn: Any, record: NodeRecord, errors: list[str]
+) -> list[FaultReport]:
+    """serverless mode: add the node's fault to each affected job's JOB item and wake its
+    execution. A failing call is added to ``errors`` (the event is then retried; the fault is not
+    added twice). Pods are only read."""
+    pods = job_pods_on_node(
+        _pods_on(kube, record.node_name, f"{JOB_LABEL},{UID_LABEL}"), record.node_name, need_uid=True
+    )
+    reports: list[FaultReport] = []
+    for pod in pods:
+        try:
+            job = store.get_job(record.cluster_arn, pod.uid)
+            if job is None:
+                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note="no JOB item"))
+                continue
+            if job.phase.finished:
+                note = f"job finished ({job.phase.value})"
+                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
+                continue
+            fault = node_fault(record, pod.pod, slot_rank(job, pod.pod))
+            reports.append(report_fault(store, sfn, job, fault))
+        except ControlPlaneError as exc:
+            errors.append(f"job {pod.job_key}, pod {pod.pod}: {exc}")
+    return reports
+
+
+def _history_entry(record: NodeRecord, pod: PodOnNode, uid: str) -> JobEventRecord:
+    at = record.last_event_time
+    # one id per (event, pod): a retried event writes the same entry, which the store refuses
+    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{record.last_event_id}/{pod.namespace}/{pod.pod}").hex[:12]
+    return JobEventRecord(
+        uid=uid,
+        event_id=event_id,
+        at=at,
+        cluster_arn=record.cluster_arn,
+        namespace=pod.namespace,
+        name=pod.job,
+        kind="NodeFault",
+        message=f"node {record.node_name} is unhealthy: {record.health_reason}",
+        details={
+            "node": record.node_name,
+            "pod": pod.pod,
+            "eventId": record.last_event_id,
+            "healthReason": record.health_reason,
+        },
+        expiration=int((at + timedelta(seconds=HISTORY_TTL_SECONDS)).timestamp()),
+    )
+
+
+def record_addon_job_faults(
+    kube: Any, store: Any, record: NodeRecord, errors: list[str]
+) -> list[FaultReport]:
+    """addon mode: a NodeFault history entry for each job with a pod on the node, and the fault on
+    its JOB item where reconcile_jobs recorded it (nothing is woken: the AWS operator restarts the
+    job). Pods are only read."""
+    pods = job_pods_on_node(_pods_on(kube, record.node_name, JOB_LABEL), record.node_name, need_uid=False)
+    reports: list[FaultReport] = []
+    uids: dict[str, str | None] = {}
+    for pod in pods:
+        try:
+            if pod.job_key not in uids:
+                found = kube.custom_object(JOB_GROUP, JOB_VERSION, JOB_PLURAL, pod.namespace, pod.job)
+                uids[pod.job_key] = ((found or {}).get("metadata") or {}).get("uid")
+            uid = uids[pod.job_key]
+            if uid is None:
+                note = "no HyperPodPyTorchJob of that name"
+                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
+                continue
+            with contextlib.suppress(VersionConflictError):  # written by an earlier try of the event
+                store.add_job_event(_history_entry(record, pod, uid))
+            job = store.get_job(record.cluster_arn, uid)
+            if job is None:
+                note = "history written; no JOB item"
+                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
+                continue
+            fault = node_fault(record, pod.pod, slot_rank(job, pod.pod))
+            reports.append(report_fault(store, _NoWake(), job, fault))
+        except ControlPlaneError as exc:
+            errors.append(f"job {pod.job_key}, pod {pod.pod}: {exc}")
+    return reports
 
 
 # -- carrying a plan out ----------------------------------------------------------------------------
@@ -261,6 +473,8 @@ class NodeHealthAdapters:
     sagemaker: Any  # adapters.sagemaker.SageMakerAdapter
     #: EKS cluster name -> a KubeAdapter for it
     kube_factory: Callable[[str], Any]
+    #: adapters.stepfunctions.StepFunctionsAdapter: wakes a serverless job's execution
+    sfn: Any = None
 
 
 class NodeHealthResult(BaseModel):
@@ -269,7 +483,11 @@ class NodeHealthResult(BaseModel):
     plan: NodePlan | None = None
     outcome: NodeOutcome | None = None
     breaker: BreakerState | None = None
+    #: serverless mode: "namespace/name" of the jobs whose JOB item got this fault (their
+    #: execution woken where it waited on a live token; see ``job_faults``)
     jobs_woken: list[str] = Field(default_factory=list)
+    #: per affected pod: recorded on the JOB item, woken, or why not (both modes)
+    job_faults: list[FaultReport] = Field(default_factory=list)
 
 
 MAX_PATCH_ATTEMPTS = 5
@@ -338,15 +556,24 @@ def act_on_node_change(
     plan = plan_node_actions(record, operator, facts.node_recovery, breaker, config)
 
     errors: list[str] = []
+    job_faults: list[FaultReport] = []
     kube_actions: list[str] = list(record.kube_actions or []) if resumed else []
     if facts.eks_cluster_name:
         try:
             with contextlib.closing(adapters.kube_factory(facts.eks_cluster_name)) as kube:
-                done = apply_marks(kube, record.node_name, plan.marks, record.last_event_id)
-            if done is None:
-                kube_actions.append("node-not-in-kubernetes")
-            else:
-                kube_actions += [a for a in done if a not in kube_actions]
+                try:
+                    done = apply_marks(kube, record.node_name, plan.marks, record.last_event_id)
+                except ControlPlaneError as exc:
+                    done = []
+                    errors.append(f"Kubernetes, node {record.node_name}: {exc}")
+                if done is None:
+                    kube_actions.append("node-not-in-kubernetes")
+                else:
+                    kube_actions += [a for a in done if a not in kube_actions]
+                if plan.wake_jobs:
+                    job_faults = wake_jobs_on_node(kube, adapters.store, adapters.sfn, record, errors)
+                elif plan.record_job_faults:
+                    job_faults = record_addon_job_faults(kube, adapters.store, record, errors)
         except ControlPlaneError as exc:
             errors.append(f"Kubernetes, node {record.node_name}: {exc}")
 
@@ -376,9 +603,15 @@ def act_on_node_change(
         **fields,
     )
     adapters.store.record_node_outcome(record.cluster_arn, record.instance_id, record.last_event_id, outcome)
-    jobs = jobs_to_wake(record, operator) if plan.wake_jobs else []
+    jobs = sorted({r.job for r in job_faults if r.recorded}) if plan.wake_jobs else []
     result = NodeHealthResult(
-        acted=True, resumed=resumed, plan=plan, outcome=outcome, breaker=breaker, jobs_woken=jobs
+        acted=True,
+        resumed=resumed,
+        plan=plan,
+        outcome=outcome,
+        breaker=breaker,
+        jobs_woken=jobs,
+        job_faults=job_faults,
     )
     if errors:
         failure = NodeActionError(f"node {record.node_name}: " + "; ".join(errors))

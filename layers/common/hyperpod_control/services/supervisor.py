@@ -16,6 +16,7 @@ so deleting the job lets Kubernetes' garbage collector remove them even if we ar
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.tasks import TaskModel
+from hyperpod_control.services.faults import JobFault
+from hyperpod_control.services.remediation import Action, Decision, aggregate_progress, decide
 
 JOB_LABEL = "HPJob"
 UID_LABEL = "hyperpod.control-plane/job-uid"
@@ -332,6 +335,7 @@ def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> 
                 ipVersion=ip_version,
                 rankIps=rank_ips,
                 log_monitoring_configuration=rules,
+                progress=record.progress,
             ).body(),
         )
         for slot, rank, spare in calls
@@ -342,44 +346,81 @@ class RoundVerdict(TaskModel):
     next: Literal["running", "completed", "fault", "gone"]
     reason: str | None = None
     faulty_pods: list[str] = Field(default_factory=list)
+    faults: list[JobFault] = Field(default_factory=list)
     completed: int = 0
 
 
+def _agent_fault_kind(reason: str | None) -> str:
+    """The agent's reason says what failed: a log rule (hang, slow, fault) or a worker."""
+    return "hang" if (reason or "").startswith(("LogHang_", "LogSlow_", "LogFault_")) else "worker"
+
+
+def _fault_time(status: Any, now: datetime) -> datetime:
+    """When the agent went FAULTED (its transitions say), else now."""
+    stamp = (status.transitions or {}).get("FAULTED") if status is not None else None
+    if stamp:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return now
+
+
 def judge_round(
-    record: JobRecord, pods: dict[str, dict[str, Any]], answers: dict[str, AgentAnswer]
+    record: JobRecord,
+    pods: dict[str, dict[str, Any]],
+    answers: dict[str, AgentAnswer],
+    now: datetime | None = None,
 ) -> RoundVerdict:
     """Pure: what one poll round says about the job. A rank whose pod is lost or whose agent
     reports FAULTED is a fault; all ranks COMPLETED is completion; an agent that does not answer
-    while its pod runs is a network blip, judged again next round. Spares only matter when lost
-    (they are not replaced yet; remediation will)."""
-    ranked = record.ranked()
-    faults: list[str] = []
-    reasons: list[str] = []
+    while its pod runs is a network blip, judged again next round. A lost spare is a fault too
+    (remediation replaces it), and so is every fault reported from outside (``pending_faults``)."""
+    now = now or utcnow()
+    faults: dict[str, JobFault] = {}
     completed = 0
-    for slot in ranked:
+    ranked = record.ranked()
+    for slot in record.pods:
         failure = pod_failure(pods.get(slot.pod))
         answer = answers.get(slot.pod)
         status = answer.status if answer and answer.ok else None
-        if status is not None and status.status is AgentState.COMPLETED:
+        where = f"rank {slot.rank}" if slot.rank is not None else "spare"
+        if status is not None and status.status is AgentState.COMPLETED and slot.rank is not None:
             completed += 1
             continue
-        if failure and failure != "PodExited":
-            faults.append(slot.pod)
-            reasons.append(f"rank {slot.rank} ({slot.pod} on {slot.node or 'no node'}): {failure}")
-        elif status is not None and status.status is AgentState.FAULTED:
-            faults.append(slot.pod)
+        if failure and (failure != "PodExited" or slot.rank is not None):
+            text = "the container exited before the job completed" if failure == "PodExited" else failure
+            faults[slot.pod] = JobFault(
+                kind="pod",
+                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): {text}",
+                pod=slot.pod,
+                node=slot.node,
+                rank=slot.rank,
+                at=now,
+            )
+        elif status is not None and status.status is AgentState.FAULTED and slot.rank is not None:
             detail = f"{status.reason or 'WorkerFault'}" + (f": {status.message}" if status.message else "")
-            reasons.append(f"rank {slot.rank} ({slot.pod}): {detail}")
-        elif failure == "PodExited":
-            faults.append(slot.pod)
-            reasons.append(f"rank {slot.rank} ({slot.pod}): the container exited before the job completed")
-    for fault in record.pending_faults:
-        pod = fault.get("pod")
-        if pod and pod not in faults:
-            faults.append(pod)
-            reasons.append(f"{pod}: {fault.get('reason', 'fault')}")
+            faults[slot.pod] = JobFault(
+                kind=_agent_fault_kind(status.reason),
+                reason=f"{where} ({slot.pod}): {detail}",
+                pod=slot.pod,
+                node=slot.node,
+                rank=slot.rank,
+                at=_fault_time(status, now),
+            )
+    for raw in record.pending_faults:
+        fault = JobFault.model_validate(raw)
+        known = faults.get(fault.pod or "")
+        # A node's fault names the cause better than the lost pod it explains; keep its time.
+        if known is None or fault.kind == "node":
+            faults[fault.pod or f"node:{fault.node}"] = fault
     if faults:
-        return RoundVerdict(next="fault", reason="; ".join(reasons), faulty_pods=faults, completed=completed)
+        found = list(faults.values())
+        return RoundVerdict(
+            next="fault",
+            reason="; ".join(f.reason for f in found),
+            faulty_pods=[f.pod for f in found if f.pod],
+            faults=found,
+            completed=completed,
+        )
     if ranked and completed == len(ranked):
         return RoundVerdict(next="completed", completed=completed)
     return RoundVerdict(next="running", completed=completed)
@@ -725,6 +766,19 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         },
     )
     ranks = {str(s.rank): s.pod for s in record.ranked()}
+    if record.recovery:  # the end of a full job restart: training runs again
+        recovery = record.recovery
+        record = _save(sup, record, recovery=None)
+        _report_recovery(
+            sup,
+            record,
+            parse_job(_read_job(sup, ref) or obj),
+            Decision.model_validate(recovery["decision"]),
+            [JobFault.model_validate(f) for f in recovery["faults"]],
+            datetime.fromisoformat(recovery["fault_at"]),
+            now,
+            [*recovery["actions"], f"started {record.nnodes} ranks with faultCount {record.fault_count}"],
+        )
     _history(
         sup,
         record,
@@ -757,13 +811,361 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     if obj is None:
         return StepResult(next="gone", reason="the job was deleted")
     pods = _pods_by_name(sup, record)
-    answers = sup.agents.statuses(ref.namespace, ((s.pod, s.ip) for s in record.pods if s.pod in pods))
-    verdict = judge_round(record, pods, answers)
-    rounds = record.poll_rounds + 1
-    _save(sup, record, task_token=None, poll_rounds=rounds)
-    due = verdict.next == "running" and rounds >= (ref.segment + 1) * sup.config.segment_rounds
+    answers = sup.agents.statuses(
+        ref.namespace, ((s.pod, _pod_ip(pods[s.pod]) or s.ip) for s in record.pods if s.pod in pods)
+    )
+    verdict = judge_round(record, pods, answers, sup.now())
+    update: dict[str, Any] = {"task_token": None, "poll_rounds": record.poll_rounds + 1}
+    progress = aggregate_progress(
+        {
+            s.pod: answers[s.pod].status.progress
+            for s in record.ranked()
+            if s.pod in answers and answers[s.pod].status
+        }
+    )
+    if progress and progress != record.progress:
+        update["progress"] = progress
+    if verdict.next == "running":
+        update["pods"] = _start_new_spares(sup, record, pods, answers, parse_job(obj))
+    _save(sup, record, **update)
+    due = verdict.next == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
     return StepResult(
         next=verdict.next, reason=verdict.reason, segment_due=due, poll_seconds=sup.config.poll_seconds
+    )
+
+
+def _start_new_spares(
+    sup: Supervisor,
+    record: JobRecord,
+    pods: dict[str, dict[str, Any]],
+    answers: dict[str, AgentAnswer],
+    job: HyperPodPytorchJob,
+) -> list[PodSlot]:
+    """A replacement spare created after a swap joins once its pod runs and its agent is READY:
+    /start it as a spare, with the current IP table."""
+    slots = []
+    fresh = []
+    for slot in record.pods:
+        answer = answers.get(slot.pod)
+        status = answer.status.status if answer and answer.ok and answer.status else None
+        if slot.rank is None and status is AgentState.READY:
+            slot = slot.model_copy(
+                update={
+                    "node": (pods[slot.pod].get("spec") or {}).get("nodeName"),
+                    "ip": _pod_ip(pods[slot.pod]),
+                }
+            )
+            fresh.append(slot.pod)
+        slots.append(slot)
+    if fresh:
+        staged = record.model_copy(update={"pods": slots})
+        calls = [c for c in start_calls(staged, job, record.ip_version or "") if c.pod in fresh]
+        sup.agents.call_all(calls)
+        _history(sup, record, "SpareJoined", f"spare(s) {', '.join(fresh)} standing by", pods=fresh)
+    return slots
+
+
+# ============================================================== remediation
+
+STOP_WAIT_S = 90.0
+
+
+def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mode: str) -> list[str]:
+    """/stop ``slots``' agents and wait until each is READY again (its workers stopped). Agents
+    that cannot answer are returned: their pods are dying with their node."""
+    from hyperpod_control.models.agent import StopRequest
+
+    body = StopRequest(restart_mode=mode).body()
+    calls = [AgentCall(s.pod, "POST", "/stop", body=body, ip=s.ip, namespace=record.namespace) for s in slots]
+    answers = sup.agents.call_all(calls)
+    pending = {s.pod: s.ip for s in slots if answers.get(s.pod) and answers[s.pod].ok}
+    unreachable = [s.pod for s in slots if s.pod not in pending]
+    deadline = time.monotonic() + STOP_WAIT_S
+    while pending:
+        statuses = sup.agents.statuses(record.namespace, pending.items())
+        for pod, answer in statuses.items():
+            if answer.ok and answer.status and answer.status.status is AgentState.READY:
+                pending.pop(pod, None)
+            elif answer.pod_gone:
+                pending.pop(pod, None)
+                unreachable.append(pod)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            from hyperpod_control.exceptions import DependencyUnavailableError
+
+            raise DependencyUnavailableError(
+                f"agents {', '.join(pending)} did not stop within {STOP_WAIT_S:.0f} s (retried)."
+            )
+        time.sleep(0.05)
+    return unreachable
+
+
+def _instance_id(node: str | None) -> str | None:
+    return node.removeprefix("hyperpod-") if node else None
+
+
+def remediate(request: StepInput, sup: Supervisor) -> StepResult:
+    """One coordinated remediation of every fault the job has now (services/remediation.py
+    decides; this carries it out). Faults are first made pending on the JOB item, so a retried
+    step still sees a fault whose agent it already stopped."""
+    ref = request.job
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return StepResult(next="gone", reason="the job was deleted")
+    job = parse_job(obj)
+    pods = _pods_by_name(sup, record)
+    answers = sup.agents.statuses(
+        ref.namespace, ((s.pod, _pod_ip(pods[s.pod]) or s.ip) for s in record.pods if s.pod in pods)
+    )
+    verdict = judge_round(record, pods, answers, sup.now())
+    if verdict.next != "fault":
+        return StepResult(
+            next="monitor" if verdict.next == "running" else verdict.next,
+            poll_seconds=sup.config.poll_seconds,
+        )
+    # When a pod or node is lost, its peers' workers fail too (their collectives break): those
+    # faults are consequences, fixed by the same restart, not faults of their own.
+    lost = [f for f in verdict.faults if f.kind in ("node", "pod")]
+    faults = lost or verdict.faults
+    known = {(f.get("pod"), f.get("node")) for f in record.pending_faults}
+    new = [f.model_dump(mode="json") for f in faults if f.key() not in known]
+    if new:
+        record = sup.store.put(
+            record.model_copy(update={"pending_faults": [*record.pending_faults, *new]}),
+            expected_version=record.version,
+        )
+    ready_spares = {
+        s.pod
+        for s in record.spare_pods()
+        if (a := answers.get(s.pod))
+        and a.ok
+        and a.status
+        and a.status.status in (AgentState.RUNNING, AgentState.READY)
+    }
+    modes = {
+        a.status.restart_mode
+        for s in record.ranked()
+        if (a := answers.get(s.pod)) and a.ok and a.status and a.status.restart_mode
+    }
+    now = sup.now()
+    decision = decide(
+        faults, record, job.spec.run_policy, ready_spares=ready_spares, restart_modes=modes, now=now
+    )
+    fault_at = min(f.at for f in faults)
+    if decision.action is Action.FAIL:
+        _history(
+            sup,
+            record,
+            "RemediationRefused",
+            decision.reason,
+            faults=[f.model_dump(mode="json") for f in faults],
+        )
+        return StepResult(next="fail", reason=decision.reason)
+    for fault in faults:
+        if fault.kind == "node" and fault.node:
+            _k8s_event(sup, job, "Warning", "NodeFault", f"Found unhealthy node {fault.node}: {fault.reason}")
+    actions: list[str] = []
+    counters = {
+        "fault_count": record.fault_count + 1,
+        "restart_count": record.restart_count + 1,
+        "restart_times": [*record.restart_times, now][-50:],
+        "offenders": _offenders(record, faults),
+        "pending_faults": [],
+        "task_token": None,
+    }
+    if decision.action is Action.FULL_JOB_RESTART:
+        return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
+    slots = list(record.pods)
+    if decision.action is Action.SPARE_SWAP:
+        promoted = set(decision.moves.values())
+        lost = set(decision.delete_pods)
+        keep = [s for s in slots if s.pod not in lost]
+        alive = [s for s in keep if s.rank is not None or s.pod in promoted]
+        _stop_and_wait(sup, record, alive, "process_level_restart")
+        actions.append(f"stopped {len(alive)} agents")
+        for pod in decision.delete_pods:
+            sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
+            actions.append(f"deleted {pod}")
+        by_pod = {pod: rank for rank, pod in decision.moves.items()}
+        slots = [s.model_copy(update={"rank": by_pod[s.pod]}) if s.pod in by_pod else s for s in keep]
+        for rank, pod in sorted(decision.moves.items()):
+            actions.append(f"spare {pod} promoted to rank {rank}")
+        targets = [s for s in slots if s.rank is not None]
+    else:
+        mode = (
+            "in_process_restart" if decision.action is Action.IN_PROCESS_RESTART else "process_level_restart"
+        )
+        targets = record.ranked()
+        _stop_and_wait(sup, record, targets, mode)
+        actions.append(f"stopped {len(targets)} agents ({mode})")
+    master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
+    ip_version = sup.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    staged = record.model_copy(
+        update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters}
+    )
+    calls = [c for c in start_calls(staged, job, ip_version) if c.pod in {t.pod for t in targets}]
+    started = sup.agents.call_all(calls)
+    refused = [f"{pod}: {a.error}" for pod, a in started.items() if not a.ok]
+    if refused:
+        from hyperpod_control.exceptions import DependencyUnavailableError
+
+        raise DependencyUnavailableError("agents refused /start after remediation: " + "; ".join(refused))
+    resumed = sup.now()
+    actions.append(f"started {len(targets)} ranks with faultCount {staged.fault_count}")
+    if decision.action is Action.SPARE_SWAP and decision.delete_pods:
+        slots = slots + _replacement_spares(sup, job, slots, len(decision.delete_pods))
+        actions.append(
+            f"created replacement spare(s) {', '.join(s.pod for s in slots[-len(decision.delete_pods) :])}"
+        )
+    record = _save(
+        sup, record, **{**counters, "pods": slots, "master_addr": master, "ip_version": ip_version}
+    )
+    _report_recovery(sup, record, job, decision, faults, fault_at, resumed, actions)
+    return StepResult(next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
+
+
+def _offenders(record: JobRecord, faults: list[JobFault]) -> dict[str, int]:
+    counts = dict(record.offenders)
+    for fault in faults:
+        if fault.node and fault.kind in ("node", "pod"):
+            counts[fault.node] = counts.get(fault.node, 0) + 1
+    return counts
+
+
+def _replacement_spares(
+    sup: Supervisor, job: HyperPodPytorchJob, slots: list[PodSlot], count: int
+) -> list[PodSlot]:
+    """New spare pods, indexed after every pod the job had; Pending until capacity returns."""
+    start = max((_index(s.pod) for s in slots), default=-1) + 1
+    made = []
+    for index in range(start, start + count):
+        sup.kube.create_pod(job.metadata.namespace, build_pod(job, index, sup.config.event_bus))
+        made.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    return made
+
+
+def _full_restart(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    decision: Decision,
+    faults: list[JobFault],
+    fault_at: datetime,
+    counters: dict[str, Any],
+    actions: list[str],
+) -> StepResult:
+    """Every pod deleted and recreated (new names, so no old pod is mistaken for a new one), the
+    repeat offenders avoided; the execution goes back to WaitForAgents and StartAgents."""
+    live = [s for s in record.pods if s.ip]
+    sup.agents.call_all(
+        AgentCall(s.pod, "POST", "/shutdown", ip=s.ip, namespace=record.namespace) for s in live
+    )
+    for slot in record.pods:
+        sup.kube.delete_pod(record.namespace, slot.pod, grace_period_seconds=0)
+    actions.append(f"deleted all {len(record.pods)} pods")
+    start = max((_index(s.pod) for s in record.pods), default=-1) + 1
+    total = job.replicas + job.spares
+    slots = []
+    for index in range(start, start + total):
+        body = build_pod(job, index, sup.config.event_bus)
+        if decision.avoid_nodes:
+            _avoid(body, decision.avoid_nodes)
+        sup.kube.create_pod(job.metadata.namespace, body)
+        slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    actions.append(
+        f"created {total} pods {slots[0].pod}..{slots[-1].pod}"
+        + (f" avoiding {', '.join(decision.avoid_nodes)}" if decision.avoid_nodes else "")
+    )
+    recovery = {
+        "fault_at": fault_at.isoformat(),
+        "decision": decision.model_dump(mode="json"),
+        "faults": [f.model_dump(mode="json") for f in faults],
+        "actions": actions,
+    }
+    _save(
+        sup,
+        record,
+        **counters,
+        phase=JobPhase.CREATING,
+        pods=slots,
+        created_at=sup.now(),
+        full_restart_count=record.full_restart_count + 1,
+        recovery=recovery,
+        master_addr=None,
+    )
+    return StepResult(next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
+
+
+def _avoid(body: dict[str, Any], nodes: list[str]) -> None:
+    """Add 'not on these nodes' to every required node-selector term of ``body``."""
+    terms = body["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    for term in terms:
+        term["matchExpressions"] = [
+            *term.get("matchExpressions", []),
+            {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": sorted(nodes)},
+        ]
+
+
+def _report_recovery(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    decision: Decision,
+    faults: list[JobFault],
+    fault_at: datetime,
+    resumed: datetime,
+    actions: list[str],
+) -> None:
+    """The job's status, a Kubernetes Event and a history item once training runs again."""
+    took_ms = max(0, int((resumed - fault_at).total_seconds() * 1000))
+    kinds = sorted({f.kind for f in faults})
+    reason = {"node": "NodeFault", "pod": "PodFault", "hang": "HangFault"}.get(kinds[0], "WorkerFault")
+    message = (
+        f"The fault of reason {reason} was remediated in {took_ms} milliseconds ({decision.action.value})"
+    )
+    stamp = rfc3339(resumed)
+    eval_period = None
+    if job.spec.run_policy.restart_policy:
+        eval_period = job.spec.run_policy.restart_policy.eval_period_seconds
+    from hyperpod_control.services.remediation import DEFAULT_EVAL_PERIOD_S, restarts_in_window
+
+    window = eval_period or DEFAULT_EVAL_PERIOD_S
+    status = {
+        "conditions": conditions_after(job, "Running", "Running", message, stamp),
+        "restartCount": record.restart_count,
+        "restartStatus": {
+            "currentEvalPeriod": window,
+            "restartCount": restarts_in_window(record, window, resumed),
+            "fullJobRestartCount": record.full_restart_count,
+        },
+        "latestFaultyPodInstanceList": {
+            "restartType": decision.restart_type,
+            "faultyInstanceIdList": sorted({i for f in faults if (i := _instance_id(f.node))}),
+            "faultyPodList": sorted({f.pod for f in faults if f.pod}),
+            "faultyRankList": sorted({f.rank for f in faults if f.rank is not None}),
+        },
+        "masterAddr": record.master_addr,
+        "jobPods": [s.pod for s in record.pods],
+    }
+    _patch_status(sup, job, status)
+    _k8s_event(sup, job, "Normal", "Running", message)
+    _history(
+        sup,
+        record,
+        "Remediated",
+        message,
+        action=decision.action.value,
+        decision=decision.reason,
+        faults=[f.model_dump(mode="json") for f in faults],
+        actions=actions,
+        recovery_ms=took_ms,
+        fault_at=fault_at.isoformat(),
+        resumed_at=resumed.isoformat(),
+        progress=record.progress,
     )
 
 
@@ -891,4 +1293,5 @@ STEPS: dict[str, Callable[[StepInput, Supervisor], StepResult]] = {
     "fail": fail,
     "cleanup": cleanup,
     "next_segment": next_segment,
+    "remediate": remediate,
 }
