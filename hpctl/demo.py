@@ -8,6 +8,7 @@ a training job, a node failure and the spare swap come with later issues).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -206,13 +207,14 @@ def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
         "tiny-regression",
         replicas=2,
         spares=1,
-        steps=300,
+        steps=600,
         ckpt_dir=tempfile.mkdtemp(),
         clean_pod_policy="None",
+        extra_args=["--step-time", "0.02", "--ckpt-every", "50"],
     )
     timeline.say(
         "11. kubectl apply: HyperPodPyTorchJob tiny-regression, 2 nodes x 2 processes + 1 spare, "
-        "300 steps of DDP over gloo under hyperpodrun"
+        "600 steps of DDP over gloo under hyperpodrun, a checkpoint every 50 steps"
     )
     job = custom.create_namespaced_custom_object(
         "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", manifest
@@ -222,7 +224,7 @@ def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
     arn = sb.world.hyperpod_cluster_arn
     seen: list[str] = []
 
-    def progressed() -> bool:
+    def watch(until: Any) -> Any:
         record = store.get_job(arn, uid)
         phase = record.phase.value if record else "not seen yet"
         if not seen or seen[-1] != phase:
@@ -231,27 +233,59 @@ def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
             if record and record.execution_arn and phase in ("Pending", "Creating"):
                 extra = f" (execution {record.execution_arn.rsplit(':', 1)[-1]})"
             if record and phase == "Running":
-                ranks = ", ".join(f"rank {p.rank}: {p.pod} on {p.node}" for p in record.ranked())
-                spares = ", ".join(f"{p.pod} on {p.node}" for p in record.spare_pods())
-                extra = f" ({ranks}; spare {spares}; master {record.master_addr})"
+                extra = f" ({_ranks(record)})"
             timeline.say(f"  -> JOB item: {phase}{extra}")
-        return phase in ("Completed", "Failed")
+        return until(record)
 
-    eventually(progressed, timeout=240, what="the job to finish")
+    running = eventually(
+        lambda: watch(lambda r: r if r and r.phase.value == "Running" and r.progress else None),
+        timeout=240,
+        what="the job to run with a checkpoint",
+    )
+    step = running.progress["tiny"]["progressCount"]
+    victim = running.ranked()[1]
+    timeline.say(
+        f"12. hpctl sandbox fail-node {victim.node} (under rank 1, {victim.pod}; every rank has "
+        f"checkpointed step {step})"
+    )
+    sb.faults.fail_node(victim.node)
+    eventually(
+        lambda: watch(lambda r: r is None or r.phase.value in ("Completed", "Failed")), 240, "the job's end"
+    )
+    record = store.get_job(arn, uid)
+    for entry in store.job_history(uid):
+        if entry.kind == "Remediated":
+            timeline.say(f"  -> {entry.message}; {'; '.join(entry.details.get('actions', []))}")
+    timeline.say(f"  -> JOB item now: {_ranks(record)}; restarts {record.restart_count}")
     status = custom.get_namespaced_custom_object(
         "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", "tiny-regression"
     )["status"]
     last = [c for c in status["conditions"] if c["status"] == "True"][-1]
     timeline.say(f"  -> job condition {last['type']}: {last['message']}")
-    log = sb.pods.container_log("default", "tiny-regression-0", "trainer") or ""
-    losses = [line for line in log.splitlines() if line.startswith("step ")]
-    learned = [line for line in log.splitlines() if line.startswith('{"rank"')]
-    if losses:
-        timeline.say(
-            f"  -> rank 0 log: {losses[0]} ... {losses[-1]}; learned {learned[-1] if learned else '?'}"
-        )
+    promoted = record.ranked()[1].pod
+    # hyperpodrun --tee prefixes each worker line with its rank ("[default0]:"); drop it.
+    lines = [
+        re.sub(r"^\[[^\]]*\]:", "", line)
+        for line in (sb.pods.container_log("default", promoted, "trainer") or "").splitlines()
+    ]
+    resumed = [line for line in lines if "starting at step" in line]
+    losses = [line for line in lines if line.startswith("step ")]
+    if resumed and losses:
+        timeline.say(f"  -> {promoted} log: {resumed[0]} ... {losses[-1]}")
+    sb.faults.heal_node(victim.node)
+    timeline.say("13. the job's history, from DynamoDB:")
     history = store.job_history(uid)
+    start = history[0].at if history else None
+    for entry in history:
+        offset = (entry.at - start).total_seconds() if start else 0.0
+        print(f"      +{offset:7.2f}s  {entry.kind:<18} {entry.message[:110]}", file=out)
     timeline.say("  -> history: " + " -> ".join(e.kind for e in history))
+
+
+def _ranks(record: Any) -> str:
+    ranks = ", ".join(f"rank {p.rank}: {p.pod} on {p.node}" for p in record.ranked())
+    spares = ", ".join(f"{p.pod} on {p.node or 'no node yet'}" for p in record.spare_pods()) or "none"
+    return f"{ranks}; spare {spares}; master {record.master_addr}"
 
 
 def _custom_api(sb: Any) -> Any:

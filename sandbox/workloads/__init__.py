@@ -33,11 +33,12 @@ def tiny_job(
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
         "image": "sandbox/pytorch:2.13",
-        # --tee 3: workers' stdout/stderr also go to files, which the log-monitoring rules read.
+        # Log-monitoring rules read the workers' output from files: --tee 3 writes them (with it,
+        # the workers' stdout no longer reaches the container log; see the README).
         "command": [
             "hyperpodrun",
             f"--nproc-per-node={nproc_per_node}",
-            "--tee=3",
+            *(["--tee=3"] if log_rules else []),
             *script,
             *(extra_args or []),
         ],

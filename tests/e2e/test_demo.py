@@ -36,7 +36,15 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     # The switch to the serverless operator, and a real PyTorch job run by it to Completed.
     assert re.search(r"-> SUCCEEDED: \d+ states .*ending in Uninstalled", text)
     assert "-> JOB item: Running (rank 0: tiny-regression-0 on hyperpod-i-" in text and "; spare " in text
+    # A node fails under rank 1: the spare takes the rank, training resumes from the checkpoint.
+    assert re.search(r"12\. hpctl sandbox fail-node hyperpod-i-\w+ \(under rank 1, tiny-regression-1", text)
+    assert re.search(
+        r"remediated in \d+ milliseconds \(spare_swap\).*spare tiny-regression-2 promoted to rank 1", text
+    )
+    assert "rank 0: tiny-regression-0 on" in text.split("JOB item now:")[1], "rank 0 keeps its pod"
+    assert re.search(
+        r"tiny-regression-2 log: rank 2/4 starting at step [1-9]\d* \.\.\. step 599 loss", text
+    ), text
     assert "-> job condition Completed: all 2 ranks completed" in text
-    assert re.search(r"rank 0 log: step 0 loss [\d.]+ \.\.\. step 299 loss 0\.0", text), text
-    assert "history: Admitted -> PodsCreated -> Started -> Completed" in text
+    assert re.search(r"history: Admitted -> PodsCreated -> Started -> Remediated -> .*Completed", text)
     assert "events in the dead-letter queue: 0; executions: 2 FAILED, 5 SUCCEEDED" in text

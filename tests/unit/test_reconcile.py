@@ -32,7 +32,7 @@ from hyperpod_control.models.records import (
     Record,
     cluster_pk,
 )
-from hyperpod_control.services.reconcile import observed_record, reconcile
+from hyperpod_control.services.reconcile import addon_recovery, observed_record, reconcile
 from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL, Supervisor
 
 pytestmark = pytest.mark.unit
@@ -460,6 +460,94 @@ def test_observed_record_keeps_the_existing_items_version_and_identity():
     assert updated.version == 7
     assert updated.mode is OperatorMode.ADDON
     assert (updated.generation, updated.restart_count) == (5, 2)
+
+
+FAULT_AT = "2026-03-04T10:00:00Z"
+
+
+def node_fault(at: str = FAULT_AT, node: str = "hyperpod-i-0abc", pod: str = "llama-0") -> dict[str, Any]:
+    """A pending fault as node_health leaves it on an addon job's item (a JobFault's JSON dump)."""
+    return {
+        "kind": "node",
+        "reason": "NodeFault: GPU unhealthy",
+        "pod": pod,
+        "node": node,
+        "rank": None,
+        "source": "node_health",
+        "at": at,
+        "event_id": "evt-1",
+    }
+
+
+def running_since(when: str) -> dict[str, Any]:
+    return {
+        "conditions": [
+            {"type": "Created", "status": "True", "lastTransitionTime": "2026-03-04T09:00:00Z"},
+            {"type": "Running", "status": "True", "lastTransitionTime": when},
+        ],
+        "restartCount": 1,
+    }
+
+
+def test_an_addon_jobs_pending_fault_is_settled_when_the_operator_recovers_it():
+    store, sfn = FakeStore(), FakeSfn()
+    add_operator(store, mode=OperatorMode.ADDON)
+    job_record(store, mode=OperatorMode.ADDON, phase=JobPhase.OBSERVED, pending_faults=[node_fault()])
+    kube = FakeKube([job_obj(status=running_since("2026-03-04T10:01:34.283Z"))])
+
+    report = run(store, sfn, {ARN_A: kube})
+
+    assert report.clusters[0].recovered == ["llama"]
+    [event] = store.events
+    assert event.kind == "Recovered"
+    assert event.uid == UID and event.name == "llama" and event.namespace == "team-a"
+    assert event.message == "AWS's operator recovered the job in 94283 ms"
+    assert event.details["recovery_ms"] == 94283
+    [fault] = event.details["faults"]
+    assert (fault["node"], fault["pod"], fault["at"]) == ("hyperpod-i-0abc", "llama-0", FAULT_AT)
+    assert "NodeFault" in fault["reason"]
+    assert event.expiration is not None and event.expiration > event.at.timestamp() + 89 * 86400
+    record = store.get_job(ARN_A, UID)
+    assert record.pending_faults == []
+    assert record.version == 2  # one conditional put: the conditions and the cleared fault
+    assert record.restart_count == 1
+    assert kube.calls == ["custom_objects"]  # still nothing touched
+
+    # settled once: the next run finds nothing pending and writes nothing
+    again = run(store, sfn, {ARN_A: kube})
+    assert again.clusters[0].recovered == []
+    assert len(store.events) == 1
+    assert store.get_job(ARN_A, UID).version == 2
+
+
+def test_an_addon_jobs_pending_fault_stays_until_running_again():
+    store, sfn = FakeStore(), FakeSfn()
+    add_operator(store, mode=OperatorMode.ADDON)
+    job_record(store, mode=OperatorMode.ADDON, phase=JobPhase.OBSERVED, pending_faults=[node_fault()])
+    # Running=True since before the fault, and restarting now: not recovered yet
+    status = running_since("2026-03-04T09:30:00Z")
+    status["conditions"].append(
+        {"type": "Restarting", "status": "True", "lastTransitionTime": "2026-03-04T10:00:05Z"}
+    )
+    kube = FakeKube([job_obj(status=status)])
+
+    report = run(store, sfn, {ARN_A: kube})
+
+    assert report.clusters[0].recovered == []
+    assert store.events == []
+    assert store.get_job(ARN_A, UID).pending_faults == [node_fault()]
+
+
+def test_a_recovery_settles_the_faults_before_it_and_keeps_a_later_one():
+    later = node_fault(at="2026-03-04T10:05:00Z", node="hyperpod-i-0def", pod="llama-1")
+    conditions = running_since("2026-03-04T10:01:00Z")["conditions"]
+    recovery = addon_recovery([later, node_fault()], conditions)
+    assert recovery is not None
+    assert recovery.recovery_ms == 60_000
+    assert recovery.recovered == [node_fault()]
+    assert recovery.remaining == [later]
+    assert addon_recovery([], conditions) is None
+    assert addon_recovery([node_fault()], []) is None
 
 
 # ============================================================== many clusters

@@ -8,21 +8,26 @@ has exactly what its cluster's mode says.
   stop) is followed by the next segment, which resumes from the JOB item. A job deleted from the
   cluster has its execution stopped, its pods deleted and its JOB item removed; its history stays.
 - ``addon`` clusters: AWS's operator runs the jobs. We only record each job's conditions and
-  restart count on its JOB item, and never touch a pod.
+  restart count on its JOB item, and never touch a pod. A node fault node_health left pending on
+  the item is settled once the conditions show the operator recovered the job: one ``Recovered``
+  history entry with the time it took, and the fault cleared from the item.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hyperpod_control.adapters.stepfunctions import execution_arn, execution_name
 from hyperpod_control.exceptions import ControlPlaneError, VersionConflictError
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.records import (
+    JobEventRecord,
     JobPhase,
     JobRecord,
     OperatorMode,
@@ -31,6 +36,7 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.tasks import TaskModel
+from hyperpod_control.services.node_health import HISTORY_TTL_SECONDS, addon_recovery_ms
 from hyperpod_control.services.supervisor import JobRef, Supervisor, delete_job_resources, new_job_record
 
 DEAD_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -44,6 +50,8 @@ class ClusterReport(TaskModel):
     resumed: list[str] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)
     observed: list[str] = Field(default_factory=list)
+    #: addon mode: jobs whose pending fault AWS's operator recovered from in this run
+    recovered: list[str] = Field(default_factory=list)
     error: str | None = None
 
 
@@ -87,6 +95,89 @@ def observed_record(existing: JobRecord | None, obj: dict[str, Any], cluster_arn
     )
 
 
+class AddonRecovery(BaseModel):
+    """What the conditions of an addon job say about its pending faults (``addon_recovery``)."""
+
+    #: How long AWS's operator took to recover from the oldest pending fault.
+    recovery_ms: int
+    #: When the oldest pending fault happened; the recovery ended ``recovery_ms`` later.
+    fault_at: datetime
+    #: The pending faults that recovery settled (every one that happened before it ended).
+    recovered: list[dict[str, Any]]
+    #: The faults that happened after it: still pending, for a later recovery.
+    remaining: list[dict[str, Any]]
+
+    @property
+    def recovered_at(self) -> datetime:
+        return self.fault_at + timedelta(milliseconds=self.recovery_ms)
+
+
+def _fault_time(fault: dict[str, Any]) -> datetime | None:
+    value = fault.get("at")
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str) and value:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def addon_recovery(
+    pending_faults: list[dict[str, Any]], conditions: list[dict[str, Any]]
+) -> AddonRecovery | None:
+    """Pure (addon mode): the recovery the job's ``conditions`` show from the oldest of its
+    ``pending_faults``, or None while there is none (no fault pending, or not recovered yet).
+
+    The recovery settles every fault that happened before it ended; a fault with no readable time
+    goes with them (it could never be timed, and must not stay pending forever)."""
+    timed = sorted(
+        ((when, fault) for fault in pending_faults if (when := _fault_time(fault)) is not None),
+        key=lambda pair: pair[0],
+    )
+    if not timed:
+        return None
+    fault_at = timed[0][0]
+    ms = addon_recovery_ms(fault_at, conditions)
+    if ms is None:
+        return None
+    ended = fault_at + timedelta(milliseconds=ms)
+    recovered: list[dict[str, Any]] = []
+    remaining: list[dict[str, Any]] = []
+    for fault in pending_faults:
+        when = _fault_time(fault)
+        (remaining if when is not None and when > ended else recovered).append(fault)
+    return AddonRecovery(recovery_ms=ms, fault_at=fault_at, recovered=recovered, remaining=remaining)
+
+
+def recovered_event(record: JobRecord, recovery: AddonRecovery) -> JobEventRecord:
+    """Pure: the ``Recovered`` history entry of ``recovery``. Its time (the recovery's end) and id
+    (from the job and the oldest fault) are fixed, so a retried run writes the same entry, which the
+    store refuses as existing, rather than a second one."""
+    at = recovery.recovered_at
+    oldest = recovery.recovered[0] if recovery.recovered else {}
+    seed = f"{record.uid}|{recovery.fault_at.isoformat()}|{oldest.get('node')}|{oldest.get('pod')}"
+    faults = [
+        {key: fault.get(key) for key in ("at", "reason", "node", "pod") if key in fault}
+        for fault in recovery.recovered
+    ]
+    return JobEventRecord(
+        uid=record.uid,
+        event_id=hashlib.sha256(seed.encode()).hexdigest()[:12],
+        at=at,
+        cluster_arn=record.cluster_arn,
+        namespace=record.namespace,
+        name=record.name,
+        kind="Recovered",
+        message=f"AWS's operator recovered the job in {recovery.recovery_ms} ms",
+        details={"recovery_ms": recovery.recovery_ms, "faults": faults},
+        expiration=int((at + timedelta(seconds=HISTORY_TTL_SECONDS)).timestamp()),
+    )
+
+
 def reconcile(
     store: Any,
     sfn: Any,
@@ -124,11 +215,7 @@ def _reconcile_cluster(
         live_uids.add(meta["uid"])
         record = records.get(meta["uid"])
         if operator.mode is OperatorMode.ADDON:
-            updated = observed_record(record, obj, operator.cluster_arn)
-            if record is None or _observed_changed(record, updated):
-                with contextlib.suppress(VersionConflictError):
-                    store.put(updated, expected_version=record.version if record else None)
-                report.observed.append(meta["name"])
+            _observe(store, record, obj, operator.cluster_arn, report)
             continue
         _ensure_execution(obj, record, operator, store, sfn, state_machine_arn, report)
     if operator.mode is OperatorMode.SERVERLESS:
@@ -139,6 +226,28 @@ def _reconcile_cluster(
                 sfn.stop(record.execution_arn, f"job {record.namespace}/{record.name} was deleted")
             delete_job_resources(sup, record)
             report.deleted.append(record.name)
+
+
+def _observe(
+    store: Any, record: JobRecord | None, obj: dict[str, Any], cluster_arn: str, report: ClusterReport
+) -> None:
+    """addon mode: write the job's observed item when it changed, settling the pending faults its
+    conditions show recovered (the history entry first: it is idempotent, and the item's
+    conditional put then clears the faults; a lost race leaves them for the next run)."""
+    updated = observed_record(record, obj, cluster_arn)
+    recovery = addon_recovery(updated.pending_faults, updated.conditions)
+    if recovery is not None:
+        updated = updated.model_copy(update={"pending_faults": recovery.remaining})
+        with contextlib.suppress(VersionConflictError):  # written by an earlier run
+            store.add_job_event(recovered_event(updated, recovery))
+    if record is None or recovery is not None or _observed_changed(record, updated):
+        report.observed.append(updated.name)
+        try:
+            store.put(updated, expected_version=record.version if record else None)
+        except VersionConflictError:
+            return  # another writer (node_health adding a fault) got there first: next run
+        if recovery is not None:
+            report.recovered.append(updated.name)
 
 
 def _observed_changed(old: JobRecord, new: JobRecord) -> bool:

@@ -109,7 +109,12 @@ def decide(
         )
     lost_ranks = sorted({ranks[f.pod] for f in lost if f.pod in ranks and ranks[f.pod] is not None})
     lost_pods = sorted({f.pod for f in lost if f.pod in ranks})
-    spares = usable_spares(record, ready_spares, bad_nodes | {f.node for f in lost if f.node})
+    lost_spares = {f.pod for f in lost if f.pod}
+    spares = [
+        s
+        for s in usable_spares(record, ready_spares, bad_nodes | {f.node for f in lost if f.node})
+        if s.pod not in lost_spares
+    ]
     if not escalate and lost_ranks and len(spares) >= len(lost_ranks):
         moves = {rank: spares[i].pod for i, rank in enumerate(lost_ranks)}
         return Decision(
@@ -167,7 +172,7 @@ def aggregate_progress(progress_by_pod: dict[str, dict | None]) -> dict | None:
         entries = [r[prefix] for r in reports if isinstance(r.get(prefix), dict)]
         if len(entries) != len(reports):
             continue
-        lowest = min(entries, key=lambda e: int(e.get("progressCount", -1)))
+        lowest = min(entries, key=lambda e: int(e.get("progressCount") or -1))
         out[prefix] = {
             "progressData": lowest.get("progressData"),
             "progressCount": lowest.get("progressCount"),

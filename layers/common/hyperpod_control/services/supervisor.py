@@ -406,8 +406,11 @@ def judge_round(
                 rank=slot.rank,
                 at=_fault_time(status, now),
             )
+    current = {s.pod for s in record.pods}
     for raw in record.pending_faults:
         fault = JobFault.model_validate(raw)
+        if fault.pod and fault.pod not in current:
+            continue  # a late report about a pod a remediation already replaced
         known = faults.get(fault.pod or "")
         # A node's fault names the cause better than the lost pod it explains; keep its time.
         if known is None or fault.kind == "node":
@@ -816,6 +819,10 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     )
     verdict = judge_round(record, pods, answers, sup.now())
     update: dict[str, Any] = {"task_token": None, "poll_rounds": record.poll_rounds + 1}
+    current = {s.pod for s in record.pods}
+    stale = [f for f in record.pending_faults if f.get("pod") and f["pod"] not in current]
+    if stale:
+        update["pending_faults"] = [f for f in record.pending_faults if f not in stale]
     progress = aggregate_progress(
         {
             s.pod: answers[s.pod].status.progress
