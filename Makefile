@@ -68,6 +68,7 @@ test: lint build  ## set up and run every check CI runs (all tests but benchmark
 bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restart times, supervisor rounds
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/supervisor_bench.py
+	$(BIN)/python tests/bench/remediation_bench.py --runs 3
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache

@@ -85,6 +85,8 @@ class Result:
     transitions: int = 0
     chain: list[tuple[str, float]] = field(default_factory=list)
     t_fault: float = 0.0
+    #: When node_health started after the fault (ms), on the path or not; -1: not invoked.
+    node_health_ms: int = -1
 
 
 # ============================================================== measuring
@@ -268,8 +270,24 @@ def scenario(sb: Sandbox, run: int, kind: str, spares: int, args: argparse.Names
         result.action = details["action"]
         result.recovery_ms = int(details["recovery_ms"])
         t_resumed = _ts(details["resumed_at"])
+        # The runtime records an invocation when it returns: wait for the step that resumed training.
+        last_step = "remediate" if result.action == "spare_swap" else "start_agents"
+        eventually(
+            lambda: [
+                c
+                for c in sb.runtime.calls(SUPERVISOR)
+                if (c.event.get("job") or {}).get("uid") == uid
+                and c.event.get("step") == last_step
+                and t_fault <= c.started <= t_resumed
+            ],
+            30,
+            f"the {last_step} invocation's record",
+            interval=0.05,
+        )
         result.chain, execution = _critical_path(sb, uid, t_fault, t_resumed)
         result.lambdas = len(result.chain)
+        health = [c.started for c in sb.runtime.calls("NodeHealthFunction") if c.started >= t_fault]
+        result.node_health_ms = int((min(health) - t_fault) * 1000) if health else -1
         result.transitions = _transitions(sb, execution, t_fault, t_resumed)
         if args.verbose:
             _dump(sb, t_fault, t_resumed)
@@ -348,8 +366,11 @@ def report(results: list[Result], args: argparse.Namespace, elapsed: float) -> b
         "wake-up) to the ranks' /start."
     )
     say(
-        "- sequential Lambda invocations: the waker (node_health, or job_events) and the execution's steps "
-        "between the fault and the resume; SFN transitions: states entered by the execution in that window."
+        "- sequential Lambda invocations: the execution's steps between the fault and the resume (one "
+        "execution: they run one after another), led by the waker (node_health or job_events) when it "
+        "started before the first of them; a Poll round already under way can find the lost pod first, "
+        "and a round that misses it adds Monitor and another Poll. SFN transitions: states entered by "
+        "the execution in that window."
     )
     say(f"- {len(results)} jobs, {elapsed:.0f} s in all")
     return ok
@@ -390,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = scenario(sb, run, kind, spares, args)
                 say(
                     f"  run {run} {kind}: {r.action}, wall {r.wall_ms} ms, history {r.recovery_ms} ms, "
-                    f"{r.lambdas} Lambdas ({_compress(r.chain, r.t_fault)})",
+                    f"{r.lambdas} Lambdas ({_compress(r.chain, r.t_fault)}); "
+                    f"node_health started +{r.node_health_ms}ms",
                 )
                 results.append(r)
     return 0 if report(results, args, time.time() - began) else 1

@@ -535,3 +535,48 @@ def test_completed_condition_turns_running_false():
         "type": "Created", "status": "True", "reason": "Admitted", "message": "", "lastTransitionTime": "t0",
     }  # fmt: skip
     assert "Failed" not in conditions
+
+
+class _OneRecordStore:
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+
+    def get_job(self, cluster_arn: str, uid: str) -> JobRecord:
+        return self.record
+
+    def put(self, record: JobRecord, *, expected_version: int | None) -> JobRecord:
+        assert expected_version == self.record.version, "writes are conditional on the version read"
+        self.record = record.model_copy(update={"version": self.record.version + 1})
+        return self.record
+
+
+def _arm_request(record: JobRecord):
+    from hyperpod_control.services.supervisor import JobRef, StepInput
+
+    ref = JobRef(cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid)
+    return StepInput(job=ref, token="task-token")
+
+
+def test_arm_keeps_the_token_so_a_fault_can_wake_the_execution():
+    from hyperpod_control.services.supervisor import Supervisor, arm
+
+    store = _OneRecordStore(running_record())
+    arm(_arm_request(store.record), Supervisor(store=store, kube=None, agents=None))
+    assert store.record.task_token == "task-token"
+
+
+def test_arm_with_a_fault_already_pending_polls_at_once_instead_of_waiting():
+    from hyperpod_control.exceptions import FaultPendingError
+    from hyperpod_control.services.supervisor import Supervisor, arm
+
+    record = running_record(pending_faults=[{"kind": "node", "pod": "llama-1", "reason": "NodeUnhealthy"}])
+    store = _OneRecordStore(record)
+    with pytest.raises(FaultPendingError):
+        arm(_arm_request(record), Supervisor(store=store, kube=None, agents=None))
+    assert store.record.task_token is None, "no token kept: nobody needs to wake this wait"
+
+
+def test_a_late_report_about_a_replaced_pod_is_ignored():
+    record = running_record(pending_faults=[{"kind": "node", "pod": "llama-9", "reason": "NodeUnhealthy"}])
+    answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-1", "llama-2")}
+    assert judge_round(record, all_pods(record), answers).next == "running"

@@ -128,3 +128,12 @@ class NodeActionError(RetryableError):
     """node_health recorded the change but a Kubernetes or SageMaker call about it failed; the
     event fails so Lambda's asynchronous retries run it again (the retry resumes the change) and,
     when they are spent, the event lands in the dead-letter queue."""
+
+
+# -- supervise_job leaves --------------------------------------------------------------------------
+
+
+class FaultPendingError(ControlPlaneError):
+    """Not a failure: the Monitor step found a fault already recorded on the JOB item, so it does
+    not wait for a wake-up that may never come (its sender found no token to wake). The ASL
+    catches it and polls at once."""

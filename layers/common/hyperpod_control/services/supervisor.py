@@ -798,11 +798,14 @@ def arm(request: StepInput, sup: Supervisor) -> StepResult:
     """Keep the Monitor state's task token on the JOB item, so node_health and job_events can wake
     the execution with SendTaskSuccess before the poll interval ends."""
     record = _record(sup, request.job)
-    if record.pending_faults and request.token:
+    current = {s.pod for s in record.pods}
+    if any(not f.get("pod") or f["pod"] in current for f in record.pending_faults):
         # A fault arrived between the poll and now, and its sender found no token to wake us
-        # with: wake ourselves rather than sleep through the poll interval.
-        sup.sfn.wake(request.token, {"woken": "pending fault"})
-        return StepResult(next="woken", reason="a fault is pending")
+        # with. Waking ourselves with SendTaskSuccess races the task's own start; an error the
+        # Monitor state catches is deterministic.
+        from hyperpod_control.exceptions import FaultPendingError
+
+        raise FaultPendingError(f"{record.namespace}/{record.name}: a fault is pending; polling now.")
     _save(sup, record, task_token=request.token)
     return StepResult(next="armed")
 
