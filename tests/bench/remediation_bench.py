@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -32,7 +33,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ from job_support import GROUP, PLURAL, VERSION, apis, history, job_item, pods_of
 
 from hyperpod_control.models.agent import AGENT_PORT  # noqa: E402
 from sandbox import Sandbox, SandboxConfig  # noqa: E402
+from sandbox.testing import eventually as sandbox_eventually  # noqa: E402
 from sandbox.workloads import tiny_job  # noqa: E402
 from sandbox.world import WorldOptions  # noqa: E402
 
@@ -92,17 +93,8 @@ class Result:
 # ============================================================== measuring
 
 
-def eventually(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``check`` every ``interval`` s until it returns something truthy (AssertionError after
-    ``timeout``); a fixed interval, so a time measured with it is late by at most ``interval``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+# A fixed interval, so a time measured with it is late by at most 0.2 s.
+eventually = functools.partial(sandbox_eventually, interval=0.2)
 
 
 def _agent_status(ip: str) -> dict[str, Any] | None:

@@ -536,6 +536,19 @@ def _read_job(sup: Supervisor, ref: JobRef) -> dict[str, Any] | None:
     return obj
 
 
+GONE = StepResult(next="gone", reason="the job was deleted")
+
+
+def _load(sup: Supervisor, ref: JobRef) -> tuple[JobRecord, HyperPodPytorchJob, dict[str, Any]] | None:
+    """What most steps start with: the JOB item, the job (validated) and its raw object; None
+    when the job was deleted."""
+    record = _record(sup, ref)
+    obj = _read_job(sup, ref)
+    if obj is None:
+        return None
+    return record, parse_job(obj), obj
+
+
 def _lenient(obj: dict[str, Any] | None) -> HyperPodPytorchJob | None:
     """The job for finishing steps: types checked, rules not (an invalid job still gets its
     Failed condition), None when it is gone or unreadable."""
@@ -667,11 +680,10 @@ def admit(request: StepInput, sup: Supervisor) -> StepResult:
 
 def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
-    record = _record(sup, ref)
-    obj = _read_job(sup, ref)
-    if obj is None:
-        return StepResult(next="gone", reason="the job was deleted")
-    job = parse_job(obj)
+    loaded = _load(sup, ref)
+    if loaded is None:
+        return GONE
+    record, job, _obj = loaded
     existing = {
         p["metadata"]["name"] for p in sup.kube.pods(ref.namespace, label_selector=job_selector(ref.name))
     }
@@ -700,11 +712,10 @@ def _pods_by_name(sup: Supervisor, record: JobRecord) -> dict[str, dict[str, Any
 
 def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
-    record = _record(sup, ref)
-    obj = _read_job(sup, ref)
-    if obj is None:
-        return StepResult(next="gone", reason="the job was deleted")
-    job = parse_job(obj)
+    loaded = _load(sup, ref)
+    if loaded is None:
+        return GONE
+    record, job, _obj = loaded
     pods = _pods_by_name(sup, record)
     running = [
         (s.pod, _pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
@@ -737,11 +748,10 @@ def _pod_ip(pod: dict[str, Any] | None) -> str | None:
 
 def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
-    record = _record(sup, ref)
-    obj = _read_job(sup, ref)
-    if obj is None:
-        return StepResult(next="gone", reason="the job was deleted")
-    job = parse_job(obj)
+    loaded = _load(sup, ref)
+    if loaded is None:
+        return GONE
+    record, job, obj = loaded
     slots = assign_ranks(record.pods, record.nnodes)
     master = next((s.ip for s in slots if s.rank == 0), None)
     now = sup.now()
@@ -920,11 +930,10 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     decides; this carries it out). Faults are first made pending on the JOB item, so a retried
     step still sees a fault whose agent it already stopped."""
     ref = request.job
-    record = _record(sup, ref)
-    obj = _read_job(sup, ref)
-    if obj is None:
-        return StepResult(next="gone", reason="the job was deleted")
-    job = parse_job(obj)
+    loaded = _load(sup, ref)
+    if loaded is None:
+        return GONE
+    record, job, _obj = loaded
     pods = _pods_by_name(sup, record)
     answers = sup.agents.statuses(
         ref.namespace, ((s.pod, _pod_ip(pods[s.pod]) or s.ip) for s in record.pods if s.pod in pods)
