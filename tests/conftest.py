@@ -21,3 +21,10 @@ def _offline_aws_environment():
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
+
+
+def pytest_collection_modifyitems(config, items):
+    """End-to-end tests run last: they share one sandbox for the whole session (tests/e2e/
+    conftest.py), and a process holds one sandbox at a time, so the other modules' sandboxes must
+    all have come and gone before it starts."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -1,7 +1,7 @@
 """One sandbox for the whole end-to-end session: a 4-node HyperPod cluster with the serverless
 operator installed, pods that really run, reconcile_jobs on its one-minute schedule (sandbox
 time runs 50x faster: a minute is 1.2 s, the supervisor's 30 s poll 0.6 s). A job's execution
-continues as a new segment every 15 poll rounds (1,000 in production), so jobs longer than a few
+continues as a new segment every 10 poll rounds (1,000 in production), so jobs longer than a few
 seconds cross segments."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def serverless() -> Iterator[Sandbox]:
         kube=True,
         pods=True,
         time_scale=0.02,
-        parameters={"SupervisorSegmentRounds": "15"},
+        parameters={"SupervisorSegmentRounds": "10"},
     )
     with Sandbox(config) as sb:
         outcome = sb.run_execution(

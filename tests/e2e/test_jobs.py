@@ -118,13 +118,13 @@ def test_the_same_job_discovered_many_times_starts_one_execution(serverless):
 def test_a_long_job_continues_in_new_segments_and_completes(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("long", replicas=1, steps=300, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.05"])
+        sb, tiny_job("long", replicas=1, steps=200, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.04"])
     )
     uid = job["metadata"]["uid"]
     execution_of(sb, uid)
     eventually(lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase.finished, 180, "the job done")
     item = job_item(sb, uid)
-    assert item.phase == "Completed" and item.segment >= 1, "15-round segments: a 15 s job crosses one"
+    assert item.phase == "Completed" and item.segment >= 1, "10-round segments: an 8 s job crosses one"
     sfn = sb.client("stepfunctions")
     by_name = {e["name"]: e for e in executions(sb, uid)}
     first = sb.wait_execution(by_name[f"{uid}-g1-0"]["executionArn"], timeout=30)

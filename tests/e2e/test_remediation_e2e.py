@@ -16,7 +16,7 @@ from sandbox.workloads import tiny_job
 
 pytestmark = pytest.mark.e2e
 
-LONG = ["--step-time", "0.03"]
+LONG = ["--step-time", "0.02"]
 
 
 def _running_with_progress(sb, uid):
@@ -50,7 +50,7 @@ def _start_step(log: str) -> int:
 def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("swap", replicas=2, spares=1, steps=500, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
+        sb, tiny_job("swap", replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -83,9 +83,9 @@ def test_a_worker_crash_restarts_processes_in_place(serverless):
     manifest = tiny_job(
         "crash",
         replicas=2,
-        steps=300,
+        steps=200,
         ckpt_dir=tempfile.mkdtemp(),
-        extra_args=[*LONG, "--fail-at-step", "120", "--fail-rank", "1"],
+        extra_args=[*LONG, "--fail-at-step", "80", "--fail-rank", "1"],
         clean_pod_policy="None",
     )
     job = submit(sb, manifest)
@@ -97,13 +97,13 @@ def test_a_worker_crash_restarts_processes_in_place(serverless):
     pods = pods_of(sb, "crash")
     assert sorted(p.metadata.name for p in pods) == ["crash-0", "crash-1"], "no pod recreated"
     log = sb.pods.container_log("default", "crash-0", "trainer") or ""
-    assert _start_step(log) >= 100, "the restarted workers resumed from the last checkpoint"
+    assert _start_step(log) >= 50, "the restarted workers resumed from the last checkpoint"
     assert get_job(sb, "crash")["status"]["restartCount"] == 1
 
 
 def test_no_spare_left_means_a_full_restart_avoiding_the_bad_node(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("full", replicas=2, steps=500, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG))
+    job = submit(sb, tiny_job("full", replicas=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG))
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
     bad = item.ranked()[1].node
@@ -131,7 +131,7 @@ def test_two_nodes_failing_together_move_both_ranks_in_one_remediation(serverles
     sb = serverless
     job = submit(
         sb,
-        tiny_job("pairfail", replicas=2, spares=2, steps=500, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG),
+        tiny_job("pairfail", replicas=2, spares=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG),
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -169,10 +169,10 @@ def test_a_hang_found_by_a_log_rule_is_remediated(serverless):
     manifest = tiny_job(
         "hang",
         replicas=2,
-        steps=300,
+        steps=200,
         ckpt_dir=tempfile.mkdtemp(),
         log_rules=rules,
-        extra_args=[*LONG, "--hang-at-step", "110", "--fail-rank", "0"],
+        extra_args=[*LONG, "--hang-at-step", "80", "--fail-rank", "0"],
     )
     uid = submit(sb, manifest)["metadata"]["uid"]
     outcome = wait_finished(sb, uid, timeout=240)
