@@ -286,7 +286,7 @@ def test_start_bodies_for_ranks_and_spares():
         assert body["nnodes"] == 2
         assert body["faultCount"] == 3
         assert body["master_addr"] == "10.0.0.10"
-        assert body["master_port"] == MASTER_PORT
+        assert body["master_port"] == MASTER_PORT + record.fault_count
         assert body["ipVersion"] == "2026-03-04T10:00:00.000000Z"
         assert body["rankIps"] == table
         assert body["log_monitoring_configuration"] == RULES  # the agent's names, as the user wrote them

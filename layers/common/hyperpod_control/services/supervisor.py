@@ -57,6 +57,12 @@ INDEX_LABEL = "hyperpod.control-plane/pod-index"
 HEALTH_LABEL = "sagemaker.amazonaws.com/node-health-status"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MASTER_PORT = 23456
+
+
+def master_port(fault_count: int) -> int:
+    """Pure: the rendezvous port of a restart. Each restart moves to the next port, so the new
+    rank-0 store never races the old one's socket still closing on the same pod."""
+    return MASTER_PORT + fault_count % 100
 EVENT_SOURCE_COMPONENT = "hyperpod-control-plane-supervisor"
 
 
@@ -330,7 +336,7 @@ def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> 
                 nnodes=record.nnodes,
                 faultCount=record.fault_count,
                 master_addr=record.master_addr or "",
-                master_port=MASTER_PORT,
+                master_port=master_port(record.fault_count),
                 spare=spare,
                 ipVersion=ip_version,
                 rankIps=rank_ips,
@@ -773,7 +779,7 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
             "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in merged],
             "startTime": (job.status.start_time if job.status and job.status.start_time else stamp),
             "masterAddr": master,
-            "masterPort": MASTER_PORT,
+            "masterPort": master_port(record.fault_count),
             "jobPods": [s.pod for s in slots],
             "restartCount": record.restart_count,
         },
@@ -1168,6 +1174,7 @@ def _report_recovery(
             "faultyRankList": sorted({f.rank for f in faults if f.rank is not None}),
         },
         "masterAddr": record.master_addr,
+        "masterPort": master_port(record.fault_count),
         "jobPods": [s.pod for s in record.pods],
     }
     _patch_status(sup, job, status)
