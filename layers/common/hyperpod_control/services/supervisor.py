@@ -63,6 +63,8 @@ def master_port(fault_count: int) -> int:
     """Pure: the rendezvous port of a restart. Each restart moves to the next port, so the new
     rank-0 store never races the old one's socket still closing on the same pod."""
     return MASTER_PORT + fault_count % 100
+
+
 EVENT_SOURCE_COMPONENT = "hyperpod-control-plane-supervisor"
 
 
