@@ -43,7 +43,8 @@ def test_a_job_on_an_addon_cluster_is_recorded_and_gets_no_pods(addon_cluster):
 
     report = _reconcile(sb)
     (cluster,) = report["clusters"]
-    assert cluster["mode"] == "addon" and cluster["observed"] == ["aws-runs-me"] and cluster["started"] == []
+    # The one-minute schedule may have recorded the job already; either way nothing is started.
+    assert cluster["mode"] == "addon" and cluster["started"] == [] and cluster["jobs"] == 1
     store = Store(sb.output("TableName"), client=sb.client("dynamodb"))
     item = store.get_job(sb.world.hyperpod_cluster_arn, uid)
     assert item.mode == "addon" and item.phase == "Observed"
