@@ -333,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StackNotFound, _UsageError) as exc:
         print(f"hpctl: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # the sandbox's control endpoint refused or did not answer
-        if args.command != "sandbox":
+    except RuntimeError as exc:  # the sandbox's control endpoint refused or did not answer, or no
+        # supported moto is installed (sandbox.compat.UnsupportedMotoError): one line, no traceback
+        if args.command not in ("sandbox", "demo"):
             raise
         print(f"hpctl: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,11 @@
 Nothing here is imported by the Lambda functions; it is test and demo infrastructure.
 """
 
-from sandbox.core import Sandbox, SandboxConfig
+from sandbox.compat import require_supported_moto
+
+# Before any module below imports moto's internals: one clear line instead of an ImportError.
+require_supported_moto()
+
+from sandbox.core import Sandbox, SandboxConfig  # noqa: E402
 
 __all__ = ["Sandbox", "SandboxConfig"]

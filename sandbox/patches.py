@@ -127,7 +127,7 @@ def _patch_time() -> None:
 
 
 def _patch_task_tokens() -> None:
-    from moto.core.exceptions import AWSError
+    from moto.core.exceptions import ServiceException
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.asl.eval.callback.callback import (
         CallbackOutcomeFailure,
@@ -146,10 +146,10 @@ def _patch_task_tokens() -> None:
                 continue
             with _token_lock:  # atomic with the waiting task's decision that it timed out
                 if _closed(found) or execution.exec_status != ExecutionStatus.RUNNING:
-                    raise AWSError("Task Timed Out: 'Provided task does not exist anymore'", "TaskTimedOut")
+                    raise ServiceException("TaskTimedOut", "Task Timed Out: 'Provided task does not exist anymore'")
                 deliver(found)
                 return
-        raise AWSError("Invalid Token: 'Invalid token'", "InvalidToken")
+        raise ServiceException("InvalidToken", "Invalid Token: 'Invalid token'")
 
     def send_task_success(self: Any, task_token: str, outcome: str) -> None:
         success = CallbackOutcomeSuccess(callback_id=task_token, output=outcome)
