@@ -146,7 +146,8 @@ def _patch_task_tokens() -> None:
                 continue
             with _token_lock:  # atomic with the waiting task's decision that it timed out
                 if _closed(found) or execution.exec_status != ExecutionStatus.RUNNING:
-                    raise ServiceException("TaskTimedOut", "Task Timed Out: 'Provided task does not exist anymore'")
+                    gone = "Task Timed Out: 'Provided task does not exist anymore'"
+                    raise ServiceException("TaskTimedOut", gone)
                 deliver(found)
                 return
         raise ServiceException("InvalidToken", "Invalid Token: 'Invalid token'")

@@ -36,7 +36,8 @@ def problems(build_dir: Path) -> list[str]:
             ):
                 if not (site / package).exists():
                     found.append(f"{logical}: python/{package} missing from the layer")
-            packaged = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(site)])}
+            dists = metadata.distributions(path=[str(site)])
+            packaged = {canonical(d.metadata["Name"]): d.version for d in dists}
             found += [f"{logical}: {line}" for line in drift(pins(LAYER_REQUIREMENTS), packaged)]
     return found
 

@@ -16,7 +16,7 @@ from tests.lockfile import DEV_LOCK, LAYER_REQUIREMENTS, REPO, canonical, drift,
 pytestmark = pytest.mark.unit
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-LOCKS = sorted((REPO / "requirements").glob("*.lock")) + [LAYER_REQUIREMENTS]
+LOCKS = [*sorted((REPO / "requirements").glob("*.lock")), LAYER_REQUIREMENTS]
 
 
 def _requirement_name(requirement: str) -> str:
@@ -50,9 +50,7 @@ def test_the_layer_holds_the_runtime_dependencies_and_no_emulator():
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_pin_is_exact_and_hashed(lock):
     text = lock.read_text()
-    requirement_lines = [
-        line for line in text.splitlines() if line and not line.startswith((" ", "#", "-"))
-    ]
+    requirement_lines = [line for line in text.splitlines() if line and not line.startswith((" ", "#", "-"))]
     assert requirement_lines, f"{lock} pins nothing"
     assert [line for line in requirement_lines if "==" not in line] == []
     assert unhashed(lock) == []
