@@ -184,11 +184,26 @@ def _fault_commands(sandbox_sub: Any) -> None:
     """Fault injection into a running sandbox (`hpctl sandbox up`), through its control endpoint."""
     fail = sandbox_sub.add_parser(
         "fail-node",
-        help="fail a node as a hardware fault does, and put HyperPod's node-health event",
-        description="Kill the node's pods, mark it NotReady with HyperPod's label, taint and fault "
-        "annotation, and put a 'SageMaker HyperPod Cluster Node Health Event' on the default bus.",
+        help="fail a node as a dead instance does, and put HyperPod's node-health event",
+        description="By default a dirty failure, as on EKS: the node's processes freeze (connections "
+        "to its pods hang), its pods stay Running; after the node-monitor grace period (40 s on the "
+        "sandbox clock) the node goes NotReady with the unreachable taints, and each pod is evicted "
+        "when its 300 s toleration runs out, then stays Terminating. HyperPod marks the node (label, "
+        "taint, fault annotation) and puts a 'SageMaker HyperPod Cluster Node Health Event' on the "
+        "default bus at the failure (--event first), once NotReady (--event after), or not at all "
+        "(--event never). --clean: the processes die at once, the node is NotReady and its pods "
+        "are deleted at once.",
     )
     fail.add_argument("node", help="node name, hyperpod-i-...")
+    fail.add_argument(
+        "--clean", dest="mode", action="store_const", const="clean", default="dirty", help="a clean kill"
+    )
+    fail.add_argument(
+        "--event",
+        choices=["first", "after", "never"],
+        default="first",
+        help="when HyperPod's health event comes: at the failure (default), after NotReady, never",
+    )
     fail.add_argument("--fault-type", default="NvidiaErrorTerminate", help="default NvidiaErrorTerminate")
     fail.add_argument("--reason", dest="fault_reason", default="XidHardwareFailure", help="fault reason")
     fail.add_argument(
@@ -208,6 +223,12 @@ def _fault_commands(sandbox_sub: Any) -> None:
     hang = sandbox_sub.add_parser("hang-pod", help="SIGSTOP every process of a pod (--resume: SIGCONT)")
     hang.add_argument("pod", help="NAMESPACE/POD")
     hang.add_argument("--resume", action="store_true", help="resume a hung pod")
+    agent = sandbox_sub.add_parser(
+        "hang-agent",
+        help="SIGSTOP a pod's agent only: its port accepts and never answers, its workers run on",
+    )
+    agent.add_argument("pod", help="NAMESPACE/POD")
+    agent.add_argument("--container", help="container name (default: the first)")
 
 
 def _fault_call(args: argparse.Namespace) -> Any:
@@ -226,11 +247,18 @@ def _fault_call(args: argparse.Namespace) -> Any:
     if op in ("fail-node", "heal-node", "repeat-event"):
         if not args.node.startswith("hyperpod-i-"):
             raise _UsageError(f"node {args.node!r} is not a HyperPod node name (hyperpod-i-...)")
-        keys = {"fail-node": ("fault_type", "fault_reason", "repair_action", "times")}.get(op, ("times",))
+        keys = {"fail-node": ("mode", "event", "fault_type", "fault_reason", "repair_action", "times")}.get(
+            op, ("times",)
+        )
         return request(url, op, {"node": args.node, **{k: getattr(args, k) for k in keys}})
     namespace, _, name = args.pod.partition("/")
     if not name:
         raise _UsageError(f"pod {args.pod!r}: write it as NAMESPACE/POD")
+    if op == "hang-agent":
+        body = {"namespace": namespace, "name": name}
+        if args.container:
+            body["container"] = args.container
+        return request(url, op, body)
     if op == "crash-pod":
         sig = getattr(signal, f"SIG{args.sig.upper().removeprefix('SIG')}", None)
         if sig is None:

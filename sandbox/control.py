@@ -15,11 +15,15 @@ from typing import Any
 
 #: operation -> (Faults method, the arguments it takes)
 OPERATIONS: dict[str, tuple[str, frozenset[str]]] = {
-    "fail-node": ("fail_node", frozenset({"node", "fault_type", "fault_reason", "repair_action", "times"})),
+    "fail-node": (
+        "fail_node",
+        frozenset({"node", "mode", "event", "fault_type", "fault_reason", "repair_action", "times"}),
+    ),
     "heal-node": ("heal_node", frozenset({"node", "times"})),
     "repeat-event": ("repeat_event", frozenset({"node", "times"})),
     "crash-pod": ("crash_pod", frozenset({"namespace", "name", "container", "sig"})),
     "hang-pod": ("hang_pod", frozenset({"namespace", "name"})),
+    "hang-agent": ("hang_agent", frozenset({"namespace", "name", "container"})),
     "resume-pod": ("resume_pod", frozenset({"namespace", "name"})),
 }
 

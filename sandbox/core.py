@@ -482,6 +482,7 @@ class Sandbox:
                 self.client("events"),
                 sagemaker=self.client("sagemaker"),
                 cluster_name=world.hyperpod_cluster_name,
+                time_scale=self.config.time_scale,
             )
             if self.config.control:
                 from sandbox.control import ControlServer

@@ -6,10 +6,22 @@ under its own module name, since every one of them is called ``app.py``) and cal
 the Lambda runtime does: an error becomes ``{"errorType", "errorMessage", "stackTrace"}`` with
 the exception's class name as ``errorType``, which is what Step Functions matches ``Retry`` and
 ``Catch`` on.
+
+AWS's limits hold (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html):
+- an invocation stops at its function's ``Timeout`` (wall seconds, as on AWS: the handler's work
+  runs at real speed) and answers ``Sandbox.Timedout`` ("Task timed out after N.00 seconds"),
+  the error Step Functions sees. A thread cannot be killed, so the handler's thread gets
+  ``LambdaTimedOut`` raised in it at its next Python instruction (a socket read it is blocked in
+  ends first); whatever it does after the timeout is discarded, as a frozen sandbox's would be;
+- a synchronous request or response over 6 MB, an asynchronous event over 256 KB: the handler
+  never runs (``RequestEntityTooLargeException``, not retried) or its result is replaced by
+  ``Function.ResponseSizeTooLarge``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import json
 import logging
@@ -19,12 +31,27 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("sandbox.lambda")
+
+SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # request and response of a synchronous invocation
+ASYNC_EVENT_LIMIT = 256 * 1024  # the event of an asynchronous invocation
+TIMED_OUT = "Sandbox.Timedout"
+
+
+class LambdaTimedOut(BaseException):
+    """Raised inside a handler's thread once its invocation timed out. A BaseException, so that
+    the handler's own ``except Exception`` cannot swallow it and carry on."""
+
+
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    ident = thread.ident
+    if ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
 @dataclass
@@ -115,26 +142,63 @@ class LambdaRuntime:
     def invoke(self, name_or_arn: str, event: Any) -> tuple[Any, str | None]:
         """Run the handler once; returns (payload, errorType or None) like a synchronous Invoke."""
         spec = self.lookup(name_or_arn)
+        raw = event if isinstance(event, (str, bytes)) else json.dumps(event)
         if isinstance(event, (str, bytes)):
             event = json.loads(event or "{}")
         request_id = str(uuid.uuid4())
         record = Invocation(spec.name, request_id, event, time.time())
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > SYNC_PAYLOAD_LIMIT:
+            payload = _error_payload(
+                "RequestEntityTooLargeException",
+                f"Request must be smaller than {SYNC_PAYLOAD_LIMIT} bytes for the InvokeFunction operation",
+                request_id,
+            )
+            return self._done(record, payload, "RequestEntityTooLargeException")
         os.environ.update(spec.environment)
-        try:
-            result = self._handler(spec)(event, LambdaContext(spec, request_id))
-            json.dumps(result)  # Lambda fails an unserialisable result, so must we
-            record.result = result
-            payload, error = result, None
-        except Exception as exc:
-            record.error_type = type(exc).__name__
-            payload = {
-                "errorType": type(exc).__name__,
-                "errorMessage": str(exc),
-                "stackTrace": traceback.format_exception(exc)[-5:],
-                "requestId": request_id,
-            }
+        outcome: dict[str, Any] = {}
+        handler = self._handler(spec)
+        context = LambdaContext(spec, request_id)
+
+        def run() -> None:
+            try:
+                outcome["result"] = handler(event, context)
+            except LambdaTimedOut:
+                pass  # the invocation already answered Sandbox.Timedout
+            except Exception as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"lambda-{spec.name}-{request_id[:8]}", daemon=True)
+        thread.start()
+        thread.join(spec.timeout)
+        if thread.is_alive():
+            _raise_in(thread, LambdaTimedOut)
+            message = f"RequestId: {request_id} Error: Task timed out after {spec.timeout:.2f} seconds"
+            log.info("%s: %s", spec.name, message)
+            return self._done(record, _error_payload(TIMED_OUT, message, request_id), TIMED_OUT)
+        if "error" in outcome:
+            exc = outcome["error"]
             error = type(exc).__name__
+            payload = _error_payload(error, str(exc), request_id, traceback.format_exception(exc)[-5:])
             log.info("%s failed: %s: %s", spec.name, error, exc)
+            return self._done(record, payload, error)
+        result = outcome.get("result")
+        try:
+            body = json.dumps(result)  # Lambda fails an unserialisable result, so must we
+        except (TypeError, ValueError) as exc:
+            payload = _error_payload("Runtime.MarshalError", f"Unable to marshal response: {exc}", request_id)
+            return self._done(record, payload, "Runtime.MarshalError")
+        if len(body.encode()) > SYNC_PAYLOAD_LIMIT:
+            error = "Function.ResponseSizeTooLarge"
+            message = (
+                f"Response payload size exceeded maximum allowed payload size ({SYNC_PAYLOAD_LIMIT} bytes)."
+            )
+            return self._done(record, _error_payload(error, message, request_id), error)
+        record.result = result
+        return self._done(record, result, None)
+
+    def _done(self, record: Invocation, payload: Any, error: str | None) -> tuple[Any, str | None]:
+        record.error_type = error
         record.duration = time.time() - record.started
         with self._lock:
             self.invocations.append(record)
@@ -145,6 +209,12 @@ class LambdaRuntime:
     ) -> None:
         """Asynchronous invocation: retry as Lambda does (1 min, then 2 min), then dead-letter."""
         spec = self.lookup(name_or_arn)
+        raw = event if isinstance(event, (str, bytes)) else json.dumps(event)
+        if len(raw.encode() if isinstance(raw, str) else raw) > ASYNC_EVENT_LIMIT:
+            # Refused by the Invoke API itself (a 4xx): no retry, the handler never runs.
+            message = f"Request must be smaller than {ASYNC_EVENT_LIMIT} bytes for the Invoke operation"
+            on_failure(spec, event, _error_payload("RequestEntityTooLargeException", message, ""))
+            return
         for attempt in range(spec.async_max_retries + 1):
             payload, error = self.invoke(spec.name, event)
             if error is None:
@@ -153,8 +223,26 @@ class LambdaRuntime:
                 self.sleep(60.0 * (attempt + 1))
         on_failure(spec, event, payload)
 
+    @contextlib.contextmanager
+    def timeout(self, function_logical_id: str, seconds: int) -> Iterator[FunctionSpec]:
+        """Run with ``function_logical_id``'s Timeout set to ``seconds`` (a test's short stand-in
+        for the template's, so that a timeout happens in seconds), then put it back."""
+        (spec,) = [f for f in self.functions.values() if f.logical_id == function_logical_id]
+        saved, spec.timeout = spec.timeout, seconds
+        try:
+            yield spec
+        finally:
+            spec.timeout = saved
+
     def calls(self, function_logical_id: str) -> list[Invocation]:
         with self._lock:
             return [
                 i for i in self.invocations if self.functions[i.function].logical_id == function_logical_id
             ]
+
+
+def _error_payload(error: str, message: str, request_id: str, trace: list[str] | None = None) -> dict:
+    payload: dict[str, Any] = {"errorType": error, "errorMessage": message, "requestId": request_id}
+    if trace is not None:
+        payload["stackTrace"] = trace
+    return payload

@@ -16,6 +16,8 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   resumes the task or gets TaskTimedOut (moto races two timers and can accept, then lose, an
   answer sent at the timeout); each Retry attempt of such a task gets a new token (moto reuses
   the closed one, so every retry timed out at once);
+- ``States.ALL`` no longer matches ``States.DataLimitExceeded`` (a state over 256 KiB) nor
+  ``States.Runtime``: they fail the execution, as on AWS;
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
 """
@@ -68,6 +70,7 @@ def install() -> None:
         if _installed:
             return
         _patch_lambda()
+        _patch_terminal_errors()
         _patch_time()
         _patch_task_tokens()
         _patch_stop()
@@ -97,6 +100,33 @@ def _patch_lambda() -> None:
         return json.dumps(payload), error is not None, ""
 
     LambdaFunction._invoke_lambda = _invoke_lambda
+
+
+def _patch_terminal_errors() -> None:
+    """``States.ALL`` matches neither ``States.DataLimitExceeded`` nor ``States.Runtime``: they are
+    terminal on AWS (no Retry, no Catch), and the execution fails. moto's wildcard matches them."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
+        ErrorEqualsDecl,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+
+    terminal = {StatesErrorNameType.StatesStatesDataLimitExceeded, StatesErrorNameType.StatesRuntime}
+    matches = ErrorEqualsDecl._eval_body
+
+    def _eval_body(self: Any, env: Any) -> None:
+        error_name = env.stack[-1]
+        if isinstance(error_name, StatesErrorName) and error_name.typ in terminal:
+            env.stack.pop()
+            env.stack.append(error_name in self.error_names)  # only when named exactly
+            return
+        matches(self, env)
+
+    ErrorEqualsDecl._eval_body = _eval_body
 
 
 def _patch_time() -> None:

@@ -4,6 +4,7 @@ so one role and one EKS access entry serve the whole workflow."""
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hyperpod_control.adapters.store import Store
+from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import logger, tracer
@@ -25,7 +26,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
             f"job.clusterArn: no registered cluster {request.job.cluster_arn}",
             remedy="register the cluster and install the serverless operator first.",
         )
-    sup = open_supervisor(operator, store)
+    # Every call the step makes is bounded by what is left of this invocation (deadline.py).
+    sup = open_supervisor(operator, store, deadline=Deadline.of(context))
     with sup.kube:
         result = STEPS[step](request, sup)
     logger.info(

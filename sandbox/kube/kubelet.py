@@ -361,6 +361,27 @@ class PodWorker:
             self._grace = 0.0
         self._changed.set()
 
+    def freeze(self) -> list[int]:
+        """A dead instance, as the network sees it: every process of the pod stops where it is
+        (SIGSTOP), so connections to the pod's address are accepted by nobody and answered by
+        nothing, and the API hears nothing more from this pod. Returns the pids stopped."""
+        pids = self.all_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        self._lost = True  # the worker thread ends without a word, as the node's kubelet did
+        self._changed.set()
+        return pids
+
+    def thaw_and_kill(self) -> None:
+        """What a dead instance's processes become once it reboots or is replaced: nothing."""
+        for slot in self.slots:
+            if slot.process is not None:
+                for pid in slot.process.pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                slot.process.kill_hard()
+
     def lose(self) -> None:
         """A hardware fault: every process dies now; the API hears nothing more from this node."""
         self._lost = True
@@ -678,6 +699,7 @@ class Kubelet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failed = False
+        self._frozen: list[PodWorker] = []  # the pods of a dirty failure, stopped, not yet gone
         node = store.find(store.rt("", "nodes"), None, node_name) or {}
         addresses = (node.get("status") or {}).get("addresses") or []
         self.host_ip = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "127.0.0.1")
@@ -710,6 +732,7 @@ class Kubelet:
             w._changed.set()
         for w in workers:
             w.join(timeout=(grace or 0) + 15)
+        self._clear_frozen()
 
     def fail(self) -> list[dict]:
         """A hardware fault: every process of every pod dies now, the kubelet goes silent.
@@ -730,8 +753,36 @@ class Kubelet:
             shutil.rmtree(w.dir, ignore_errors=True)
         return [w.pod for w in workers]
 
+    def freeze(self) -> list[dict]:
+        """A dirty hardware fault (``Faults.fail_node``'s default): the instance is dark. Every
+        process of every pod stops where it is, the kubelet posts nothing and acts on nothing
+        (a deleted pod stays Terminating), and connections to the pods hang. The processes stay
+        stopped until ``recover()`` or ``stop()``. Returns the pods (as last seen) that ran here."""
+        self.failed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for w in workers:
+            w.freeze()
+        self._frozen.extend(workers)
+        return [w.pod for w in workers]
+
+    def _clear_frozen(self) -> None:
+        frozen, self._frozen = self._frozen, []
+        for w in frozen:
+            w.thaw_and_kill()
+            w.join(timeout=10)
+            self.addresses.release(w.uid)
+            shutil.rmtree(w.dir, ignore_errors=True)
+
     def recover(self) -> None:
-        """The node is back (rebooted or repaired): the kubelet runs again and picks up its pods."""
+        """The node is back (rebooted or repaired): what froze with it is gone, the kubelet runs
+        again and picks up its pods (a Terminating one is let go)."""
+        self._clear_frozen()
         self.failed = False
         self.start()
 

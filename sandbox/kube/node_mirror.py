@@ -213,4 +213,6 @@ class NodeRepairMirror:
                     repair_action=repair,
                     message=message,
                     emit=False,
+                    # SageMaker took the instance down to repair it: its processes are gone at once
+                    mode="clean",
                 )

@@ -86,11 +86,27 @@ class _Fault:
 
 
 class FaultInjector:
-    """The next N requests for a verb and resource answer 500 or 429 (with Retry-After)."""
+    """The next N requests for a verb and resource answer 500 or 429 (with Retry-After), or are
+    answered only after a delay (``slow``: an overloaded API server, a slow etcd)."""
 
     def __init__(self) -> None:
         self._faults: list[_Fault] = []
+        self._slow: list[list[Any]] = []  # [verb, resource, remaining, seconds]
         self._lock = threading.Lock()
+
+    def slow(self, verb: str, resource: str, count: int = 1, seconds: float = 5.0) -> None:
+        """The next ``count`` matching requests wait ``seconds`` (wall) before they are served."""
+        with self._lock:
+            self._slow.append([verb, resource, count, seconds])
+
+    def delay(self, attrs: RequestAttributes) -> float:
+        resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+        with self._lock:
+            for rule in self._slow:
+                if rule[2] > 0 and rule[0] in ("*", attrs.verb) and rule[1] in ("*", resource):
+                    rule[2] -= 1
+                    return float(rule[3])
+        return 0.0
 
     def inject(
         self, verb: str, resource: str, count: int = 1, status: int = 500, retry_after: int = 1
@@ -105,6 +121,7 @@ class FaultInjector:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._slow.clear()
 
     def take(self, attrs: RequestAttributes) -> ApiError | None:
         resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
@@ -574,6 +591,9 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._read_raw_body() if raw else self._read_body()
             principal = self.api.authenticate(self.headers.get("Authorization"), attrs)
             self.api.check_access(principal, attrs)
+            wait = self.api.faults.delay(attrs)
+            if wait:
+                time.sleep(wait)
             fault = self.api.faults.take(attrs)
             if fault is not None:
                 raise fault

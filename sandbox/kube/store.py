@@ -543,6 +543,7 @@ class Store:
             spec.setdefault("terminationGracePeriodSeconds", 30)
             spec.setdefault("dnsPolicy", "ClusterFirst")
             spec.setdefault("enableServiceLinks", True)
+            _default_toleration_seconds(spec)
             spec.setdefault("priority", 0)
             for c in spec.get("containers", []) + spec.get("initContainers", []):
                 image = c.get("image", "")
@@ -1057,3 +1058,33 @@ def _pod_update_causes(old: dict, new: dict) -> list[tuple[str, str]]:
             )
         ]
     return []
+
+
+#: The taints of a node whose kubelet went silent or reports NotReady (node lifecycle controller).
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+#: kube-apiserver's DefaultTolerationSeconds admission plugin (--default-not-ready-toleration-seconds,
+#: --default-unreachable-toleration-seconds).
+DEFAULT_TOLERATION_SECONDS = 300
+
+
+def _default_toleration_seconds(spec: dict) -> None:
+    """As the DefaultTolerationSeconds admission plugin: a pod that does not already tolerate the
+    not-ready or unreachable NoExecute taint tolerates it for 300 s (then the taint manager evicts
+    it from a dead node)."""
+    tolerations = spec.setdefault("tolerations", [])
+    for key in (NOT_READY_TAINT, UNREACHABLE_TAINT):
+        if any(
+            t.get("effect") in (None, "", "NoExecute")
+            and (t.get("key") == key or (t.get("operator") == "Exists" and not t.get("key")))
+            for t in tolerations
+        ):
+            continue
+        tolerations.append(
+            {
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }
+        )

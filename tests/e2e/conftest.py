@@ -21,7 +21,9 @@ def serverless() -> Iterator[Sandbox]:
         kube=True,
         pods=True,
         time_scale=0.02,
-        parameters={"SupervisorSegmentRounds": "10"},
+        # A /status read timeout of 1 s (5 in production) keeps a silent agent from holding a
+        # poll round for 250 sandbox seconds at this time scale.
+        parameters={"SupervisorSegmentRounds": "10", "AgentStatusTimeoutSeconds": "1"},
     )
     with Sandbox(config) as sb:
         outcome = sb.run_execution(

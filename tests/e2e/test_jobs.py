@@ -187,3 +187,33 @@ def test_an_api_server_answering_500_and_429_for_a_while_is_retried(serverless):
     assert conditions(get_job(sb, "bumpy"))["Completed"]["status"] == "True"
     # cleanPodPolicy All (the default): every pod deleted at the end.
     eventually(lambda: pods_of(sb, "bumpy") == [], 30, "pods deleted per cleanPodPolicy All")
+
+
+def test_a_slow_api_server_times_steps_out_and_they_are_retried(serverless):
+    sb = serverless
+    job = submit(
+        sb, tiny_job("slowapi", replicas=2, steps=150, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.02"])
+    )
+    uid = job["metadata"]["uid"]
+    arn = execution_of(sb, uid)
+    eventually(
+        lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
+    )
+    # A 5 s Lambda Timeout stands for the template's 120 s; every request waits longer than that.
+    with sb.runtime.timeout("SuperviseJobFunction", 5):
+        sb.kube.faults.slow("*", "*", count=6, seconds=6)
+        eventually(lambda: _step_failures(sb, arn), 60, "a supervise_job step that ran out of time")
+    outcome = wait_finished(sb, uid)
+    assert outcome.status == "SUCCEEDED", job_item(sb, uid).reason
+    errors = _step_failures(sb, arn)
+    assert errors <= {"CallTimedOutError", "DeadlineExceededError", "Sandbox.Timedout"}, errors
+
+
+def _step_failures(sb, arn: str) -> set[str]:
+    """The errors of the supervise_job steps that failed and were retried in the execution."""
+    events = sb.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return {
+        e["lambdaFunctionFailedEventDetails"].get("error", "")
+        for e in events
+        if e["type"] == "LambdaFunctionFailed"
+    } | {e["taskFailedEventDetails"].get("error", "") for e in events if e["type"] == "TaskFailed"}

@@ -75,7 +75,7 @@ def test_fail_node_kills_its_pods_marks_the_node_and_reaches_node_health(world):
     victim_pids = runtime.kubelet(node).worker(ns, "victim-0").all_pids()
     assert victim_pids
 
-    ids = faults.fail_node(node)
+    ids = faults.fail_node(node, mode="clean")
 
     assert len(ids) == 1
     # the node's pods are gone, processes and API objects; the other node's pod runs on
@@ -197,3 +197,111 @@ def test_failed_and_healed_node_are_pure_and_reverse_each_other():
     faults = Faults(SimpleNamespace(store=None), events=None, cluster=CLUSTER)  # type: ignore[arg-type]
     with pytest.raises(LookupError, match="no node-health event"):
         faults.repeat_event("hyperpod-i-0ddddddddddddddd1")
+
+
+HTTP = ["python", "-m", "http.server", "8080"]
+
+
+def _get(ip: str, timeout: float) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection(ip, 8080, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _serving(ip: str) -> bool:
+    try:
+        return _get(ip, 2) == 200
+    except ConnectionRefusedError:  # not listening yet
+        return False
+
+
+def _ready(obj: dict) -> str | None:
+    return next(
+        (c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), None
+    )
+
+
+def test_a_dirty_node_failure_hangs_then_goes_not_ready_then_leaves_its_pods_terminating(world):
+    sb, runtime, _ = world
+    # grace period 40 s and tolerations 300 s on a clock 100x faster: 0.4 s and 3 s
+    faults = Faults(runtime, sb.client("events"), CLUSTER, time_scale=0.01)
+    store, ns, node = runtime.store, "default", f"hyperpod-{INSTANCES[0]}"
+    create_pod(runtime, ns, pod_body("frozen", HTTP, nodeName=node))
+    status = wait_phase(runtime, ns, "frozen", "Running")
+    pod = store.get(store.rt("", "pods"), ns, "frozen")
+    unreachable = [t for t in pod["spec"]["tolerations"] if t["key"] == "node.kubernetes.io/unreachable"]
+    assert unreachable == [
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 300,
+        }
+    ], "DefaultTolerationSeconds admission"
+    ip = status["podIP"]
+    eventually(lambda: _serving(ip), 20, "the pod serving HTTP")
+    pids = runtime.kubelet(node).worker(ns, "frozen").all_pids()
+
+    assert faults.fail_node(node, event="never") == []
+
+    # At once: the processes stop where they are, a connection is accepted and never answered,
+    # and the API still says Running (nothing reports a dead instance).
+    eventually(lambda: all(_state(pid) == "T" for pid in pids), 5, "the node's processes frozen")
+    with pytest.raises(TimeoutError):
+        _get(ip, 0.5)
+    assert pod_status(runtime, ns, "frozen")["phase"] == "Running"
+    # After the grace period: NotReady with the unreachable taints, its pods not Ready, and no
+    # HyperPod mark (no health event came).
+    nodes = store.rt("", "nodes")
+    eventually(lambda: _ready(store.get(nodes, None, node)) == "Unknown", 10, "the node NotReady")
+    obj = store.get(nodes, None, node)
+    assert {"NoSchedule", "NoExecute"} <= {
+        t["effect"] for t in obj["spec"]["taints"] if t["key"] == "node.kubernetes.io/unreachable"
+    }
+    assert obj["metadata"]["labels"][HEALTH_LABEL] == "Schedulable"
+    eventually(
+        lambda: _ready(store.get(store.rt("", "pods"), ns, "frozen")) == "False", 10, "the pod not Ready"
+    )
+    # After its 300 s toleration: evicted, and Terminating, since no kubelet confirms the deletion.
+    terminating = eventually(
+        lambda: (
+            (store.find(store.rt("", "pods"), ns, "frozen") or {})
+            .get("metadata", {})
+            .get("deletionTimestamp")
+        ),
+        20,
+        "the pod marked for deletion",
+    )
+    assert terminating and store.find(store.rt("", "pods"), ns, "frozen") is not None
+    # The node comes back: what froze with it is gone, and the Terminating pod is let go.
+    faults.heal_node(node, emit=False)
+    wait_gone(runtime, ns, "frozen")
+    eventually(lambda: all(not _alive(pid) for pid in pids), 10, "the frozen processes gone")
+
+
+def test_a_health_event_after_not_ready_marks_the_node_then(world):
+    sb, runtime, _ = world
+    faults = Faults(runtime, sb.client("events"), CLUSTER, time_scale=0.01)
+    node = f"hyperpod-{INSTANCES[1]}"
+    store = runtime.store
+    assert faults.fail_node(node, event="after") == []
+    obj = store.get(store.rt("", "nodes"), None, node)
+    assert obj["metadata"]["labels"][HEALTH_LABEL] == "Schedulable", "not marked before NotReady"
+    marked = eventually(
+        lambda: (
+            store.get(store.rt("", "nodes"), None, node)["metadata"]["labels"][HEALTH_LABEL] != "Schedulable"
+        ),
+        10,
+        "HyperPod's mark after NotReady",
+    )
+    assert marked
+    assert _ready(store.get(store.rt("", "nodes"), None, node)) == "Unknown"
+    sb.wait_idle()
+    item = eventually(lambda: node_item(sb, INSTANCES[1]), 20, "the NODE item from the event")
+    assert item["health_status"] == "Unhealthy"
+    faults.heal_node(node)

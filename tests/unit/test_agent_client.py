@@ -15,7 +15,10 @@ import pytest
 
 from hyperpod_control.adapters import agents as agents_module
 from hyperpod_control.adapters.agents import CALL_ATTEMPTS, AgentCall, AgentClient, DirectTransport
+from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import (
+    CallTimedOutError,
+    DeadlineExceededError,
     DependencyUnavailableError,
     InvalidInputError,
     ResourceNotFoundError,
@@ -290,3 +293,57 @@ def test_direct_transport_does_not_retry_an_agents_refusal(agent_server):
     assert not answer.ok
     assert client.calls == 1
     assert "rank must be < nnodes" in answer.error
+
+
+# ============================================================== silence and the deadline
+
+
+def test_a_silent_agent_is_reported_at_once_and_not_asked_again():
+    transport = Scripted({"llama-1": [CallTimedOutError("no answer in 5 s")]})
+    client = AgentClient(transport, sleep=no_sleep)
+    answers = client.statuses("team-a", [("llama-0", "10.0.0.1"), ("llama-1", "10.0.0.2")])
+    assert answers["llama-0"].ok and not answers["llama-0"].silent
+    assert answers["llama-1"].silent and not answers["llama-1"].ok
+    assert [c.pod for c in transport.seen].count("llama-1") == 1
+
+
+def test_each_call_timeout_is_bounded_by_the_invocations_deadline():
+    now = [0.0]
+    deadline = Deadline(20.0, margin=5.0, clock=lambda: now[0])
+    transport = Scripted({})
+    client = AgentClient(transport, deadline=deadline)
+    client.call_all([AgentCall("a", "GET", "/status", timeout=(3.0, 8.0))])
+    assert transport.seen[-1].timeout == (3.0, 8.0)
+    now[0] = 13.0  # 2 s left after the margin
+    client.call_all([AgentCall("a", "GET", "/status", timeout=(3.0, 8.0))])
+    assert transport.seen[-1].timeout == (2.0, 2.0)
+    now[0] = 14.9  # nothing worth trying is left: no call made, the answer says why
+    (answer,) = client.call_all([AgentCall("a", "GET", "/status")]).values()
+    assert not answer.ok and "time is spent" in (answer.error or "")
+    assert len(transport.seen) == 2
+
+
+def test_retries_stop_when_the_deadline_comes():
+    now = [0.0]
+    deadline = Deadline(10.0, margin=1.0, clock=lambda: now[0])
+
+    def sleep(seconds: float) -> None:
+        now[0] += 4.0  # each back-off eats the budget
+
+    transport = Scripted({"a": [ThrottledError("429")]})
+    client = AgentClient(transport, sleep=sleep, deadline=deadline)
+    (answer,) = client.call_all([AgentCall("a", "GET", "/status")]).values()
+    assert not answer.ok and "429" in (answer.error or "")
+    assert len(transport.seen) < CALL_ATTEMPTS
+
+
+def test_deadline_refuses_a_call_with_too_little_left_and_names_it():
+    deadline = Deadline(1.0, margin=0.9, clock=lambda: 0.0)
+    with pytest.raises(DeadlineExceededError, match="GET /status of llama-0"):
+        deadline.timeout(5.0, "GET /status of llama-0")
+    assert Deadline().timeout(5.0, "x") == 5.0  # unbounded (hpctl, scripts)
+
+
+def test_deadline_margin_is_a_share_of_a_short_invocation():
+    assert Deadline(100.0).margin == 5.0
+    assert Deadline(3.0).margin == pytest.approx(0.6)

@@ -92,7 +92,7 @@ def test_retry_and_catch_name_real_error_classes(path):
     for name, state in _states(definition):
         for rule in state.get("Retry", []) + state.get("Catch", []):
             for error in rule["ErrorEquals"]:
-                if error.startswith(("States.", "Lambda.")):
+                if error.startswith(("States.", "Lambda.", "Sandbox.")):  # AWS-owned names
                     continue
                 assert error in PROJECT_ERRORS, f"{name}: {error} is not in hyperpod_control.exceptions"
 
@@ -112,3 +112,20 @@ def test_lambda_tasks_retry_transient_errors_and_catch_everything(path):
         } <= retried or "States.ALL" in retried, name
         caught = {e for rule in state.get("Catch", []) for e in rule["ErrorEquals"]}
         assert "States.ALL" in caught, f"{name} can fail without recording why"
+
+
+@pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
+def test_a_retried_error_class_is_retried_with_every_subclass(path):
+    """Step Functions matches error names exactly, not class hierarchies: where a retrier names an
+    error class, it must name each subclass the code raises too (CallTimedOutError is a
+    DependencyUnavailableError: a timeout must be retried wherever an unavailable service is)."""
+    classes = dict(inspect.getmembers(exceptions, inspect.isclass))
+    definition = json.loads(path.read_text())
+    for name, state in _states(definition):
+        for rule in state.get("Retry", []):
+            named = set(rule["ErrorEquals"])
+            for error in named & set(classes):
+                subclasses = {
+                    n for n, c in classes.items() if c is not classes[error] and issubclass(c, classes[error])
+                }
+                assert subclasses <= named, f"{name}: retries {error} but not {sorted(subclasses - named)}"

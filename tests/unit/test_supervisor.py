@@ -22,8 +22,13 @@ from hyperpod_control.services.supervisor import (
     clean_targets,
     conditions_after,
     judge_round,
+    node_trouble,
+    node_troubles,
     pod_failure,
+    silence,
+    stale_status,
     start_calls,
+    unreachable,
 )
 
 pytestmark = pytest.mark.unit
@@ -434,6 +439,117 @@ def test_a_pending_fault_on_the_record_is_a_fault():
     assert verdict.next == "fault"
     assert verdict.faulty_pods == ["llama-1"]
     assert "NodeUnhealthy: NvidiaErrorTerminate" in verdict.reason
+
+
+# -- dirty faults: nodes, silence, fencing -------------------------------------------------------
+
+
+def a_node(name: str, ready: str = "True", health: str | None = "Schedulable", taints=()) -> dict:
+    labels = {"sagemaker.amazonaws.com/node-health-status": health} if health else {}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": list(taints)},
+        "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "NodeStatusUnknown"}]},
+    }
+
+
+UNREACHABLE_NOEXECUTE = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "t"}
+
+
+@pytest.mark.parametrize(
+    ("node", "says"),
+    [
+        (a_node("n"), None),
+        (None, "node n is gone"),
+        (a_node("n", ready="Unknown"), "node n is NotReady (NodeStatusUnknown)"),
+        (a_node("n", taints=[UNREACHABLE_NOEXECUTE]), "node n is unreachable (taint since t)"),
+        (
+            a_node("n", health="UnschedulablePendingReplacement"),
+            "node n is UnschedulablePendingReplacement (HyperPod health monitoring)",
+        ),
+        # a NoSchedule unreachable taint alone (the grace period is not over) is no fault
+        (a_node("n", taints=[{**UNREACHABLE_NOEXECUTE, "effect": "NoSchedule"}]), None),
+        # a node no health agent labelled yet is judged by its readiness alone
+        (a_node("n", health=None), None),
+    ],
+)
+def test_node_trouble_reads_readiness_taints_and_hyperpods_label(node, says):
+    assert node_trouble("n", node) == says
+
+
+def test_a_rank_on_a_not_ready_node_is_a_node_fault_now_and_its_agent_is_not_asked():
+    record = running_record()
+    pods = {s.pod: {**running_pod(s.pod), "spec": {"nodeName": s.node}} for s in record.pods}
+    nodes = {
+        "node-0": a_node("node-0"),
+        "node-1": a_node("node-1", ready="Unknown"),
+        "node-2": a_node("node-2"),
+    }
+    troubles = node_troubles(record, pods, nodes)
+    assert troubles == {"llama-1": "node node-1 is NotReady (NodeStatusUnknown)"}
+    assert unreachable(record, pods, troubles) == {"llama-1"}
+    answers = {p: answer(p, AgentState.RUNNING) for p in ("llama-0", "llama-2")}
+    verdict = judge_round(record, pods, answers, troubles=troubles)
+    assert verdict.next == "fault"
+    (fault,) = verdict.faults
+    assert (fault.kind, fault.pod, fault.rank, fault.node) == ("node", "llama-1", 1, "node-1")
+
+
+def test_terminating_and_missing_pods_are_not_asked():
+    record = running_record()
+    pods = all_pods(record)
+    del pods["llama-2"]
+    pods["llama-1"]["metadata"]["deletionTimestamp"] = "2026-12-07T10:00:00Z"
+    assert unreachable(record, pods, {}) == {"llama-1", "llama-2"}
+
+
+def silent(pod: str) -> AgentAnswer:
+    return AgentAnswer(pod=pod, ok=False, error="no answer in time", silent=True)
+
+
+def test_an_agent_silent_for_the_limit_of_rounds_is_a_hang_of_its_pod():
+    record = running_record()
+    answers = {"llama-0": answer("llama-0", AgentState.RUNNING), "llama-1": silent("llama-1")}
+    for _ in range(2):  # two silent rounds: still a blip
+        assert judge_round(record, all_pods(record), answers, silent_limit=3).next == "running"
+        record = record.model_copy(update={"pods": silence(record, answers)})
+    verdict = judge_round(record, all_pods(record), answers, silent_limit=3)
+    assert verdict.next == "fault"
+    (fault,) = verdict.faults
+    assert (fault.kind, fault.pod, fault.rank) == ("pod", "llama-1", 1)
+    assert "has not answered 3 rounds in a row" in fault.reason
+
+
+def test_any_answer_or_a_non_silent_failure_resets_the_silence():
+    record = running_record()
+    record = record.model_copy(update={"pods": silence(record, {"llama-1": silent("llama-1")})})
+    assert [s.silent_rounds for s in record.pods] == [0, 1, 0]
+    again = silence(record, {"llama-1": answer("llama-1", None)})  # a 503 of the API server
+    assert [s.silent_rounds for s in again] == [0, 0, 0]
+
+
+def test_a_fault_reported_before_the_current_start_is_not_a_new_fault():
+    record = running_record(ip_version="v2")
+    old = answer("llama-1", AgentState.FAULTED, reason="WorkerFault", ipversion="v1")
+    now_running = answer("llama-0", AgentState.RUNNING, ipversion="v2")
+    assert judge_round(record, all_pods(record), {"llama-0": now_running, "llama-1": old}).next == "running"
+    fresh = answer("llama-1", AgentState.FAULTED, reason="WorkerFault", ipversion="v2")
+    assert judge_round(record, all_pods(record), {"llama-0": now_running, "llama-1": fresh}).next == "fault"
+
+
+def test_a_pending_agent_fault_of_an_earlier_start_is_dropped():
+    record = running_record(
+        ip_version="v2",
+        pending_faults=[{"kind": "worker", "pod": "llama-1", "reason": "WorkerFault", "ip_version": "v1"}],
+    )
+    answers = {p: answer(p, AgentState.RUNNING, ipversion="v2") for p in ("llama-0", "llama-1")}
+    assert judge_round(record, all_pods(record), answers).next == "running"
+
+
+def test_stale_status_needs_both_versions_to_differ():
+    assert stale_status("v1", "v2")
+    assert not stale_status("v2", "v2")
+    assert not stale_status(None, "v2") and not stale_status("v1", None)
 
 
 def test_pod_failure_reads_terminating_and_failed_pods():

@@ -34,8 +34,19 @@ class DependencyUnavailableError(RetryableError):
     """A service we call failed on its side (5xx, timeout, connection reset)."""
 
 
+class CallTimedOutError(DependencyUnavailableError):
+    """A call got no answer within its timeout. Of an agent, it is news about the agent (its node
+    may be dead: a dead instance's connections hang rather than refuse), not a reason to wait
+    again at once."""
+
+
 class VersionConflictError(RetryableError):
     """A conditional write lost to a concurrent writer; re-read and decide again."""
+
+
+class DeadlineExceededError(RetryableError):
+    """The invocation's time ran low before the step finished (deadline.py); the step stopped
+    itself before Lambda would have, and runs again."""
 
 
 class LockHeldError(RetryableError):

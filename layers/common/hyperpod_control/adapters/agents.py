@@ -9,7 +9,13 @@ Lambda costs one invocation per round, whatever the job's size.
 Each call's failure is returned, not raised: one unreachable agent is a fact the decision uses
 (the pod's node may have died), not a reason to fail the round. Failures of the API server itself
 (429, 5xx) are retried a few times with backoff here, since a round must see every agent; what
-still fails is reported per pod.
+still fails is reported per pod. This is the only retry of an agent call: the transports make one
+attempt each (the supervisor's KubeAdapter has the client's own retries off).
+
+Every call is short (``AGENT_TIMEOUT``) and bounded by the invocation's ``Deadline``: a dead
+instance's connections hang rather than refuse, so an agent that does not answer in time is
+reported ``silent`` at once and not asked again in this round; whether silence is a fault is the
+supervisor's decision over several rounds, not this client's.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import (
+    CallTimedOutError,
     ControlPlaneError,
+    DeadlineExceededError,
     DependencyUnavailableError,
     InvalidInputError,
     ResourceNotFoundError,
@@ -36,7 +45,9 @@ from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentStatus
 DEFAULT_POOL_SIZE = 32
 CALL_ATTEMPTS = 4
 BACKOFF_S = 0.2
-DIRECT_TIMEOUT_S = 10.0
+#: (connect, read) of one agent call: an agent answers /status, /start and /stop at once (the work
+#: they start runs in the background), so more than this is silence, not slowness.
+AGENT_TIMEOUT = (3.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class AgentCall:
     body: dict[str, Any] | None = None
     ip: str | None = None
     namespace: str = "default"
+    #: (connect, read) seconds; the client bounds it by the invocation's deadline.
+    timeout: tuple[float, float] = AGENT_TIMEOUT
 
 
 class ProxyTransport:
@@ -58,7 +71,9 @@ class ProxyTransport:
         self.kube = kube
 
     def __call__(self, call: AgentCall) -> Any:
-        return self.kube.pod_proxy(call.namespace, call.pod, AGENT_PORT, call.method, call.path, call.body)
+        return self.kube.pod_proxy(
+            call.namespace, call.pod, AGENT_PORT, call.method, call.path, call.body, timeout=call.timeout
+        )
 
 
 class DirectTransport:
@@ -77,7 +92,7 @@ class DirectTransport:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=DIRECT_TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=call.timeout[1]) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
@@ -89,6 +104,12 @@ class DirectTransport:
             raise InvalidInputError(
                 f"agent {call.pod} refused {call.method} {call.path} ({exc.code}): {detail}"
             ) from exc
+        except TimeoutError as exc:
+            raise CallTimedOutError(f"agent {call.pod}: no answer in {call.timeout[1]:.0f} s") from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise CallTimedOutError(f"agent {call.pod}: no answer in {call.timeout[1]:.0f} s") from exc
+            raise DependencyUnavailableError(f"agent {call.pod}: {exc}") from exc
         except OSError as exc:
             raise DependencyUnavailableError(f"agent {call.pod}: {exc}") from exc
         return json.loads(raw) if raw else None
@@ -103,9 +124,11 @@ class AgentClient:
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: Deadline | None = None,
     ) -> None:
         self.transport = transport
         self.pool_size = pool_size
+        self.deadline = deadline or Deadline()
         self._sleep = sleep
         self._lock = threading.Lock()
         self.calls = 0
@@ -113,12 +136,19 @@ class AgentClient:
     def _one(self, call: AgentCall) -> AgentAnswer:
         last: Exception | None = None
         for attempt in range(CALL_ATTEMPTS):
+            try:
+                timeout = self.deadline.bounded(call.timeout, f"{call.method} {call.path} of {call.pod}")
+            except DeadlineExceededError as exc:
+                return AgentAnswer(pod=call.pod, ok=False, error=str(last or exc))
             with self._lock:
                 self.calls += 1
             try:
-                answer = self.transport(call)
+                answer = self.transport(replace(call, timeout=timeout))
             except ResourceNotFoundError as exc:
                 return AgentAnswer(pod=call.pod, ok=False, error=str(exc), pod_gone=True)
+            except CallTimedOutError as exc:
+                # Silence: asking again would only wait again (and a dead node's pod never answers).
+                return AgentAnswer(pod=call.pod, ok=False, error=str(exc), silent=True)
             except RetryableError as exc:
                 last = exc
                 if attempt + 1 < CALL_ATTEMPTS:

@@ -27,8 +27,10 @@ import time
 from typing import Any
 
 from hyperpod_control.adapters.aws import get_client
+from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import (
     AccessDeniedError,
+    CallTimedOutError,
     ControlPlaneError,
     DependencyUnavailableError,
     InvalidInputError,
@@ -108,13 +110,30 @@ def _is_connection_error(exc: Exception) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError)
 
 
+def _is_timeout(exc: Exception) -> bool:
+    """A connect or read that got no answer (a dead node's IPs do not refuse, they stay silent)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    try:
+        import urllib3.exceptions
+    except ImportError:  # pragma: no cover - urllib3 comes with botocore
+        return False
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        return isinstance(exc.reason, urllib3.exceptions.TimeoutError)
+    return isinstance(exc, urllib3.exceptions.TimeoutError)
+
+
 def map_api_exception(exc: Exception, *, resource: str = "") -> ControlPlaneError:
     """Translate a kubernetes ``ApiException`` or a connection failure into the project's errors."""
     subject = f"{resource}: " if resource else ""
     status = int(getattr(exc, "status", 0) or 0)
     reason = getattr(exc, "reason", None) or type(exc).__name__
+    if status == 0 and _is_timeout(exc):
+        return CallTimedOutError(f"{subject}no answer in time ({reason}).")
     if status == 0:
         return DependencyUnavailableError(f"{subject}cannot reach the Kubernetes API ({reason}: {exc}).")
+    if status == 504:  # the API server's pod proxy got no answer from the pod in time
+        return CallTimedOutError(f"{subject}no answer in time (504 {reason}).")
     if status == 401:
         return KubernetesAccessPendingError(
             f"{subject}the cluster does not admit the control plane's role (401 Unauthorized).",
@@ -189,8 +208,16 @@ class KubeAdapter:
         region: str | None = None,
         session: Any = None,
         api_client: Any = None,
+        deadline: Deadline | None = None,
+        retries: int = 3,
     ) -> None:
         self.cluster_name = cluster_name
+        #: Every request's timeout is bounded by it (the supervisor passes its invocation's).
+        self.deadline = deadline or Deadline()
+        #: The client's own retries of a failed connection or a 429/5xx read. A caller that retries
+        #: at its own level (the supervisor: the state machine's Retry, the agent client) passes 0,
+        #: so that no retry runs inside another's with a full timeout each.
+        self.retries = retries
         self._eks = eks
         self._cluster = cluster
         arn_region = ((cluster or {}).get("arn") or "::::").split(":")[3]
@@ -235,8 +262,8 @@ class KubeAdapter:
             cfg.api_key_prefix = {"authorization": "Bearer"}
             # A workflow step retries on its own (Step Functions Retry): few retries here, but
             # reads honour an API server's Retry-After on 429/5xx as client-go does.
-            cfg.retries = 3
-            cfg.client_go_retries = True
+            cfg.retries = self.retries
+            cfg.client_go_retries = self.retries > 0
             # The supervisor talks to every agent of a job at once from a thread pool
             # (AGENT_POOL_SIZE); one kept-alive connection per thread, none opened twice.
             cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
@@ -266,12 +293,13 @@ class KubeAdapter:
         when ``missing_ok``, every other failure a project exception. ``raw`` reads the answer's
         JSON as sent, skipping the client's typed models: for big lists (a 512-pod job's pods) the
         models cost seconds."""
+        timeout = self.deadline.bounded(REQUEST_TIMEOUT, resource)
         try:
             if raw:
-                response = fn(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
+                response = fn(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
                 data = response.data if hasattr(response, "data") else response.read()
                 return json.loads(data) if data else None
-            result = fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            result = fn(*args, _request_timeout=timeout, **kwargs)
         except ControlPlaneError:
             raise
         except Exception as exc:
@@ -385,6 +413,11 @@ class KubeAdapter:
             missing_ok=True,
         )
         return found is not None
+
+    def nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every Node (the supervisor reads their readiness, taints and health labels each round)."""
+        core = self._api("CoreV1Api")
+        return self._items(self._call("Nodes", core.list_node, raw=True, label_selector=label_selector))
 
     def node(self, name: str) -> dict[str, Any] | None:
         """One Node; None when the cluster has no such node (a replaced instance's is deleted)."""
@@ -535,6 +568,7 @@ class KubeAdapter:
         JSON (None when empty). The generated client's proxy calls take no request body, so this
         goes through ``ApiClient.call_api`` with the same authentication (kubernetes >= 37's API)."""
         resource = f"Pod {namespace}/{pod}:{port}{path}"
+        timeout = self.deadline.bounded(timeout, resource)
         api = self.api_client
         try:
             method_, url, headers, payload, _ = api.param_serialize(

@@ -85,3 +85,5 @@ class AgentAnswer(BaseModel):
     error: str | None = None
     #: The failure is the pod's (gone, not running) rather than the network's or the API server's.
     pod_gone: bool = False
+    #: No answer within the call's timeout: the agent (or its node) is silent.
+    silent: bool = False

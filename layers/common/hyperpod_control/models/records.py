@@ -152,6 +152,8 @@ class PodSlot(BaseModel):
     rank: int | None = None
     node: str | None = None
     ip: str | None = None
+    #: Poll rounds in a row whose /status got no answer in time (supervisor.silence).
+    silent_rounds: int = 0
 
 
 class JobRecord(Record):

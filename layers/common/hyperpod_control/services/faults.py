@@ -34,6 +34,13 @@ class JobFault(BaseModel):
     source: str = "poll"
     at: datetime = Field(default_factory=utcnow)
     event_id: str | None = None
+    #: For a fault an agent reported: the IP table version (``ipVersion`` of the ``/start``) the
+    #: agent held then. A fault from before the job's current start is history, not a new fault.
+    ip_version: str | None = None
+
+    def stale(self, current_ip_version: str | None) -> bool:
+        """Whether this fault predates the job's current start (fenced by ``ipVersion``)."""
+        return bool(self.ip_version and current_ip_version and self.ip_version != current_ip_version)
 
     def key(self) -> tuple[str | None, str | None]:
         return (self.pod, self.node)
@@ -46,10 +53,16 @@ class FaultReport(BaseModel):
     note: str | None = None
 
 
+def agent_fault_kind(reason: str | None) -> FaultKind:
+    """The agent's reason says what failed: a log rule (hang, slow, fault) or a worker."""
+    return "hang" if (reason or "").startswith(("LogHang_", "LogSlow_", "LogFault_")) else "worker"
+
+
 def with_fault(record: JobRecord, fault: JobFault) -> JobRecord | None:
     """Pure: ``record`` with ``fault`` pending; None when it changes nothing (the same pod's fault
-    is pending already, or the job is finished)."""
-    if record.phase.finished:
+    is pending already, the job is finished, or the fault predates the job's current start: an
+    agent's report confirmed before a remediation restarted it must not land after it)."""
+    if record.phase.finished or fault.stale(record.ip_version):
         return None
     for pending in record.pending_faults:
         if (pending.get("pod"), pending.get("node")) == fault.key():

@@ -57,7 +57,7 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.validation import describe_errors
-from hyperpod_control.services.faults import JobFault, report_fault
+from hyperpod_control.services.faults import JobFault, agent_fault_kind, report_fault
 
 #: Labels the supervisor puts on every pod it creates (services/supervisor.py JOB_LABEL, UID_LABEL).
 JOB_LABEL = "HPJob"
@@ -117,11 +117,6 @@ def where(slot: PodSlot | None) -> str:
     if slot is None:
         return "pod"
     return f"rank {slot.rank}" if slot.rank is not None else "spare"
-
-
-def agent_fault_kind(reason: str | None) -> str:
-    """As the supervisor's poll names it: a log rule (hang, slow, fault) or a worker."""
-    return "hang" if (reason or "").startswith(("LogHang_", "LogSlow_", "LogFault_")) else "worker"
 
 
 def history_id(event_id: str, uid: str) -> str:
@@ -277,6 +272,7 @@ def handle_agent_event(event: AgentStateEvent, adapters: JobEventAdapters) -> Jo
         message = status.message or detail.message
         fault = JobFault(
             kind=agent_fault_kind(reason),
+            ip_version=status.ipversion,
             reason=f"{where(slot)} ({slot.pod}): {reason}" + (f": {message}" if message else ""),
             pod=slot.pod,
             node=slot.node,

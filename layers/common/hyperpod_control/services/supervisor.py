@@ -18,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
 
-from hyperpod_control.adapters.agents import AgentCall, AgentClient
+from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
+from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
@@ -38,6 +39,7 @@ from hyperpod_control.models.job import (
     set_condition,
     validation_message,
 )
+from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -48,13 +50,16 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.tasks import TaskModel
-from hyperpod_control.services.faults import JobFault
+from hyperpod_control.services.faults import JobFault, agent_fault_kind
 from hyperpod_control.services.remediation import Action, Decision, aggregate_progress, decide
 
 JOB_LABEL = "HPJob"
 UID_LABEL = "hyperpod.control-plane/job-uid"
 INDEX_LABEL = "hyperpod.control-plane/pod-index"
-HEALTH_LABEL = "sagemaker.amazonaws.com/node-health-status"
+#: The taints Kubernetes' node lifecycle controller puts on a node whose kubelet went silent
+#: (unreachable) or reports NotReady; pods tolerate them 300 s (DefaultTolerationSeconds), then are
+#: evicted and stay Terminating while the node is gone.
+NODE_TROUBLE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MASTER_PORT = 23456
 
@@ -115,6 +120,11 @@ class SupervisorConfig:
     startup_deadline_seconds: int = 1800
     event_bus: str | None = None
     event_ttl_seconds: int = 90 * 24 * 3600
+    #: An agent that has not answered /status (within ``status_timeout_s``) this many rounds in a
+    #: row, while its pod runs and its node looks healthy, is hung: a fault of its rank.
+    silent_rounds: int = 3
+    #: The read timeout of a poll's /status calls (a healthy agent answers in milliseconds).
+    status_timeout_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
@@ -129,6 +139,8 @@ class SupervisorConfig:
             event_ttl_seconds=int(
                 env.get("EVENT_TTL_SECONDS") or int(env.get("EVENT_RETENTION_DAYS", 90)) * 24 * 3600
             ),
+            silent_rounds=int(env.get("SUPERVISOR_SILENT_ROUNDS", 3)),
+            status_timeout_s=float(env.get("AGENT_STATUS_TIMEOUT_SECONDS", 5)),
         )
 
 
@@ -143,9 +155,28 @@ class Supervisor:
     now: Callable[[], datetime] = utcnow
     #: StepFunctionsAdapter: the next segment's start (NextSegment step)
     sfn: Any = None
+    #: The invocation's time budget; ``kube`` and ``agents`` bound every call by it too.
+    deadline: Deadline = field(default_factory=Deadline)
+
+    def statuses(self, record: JobRecord, slots: Iterable[PodSlot], pods: dict[str, dict[str, Any]]) -> Any:
+        """``/status`` of each slot's agent, with the poll's short timeout."""
+        read = (AGENT_TIMEOUT[0], self.config.status_timeout_s)
+        return self.agents.call_all(
+            AgentCall(
+                s.pod,
+                "GET",
+                "/status",
+                ip=_pod_ip(pods.get(s.pod)) or s.ip,
+                namespace=record.namespace,
+                timeout=read,
+            )
+            for s in slots
+        )
 
 
-def open_supervisor(operator: Any, store: Any, config: SupervisorConfig | None = None) -> Supervisor:
+def open_supervisor(
+    operator: Any, store: Any, config: SupervisorConfig | None = None, deadline: Deadline | None = None
+) -> Supervisor:
     """A Supervisor for ``operator``'s cluster with the production adapters: the cluster's
     Kubernetes API (EKS token), and the agents through the pod proxy, or at their pod IPs when
     ``AGENT_TRANSPORT=direct`` (Lambdas in the cluster's VPC)."""
@@ -161,7 +192,9 @@ def open_supervisor(operator: Any, store: Any, config: SupervisorConfig | None =
         from hyperpod_control.services.node_health import cluster_facts
 
         eks_name = cluster_facts(SageMakerAdapter().describe_cluster(operator.cluster_name)).eks_cluster_name
-    kube = KubeAdapter(eks_name or "")
+    deadline = deadline or Deadline()
+    # No client retries: the state machine retries a failed step, the agent client its calls.
+    kube = KubeAdapter(eks_name or "", deadline=deadline, retries=0)
     config = config or SupervisorConfig.from_env()
     direct = os.environ.get("AGENT_TRANSPORT", "proxy") == "direct"
 
@@ -170,9 +203,10 @@ def open_supervisor(operator: Any, store: Any, config: SupervisorConfig | None =
     return Supervisor(
         store=store,
         kube=kube,
-        agents=AgentClient(transport, pool_size=pool),
+        agents=AgentClient(transport, pool_size=pool, deadline=deadline),
         config=config,
         sfn=StepFunctionsAdapter(),
+        deadline=deadline,
     )
 
 
@@ -185,10 +219,6 @@ def rfc3339(moment: datetime) -> str:
 
 def pod_name(job_name: str, index: int) -> str:
     return f"{job_name}-{index}"
-
-
-def job_selector(job_name: str) -> str:
-    return f"{JOB_LABEL}={job_name}"
 
 
 def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
@@ -301,6 +331,69 @@ def pod_failure(pod: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def node_trouble(name: str | None, node: dict[str, Any] | None) -> str | None:
+    """Pure: why pods on node ``name`` cannot go on (None while it looks healthy). A node whose
+    instance died stays Ready until the node-monitor grace period ends, so this is one signal among
+    the agents' silence and the health events, never the only one."""
+    if not name:
+        return None
+    if node is None:
+        return f"node {name} is gone"
+    health = ((node.get("metadata") or {}).get("labels") or {}).get(HEALTH_LABEL)
+    if health and health != SCHEDULABLE:
+        return f"node {name} is {health} (HyperPod health monitoring)"
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("key") in NODE_TROUBLE_TAINTS and taint.get("effect") == "NoExecute":
+            what = taint["key"].rsplit("/", 1)[-1]
+            return f"node {name} is {what} (taint since {taint.get('timeAdded', '?')})"
+    ready = _condition(node, "Ready")
+    if ready and ready.get("status") != "True":
+        return f"node {name} is NotReady ({ready.get('reason') or ready.get('status')})"
+    return None
+
+
+def node_names(record: JobRecord, pods: dict[str, dict[str, Any]]) -> set[str]:
+    """Pure: the nodes the job's pods are bound to."""
+    found = {((pods.get(s.pod) or {}).get("spec") or {}).get("nodeName") or s.node for s in record.pods}
+    return {n for n in found if n}
+
+
+def node_troubles(
+    record: JobRecord, pods: dict[str, dict[str, Any]], nodes: dict[str, dict[str, Any] | None]
+) -> dict[str, str]:
+    """Pure: pod -> why its node cannot carry it (``nodes``: the nodes read, None for one gone)."""
+    troubled = {}
+    for slot in record.pods:
+        node = ((pods.get(slot.pod) or {}).get("spec") or {}).get("nodeName") or slot.node
+        why = node_trouble(node, nodes.get(node)) if node in nodes else None
+        if why:
+            troubled[slot.pod] = why
+    return troubled
+
+
+def unreachable(record: JobRecord, pods: dict[str, dict[str, Any]], troubles: dict[str, str]) -> set[str]:
+    """Pure: pods whose agents are not asked this round: gone, Terminating or finished, or on a
+    troubled node (a dead node's connections hang; the fault is known without them)."""
+    return {s.pod for s in record.pods if s.pod not in pods or pod_failure(pods[s.pod]) or s.pod in troubles}
+
+
+def silence(record: JobRecord, answers: dict[str, AgentAnswer]) -> list[PodSlot]:
+    """Pure: the slots with their count of silent rounds after this round's answers (a timed-out
+    /status adds one; any answer, or a failure that is not silence, resets it)."""
+    updated = []
+    for slot in record.pods:
+        answer = answers.get(slot.pod)
+        rounds = slot.silent_rounds + 1 if answer is not None and answer.silent else 0
+        updated.append(
+            slot if rounds == slot.silent_rounds else slot.model_copy(update={"silent_rounds": rounds})
+        )
+    return updated
+
+
 def assign_ranks(slots: list[PodSlot], nnodes: int) -> list[PodSlot]:
     """Pure: ranks 0..nnodes-1 to the first ``nnodes`` pods by index, the rest are spares. A slot
     that already holds a rank keeps it (a retried StartAgents must not reshuffle)."""
@@ -358,11 +451,6 @@ class RoundVerdict(TaskModel):
     completed: int = 0
 
 
-def _agent_fault_kind(reason: str | None) -> str:
-    """The agent's reason says what failed: a log rule (hang, slow, fault) or a worker."""
-    return "hang" if (reason or "").startswith(("LogHang_", "LogSlow_", "LogFault_")) else "worker"
-
-
 def _fault_time(status: Any, now: datetime) -> datetime:
     """When the agent went FAULTED (its transitions say), else now."""
     stamp = (status.transitions or {}).get("FAULTED") if status is not None else None
@@ -372,17 +460,31 @@ def _fault_time(status: Any, now: datetime) -> datetime:
     return now
 
 
+def stale_status(reported: str | None, current: str | None) -> bool:
+    """Pure: an agent's ``/status`` speaks of an earlier start than the job's current one (its
+    ``ipversion`` is not the ``ipVersion`` of the last ``/start``): a FAULTED or COMPLETED in it
+    is about workers a remediation already replaced."""
+    return bool(reported and current and reported != current)
+
+
 def judge_round(
     record: JobRecord,
     pods: dict[str, dict[str, Any]],
     answers: dict[str, AgentAnswer],
     now: datetime | None = None,
+    *,
+    troubles: dict[str, str] | None = None,
+    silent_limit: int = 3,
 ) -> RoundVerdict:
-    """Pure: what one poll round says about the job. A rank whose pod is lost or whose agent
-    reports FAULTED is a fault; all ranks COMPLETED is completion; an agent that does not answer
-    while its pod runs is a network blip, judged again next round. A lost spare is a fault too
-    (remediation replaces it), and so is every fault reported from outside (``pending_faults``)."""
+    """Pure: what one poll round says about the job. A pod lost, Terminating or on a troubled node
+    (``troubles``: NotReady, unreachable, marked by HyperPod's health monitoring) is a fault of its
+    rank now, without waiting for its agent; so is an agent that reports FAULTED since the current
+    start, and one silent ``silent_limit`` rounds in a row (hung: its node looked healthy). All
+    ranks COMPLETED is completion. An agent failing to answer fewer rounds, or for another reason
+    than silence, is judged again next round. A lost spare is a fault too (remediation replaces
+    it), and so is every fault reported from outside (``pending_faults``)."""
     now = now or utcnow()
+    troubles = troubles or {}
     faults: dict[str, JobFault] = {}
     completed = 0
     ranked = record.ranked()
@@ -390,6 +492,8 @@ def judge_round(
         failure = pod_failure(pods.get(slot.pod))
         answer = answers.get(slot.pod)
         status = answer.status if answer and answer.ok else None
+        if status is not None and stale_status(status.ipversion, record.ip_version):
+            status = None  # said before the current /start reached it: no news of this start
         where = f"rank {slot.rank}" if slot.rank is not None else "spare"
         if status is not None and status.status is AgentState.COMPLETED and slot.rank is not None:
             completed += 1
@@ -404,10 +508,30 @@ def judge_round(
                 rank=slot.rank,
                 at=now,
             )
+        elif slot.pod in troubles:
+            faults[slot.pod] = JobFault(
+                kind="node",
+                reason=f"{where} ({slot.pod}): {troubles[slot.pod]}",
+                pod=slot.pod,
+                node=slot.node,
+                rank=slot.rank,
+                at=now,
+            )
+        elif answer is not None and answer.silent and slot.silent_rounds + 1 >= silent_limit:
+            faults[slot.pod] = JobFault(
+                kind="pod",
+                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): its agent has not answered "
+                f"{slot.silent_rounds + 1} rounds in a row while its node looks healthy (hung)",
+                pod=slot.pod,
+                node=slot.node,
+                rank=slot.rank,
+                at=now,
+            )
         elif status is not None and status.status is AgentState.FAULTED and slot.rank is not None:
             detail = f"{status.reason or 'WorkerFault'}" + (f": {status.message}" if status.message else "")
             faults[slot.pod] = JobFault(
-                kind=_agent_fault_kind(status.reason),
+                kind=agent_fault_kind(status.reason),
+                ip_version=status.ipversion,
                 reason=f"{where} ({slot.pod}): {detail}",
                 pod=slot.pod,
                 node=slot.node,
@@ -419,6 +543,8 @@ def judge_round(
         fault = JobFault.model_validate(raw)
         if fault.pod and fault.pod not in current:
             continue  # a late report about a pod a remediation already replaced
+        if fault.stale(record.ip_version):
+            continue  # reported before the restart that already remediated it
         known = faults.get(fault.pod or "")
         # A node's fault names the cause better than the lost pod it explains; keep its time.
         if known is None or fault.kind == "node":
@@ -692,9 +818,9 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     if loaded is None:
         return GONE
     record, job, _obj = loaded
-    existing = {
-        p["metadata"]["name"] for p in sup.kube.pods(ref.namespace, label_selector=job_selector(ref.name))
-    }
+    # By uid, as every read: a job deleted and recreated under the same name owns none of the
+    # old job's pods still terminating.
+    existing = set(_pods_by_name(sup, record))
     total = job.replicas + job.spares
     created = []
     for index in range(total):
@@ -711,11 +837,15 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     return StepResult(next="wait")
 
 
+def job_selector(record: JobRecord) -> str:
+    """The label selector of the job's pods: its name and its uid."""
+    return f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
+
+
 def _pods_by_name(sup: Supervisor, record: JobRecord) -> dict[str, dict[str, Any]]:
-    found = sup.kube.pods(
-        record.namespace, label_selector=f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
-    )
-    return {p["metadata"]["name"]: p for p in found}
+    return {
+        p["metadata"]["name"]: p for p in sup.kube.pods(record.namespace, label_selector=job_selector(record))
+    }
 
 
 def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
@@ -834,12 +964,15 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     obj = _read_job(sup, ref)
     if obj is None:
         return StepResult(next="gone", reason="the job was deleted")
-    pods = _pods_by_name(sup, record)
-    answers = sup.agents.statuses(
-        ref.namespace, ((s.pod, _pod_ip(pods[s.pod]) or s.ip) for s in record.pods if s.pod in pods)
+    pods, troubles, answers = _observe(sup, record)
+    verdict = judge_round(
+        record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
     )
-    verdict = judge_round(record, pods, answers, sup.now())
-    update: dict[str, Any] = {"task_token": None, "poll_rounds": record.poll_rounds + 1}
+    update: dict[str, Any] = {
+        "task_token": None,
+        "poll_rounds": record.poll_rounds + 1,
+        "pods": silence(record, answers),
+    }
     current = {s.pod for s in record.pods}
     stale = [f for f in record.pending_faults if f.get("pod") and f["pod"] not in current]
     if stale:
@@ -854,12 +987,34 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     if progress and progress != record.progress:
         update["progress"] = progress
     if verdict.next == "running":
-        update["pods"] = _start_new_spares(sup, record, pods, answers, parse_job(obj))
+        staged = record.model_copy(update={"pods": update["pods"]})
+        update["pods"] = _start_new_spares(sup, staged, pods, answers, parse_job(obj))
     _save(sup, record, **update)
     due = verdict.next == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
     return StepResult(
         next=verdict.next, reason=verdict.reason, segment_due=due, poll_seconds=sup.config.poll_seconds
     )
+
+
+def _observe(
+    sup: Supervisor, record: JobRecord
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, AgentAnswer]]:
+    """One look at the job: its pods, their nodes' troubles, and the agents worth asking (not those
+    of pods lost or on troubled nodes: their connections would hang, and the fault is known)."""
+    pods = _pods_by_name(sup, record)
+    wanted = node_names(record, pods)
+
+    def troubles_now() -> dict[str, str]:
+        nodes = {n["metadata"]["name"]: n for n in sup.kube.nodes()} if wanted else {}
+        return node_troubles(record, pods, {name: nodes.get(name) for name in wanted})
+
+    troubles = troubles_now()
+    skip = unreachable(record, pods, troubles)
+    answers = sup.statuses(record, [s for s in record.pods if s.pod not in skip], pods)
+    if any(a.silent for a in answers.values()):
+        # Silence may be a node dying: its NotReady may have come while we waited on it.
+        troubles = troubles_now()
+    return pods, troubles, answers
 
 
 def _start_new_spares(
@@ -925,7 +1080,7 @@ def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mod
             raise DependencyUnavailableError(
                 f"agents {', '.join(pending)} did not stop within {STOP_WAIT_S:.0f} s (retried)."
             )
-        time.sleep(0.05)
+        time.sleep(sup.deadline.timeout(0.05, f"waiting for agents {', '.join(pending)} to stop"))
     return unreachable
 
 
@@ -942,11 +1097,10 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     if loaded is None:
         return GONE
     record, job, _obj = loaded
-    pods = _pods_by_name(sup, record)
-    answers = sup.agents.statuses(
-        ref.namespace, ((s.pod, _pod_ip(pods[s.pod]) or s.ip) for s in record.pods if s.pod in pods)
+    pods, troubles, answers = _observe(sup, record)
+    verdict = judge_round(
+        record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
     )
-    verdict = judge_round(record, pods, answers, sup.now())
     if verdict.next != "fault":
         return StepResult(
             next="monitor" if verdict.next == "running" else verdict.next,
@@ -1085,7 +1239,8 @@ def _full_restart(
 ) -> StepResult:
     """Every pod deleted and recreated (new names, so no old pod is mistaken for a new one), the
     repeat offenders avoided; the execution goes back to WaitForAgents and StartAgents."""
-    live = [s for s in record.pods if s.ip]
+    lost = {f.pod for f in faults if f.kind in ("node", "pod")}
+    live = [s for s in record.pods if s.ip and s.pod not in lost]  # a dead node's agent never answers
     sup.agents.call_all(
         AgentCall(s.pod, "POST", "/shutdown", ip=s.ip, namespace=record.namespace) for s in live
     )
@@ -1280,9 +1435,7 @@ def cleanup(request: StepInput, sup: Supervisor) -> StepResult:
 
 
 def delete_job_resources(sup: Supervisor, record: JobRecord) -> str:
-    pods = sup.kube.pods(
-        record.namespace, label_selector=f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
-    )
+    pods = sup.kube.pods(record.namespace, label_selector=job_selector(record))
     for pod in pods:
         sup.kube.delete_pod(record.namespace, pod["metadata"]["name"])
     sup.store.delete(record.pk, record.sk)
