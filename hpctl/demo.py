@@ -110,16 +110,23 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             f"its server answers through the API server's pod proxy ({len(reply)} bytes)"
         )
 
-        timeline.say(f"5. hpctl sandbox fail-node {victim} --times 2 (HyperPod sends one change twice)")
+        timeline.say(
+            f"5. hpctl sandbox fail-node {victim} --times 2 (the instance dies; HyperPod sends one "
+            "change twice)"
+        )
         sent = sb.faults.fail_node(victim, times=2)
         sb.wait_idle()
-        gone = _pod_gone(core, pod.metadata.name)
+        phase = core.read_namespaced_pod(pod.metadata.name, "default").status.phase
+        timeline.say(f"  -> pod still {phase}: its processes are frozen, {_silence(core, pod.metadata.name)}")
+        node_ready = _node_ready(core, victim, "Unknown")
+        timeline.say(f"  -> after the node-monitor grace period (40 s): node Ready={node_ready}")
+        terminating = _pod_terminating(core, pod.metadata.name)
         node = _node(sb, nodes[1])
         k8s_node = core.read_node(victim)
         label = k8s_node.metadata.labels.get("sagemaker.amazonaws.com/node-health-status")
         timeline.say(
-            f"  -> pod {'gone' if gone else 'STILL THERE'}; node {label}, taints "
-            f"{sorted({t.key.split('/')[-1] for t in k8s_node.spec.taints or []})}"
+            f"  -> after its 300 s toleration: pod {'Terminating' if terminating else 'NOT EVICTED'}; "
+            f"node {label}, taints {sorted({t.key.split('/')[-1] for t in k8s_node.spec.taints or []})}"
         )
         timeline.say(
             f"  -> node_health ran {len(sb.runtime.calls('NodeHealthFunction'))} times (event ids "
@@ -374,19 +381,43 @@ def _answers(core: Any, name: str) -> bool:
         return False
 
 
-def _pod_gone(core: Any, name: str) -> bool:
-    from kubernetes.client.rest import ApiException
+def _silence(core: Any, name: str) -> str:
+    """What a client of the dead pod sees: a connection nobody answers."""
+    from urllib3.exceptions import MaxRetryError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+    try:
+        core.connect_get_namespaced_pod_proxy_with_path(
+            f"{name}:8080", "default", "", _request_timeout=(2, 2)
+        )
+    except Urllib3Timeout:
+        return "a request to it hangs (no answer in 2 s)"
+    except MaxRetryError as exc:
+        if isinstance(exc.reason, Urllib3Timeout):
+            return "a request to it hangs (no answer in 2 s)"
+        return f"a request to it failed: {exc.reason}"
+    except Exception as exc:  # shown as what it is
+        return f"a request to it failed: {type(exc).__name__}"
+    return "ITS SERVER STILL ANSWERS"
+
+
+def _node_ready(core: Any, node: str, want: str) -> str:
     from sandbox.testing import eventually
 
-    def gone() -> bool:
-        try:
-            core.read_namespaced_pod(name, "default")
-            return False
-        except ApiException as exc:
-            return exc.status == 404
+    def ready() -> str | None:
+        status = next(c.status for c in core.read_node(node).status.conditions if c.type == "Ready")
+        return status if status == want else None
 
-    return eventually(gone, timeout=30, what=f"pod {name} to be gone")
+    return eventually(ready, timeout=30, what=f"node {node} Ready={want}")
+
+
+def _pod_terminating(core: Any, name: str) -> bool:
+    from sandbox.testing import eventually
+
+    def marked() -> bool:
+        return core.read_namespaced_pod(name, "default").metadata.deletion_timestamp is not None
+
+    return eventually(marked, timeout=30, what=f"pod {name} Terminating")
 
 
 def _as_delivered(event_id: str, sb: Any, cluster: dict[str, Any], instance_id: str) -> dict[str, Any]:

@@ -21,7 +21,11 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     # Registration waited for InService (CheckCluster more than once), then recorded the operator.
     assert re.search(r"-> SUCCEEDED: \d+ states \(CheckCluster x\d+, .*\), ending in Registered", text), text
     assert "its server answers through the API server's pod proxy" in text
-    assert "-> pod gone; node UnschedulablePendingReplacement" in text
+    # A dead instance as on EKS: its pod stays Running and silent, the node goes NotReady after the
+    # grace period, the pod is evicted after its toleration and stays Terminating.
+    assert "-> pod still Running: its processes are frozen, a request to it hangs" in text
+    assert "after the node-monitor grace period (40 s): node Ready=Unknown" in text
+    assert "-> after its 300 s toleration: pod Terminating; node UnschedulablePendingReplacement" in text
     assert "node_health ran 2 times" in text and "NODE item: Unhealthy (version 1)" in text
     assert "NODE item unchanged: Unhealthy (version 1)" in text
     assert "node Ready=True; NODE item: Healthy (version 2)" in text
