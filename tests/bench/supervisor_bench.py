@@ -54,13 +54,12 @@ from hyperpod_control.models.agent import AGENT_PORT  # noqa: E402
 from hyperpod_control.models.job import parse_job  # noqa: E402
 from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot  # noqa: E402
 from hyperpod_control.services import supervisor  # noqa: E402
+from hyperpod_control.services.supervision import build_pod, pod_name  # noqa: E402
 from hyperpod_control.services.supervisor import (  # noqa: E402
     JobRef,
     StepInput,
     Supervisor,
     SupervisorConfig,
-    build_pod,
-    pod_name,
 )
 
 NAMESPACE = "bench"

@@ -27,7 +27,7 @@ from hyperpod_control.models.records import (
     OperatorStatus,
     PodSlot,
 )
-from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL
+from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 from sandbox import Sandbox, SandboxConfig
 from sandbox.aws_ext import faults as aws_faults
 from sandbox.aws_ext import set_delays

@@ -23,7 +23,7 @@ from hyperpod_control.models.records import (
     PodSlot,
 )
 from hyperpod_control.services import node_health as nh
-from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL
+from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 
 pytestmark = pytest.mark.unit
 

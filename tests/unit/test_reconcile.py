@@ -33,7 +33,8 @@ from hyperpod_control.models.records import (
     cluster_pk,
 )
 from hyperpod_control.services.reconcile import addon_recovery, observed_record, reconcile
-from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL, Supervisor
+from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
+from hyperpod_control.services.supervisor import Supervisor
 
 pytestmark = pytest.mark.unit
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hyperpod_control.models.agent import AgentAnswer, AgentState, AgentStatus
 from hyperpod_control.models.job import RestartPolicy, RunPolicy
 from hyperpod_control.models.records import JobRecord, PodSlot
 from hyperpod_control.services.faults import JobFault
@@ -19,8 +20,15 @@ from hyperpod_control.services.remediation import (
     Decision,
     aggregate_progress,
     decide,
+    offender_counts,
     repeat_offenders,
+    restart_counters,
+    restart_modes,
     restarts_in_window,
+    root_faults,
+    standing_spares,
+    swap_plan,
+    unrecorded,
     usable_spares,
 )
 
@@ -318,3 +326,57 @@ def test_progress_counts_compare_as_numbers():
         {"llama-0": {"ckpt": {**step(9), "progressCount": "9"}}, "llama-1": {"ckpt": step(10)}}
     )
     assert as_text["ckpt"]["progressCount"] == "9"
+
+
+# ============================================================== carrying a decision out (pure)
+
+
+def test_a_lost_node_explains_its_peers_worker_faults():
+    lost, peer, other = node_lost(1), worker(0), worker(2)
+    assert root_faults([peer, lost]) == [lost]
+    assert root_faults([peer, other]) == [peer, other]
+
+
+def test_only_faults_not_already_pending_are_recorded():
+    record = job(pending_faults=[node_lost(1).model_dump(mode="json")])
+    assert [f["pod"] for f in unrecorded([node_lost(1), node_lost(2)], record)] == ["llama-2"]
+
+
+def _answer(pod: str, state: AgentState, mode: str | None = None) -> AgentAnswer:
+    return AgentAnswer(pod=pod, ok=True, status=AgentStatus(status=state, restartMode=mode))
+
+
+def test_spares_that_answered_ready_or_running_stand_by_and_ranks_say_their_restart_mode():
+    record = job(ranks=2, spares=3)
+    answers = {
+        "spare-0": _answer("spare-0", AgentState.READY),
+        "spare-1": AgentAnswer(pod="spare-1", ok=False, error="no answer", silent=True),
+        "spare-2": _answer("spare-2", AgentState.FAULTED),
+        "llama-0": _answer("llama-0", AgentState.RUNNING, "in_process_restart"),
+        "llama-1": _answer("llama-1", AgentState.RUNNING, "process_restart"),
+    }
+    assert standing_spares(record, answers) == {"spare-0"}
+    assert restart_modes(record, answers) == {"in_process_restart", "process_restart"}
+
+
+def test_restart_counters_count_the_restart_and_the_faulty_nodes_and_clear_what_was_pending():
+    record = job(fault_count=2, restart_count=1, offenders={"node-1": 1}, pending_faults=[{"pod": "x"}])
+    counters = restart_counters(record, [node_lost(1), worker(0)], NOW)
+    assert counters["fault_count"] == 3 and counters["restart_count"] == 2
+    assert counters["restart_times"][-1] == NOW and counters["pending_faults"] == []
+    assert counters["offenders"] == offender_counts(record, [node_lost(1)]) == {"node-1": 2}
+
+
+def test_a_swap_stops_kept_ranks_and_promoted_spares_only_and_starts_the_new_rank_table():
+    record = job(ranks=3, spares=2)
+    decision = Decision(action=Action.SPARE_SWAP, reason="r", moves={1: "spare-1"}, delete_pods=["llama-1"])
+    plan = swap_plan(record, decision)
+    assert [s.pod for s in plan.stop] == ["llama-0", "llama-2", "spare-1"]
+    assert [(s.pod, s.rank) for s in plan.slots] == [
+        ("llama-0", 0),
+        ("llama-2", 2),
+        ("spare-0", None),
+        ("spare-1", 1),
+    ]
+    assert sorted(s.rank for s in plan.start) == [0, 1, 2]
+    assert record.pods[4].rank is None, "the record is not changed"

@@ -69,7 +69,7 @@ from hyperpod_control.models.records import (
     OperatorRecord,
 )
 from hyperpod_control.services.faults import FaultReport, JobFault, report_fault
-from hyperpod_control.services.supervisor import JOB_LABEL, UID_LABEL
+from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 
 # -- the NODE item --------------------------------------------------------------------------------
 

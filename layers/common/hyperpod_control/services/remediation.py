@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from hyperpod_control.models.agent import AgentAnswer, AgentState
 from hyperpod_control.models.job import RunPolicy
 from hyperpod_control.models.records import JobRecord, PodSlot
 from hyperpod_control.services.faults import JobFault
@@ -148,16 +149,91 @@ def decide(
     )
 
 
+def offender_counts(record: JobRecord, faults: list[JobFault]) -> dict[str, int]:
+    """Pure: faults per node, this remediation's included. A pod lost with its node (or evicted
+    from it) makes the node a suspect too."""
+    counts = dict(record.offenders)
+    for fault in faults:
+        if fault.node and fault.kind in ("node", "pod"):
+            counts[fault.node] = counts.get(fault.node, 0) + 1
+    return counts
+
+
 def repeat_offenders(record: JobRecord, faults: list[JobFault], limit: int | None) -> list[str]:
     """Pure: the nodes to avoid on a full restart: this fault's nodes and earlier offenders, most
     faults first, at most ``limit`` (maxNumRepeatOffendersToAvoid; unset: every faulty node)."""
-    counts = dict(record.offenders)
-    for fault in faults:
-        # A pod lost with its node (or evicted from it) makes the node a suspect too.
-        if fault.node and fault.kind in ("node", "pod"):
-            counts[fault.node] = counts.get(fault.node, 0) + 1
+    counts = offender_counts(record, faults)
     ranked = sorted(counts, key=lambda n: (-counts[n], n))
     return ranked if limit is None else ranked[:limit]
+
+
+# -- what Remediate reads from a round, and how it carries out a decision (pure) -----------------
+
+
+def root_faults(faults: list[JobFault]) -> list[JobFault]:
+    """Pure: the faults to remediate. When a pod or node is lost, its peers' workers fail too
+    (their collectives break): those are consequences, fixed by the same restart."""
+    lost = [f for f in faults if f.kind in ("node", "pod")]
+    return lost or list(faults)
+
+
+def unrecorded(faults: list[JobFault], record: JobRecord) -> list[dict]:
+    """Pure: the faults not yet pending on the JOB item (made pending before acting, so a retried
+    Remediate still sees a fault whose agent it already stopped)."""
+    known = {(f.get("pod"), f.get("node")) for f in record.pending_faults}
+    return [f.model_dump(mode="json") for f in faults if f.key() not in known]
+
+
+def standing_spares(record: JobRecord, answers: dict[str, AgentAnswer]) -> set[str]:
+    """Pure: the spares whose agents answered READY or RUNNING this round: those a swap may use."""
+    return {
+        s.pod
+        for s in record.spare_pods()
+        if (a := answers.get(s.pod))
+        and a.ok
+        and a.status
+        and a.status.status in (AgentState.RUNNING, AgentState.READY)
+    }
+
+
+def restart_modes(record: JobRecord, answers: dict[str, AgentAnswer]) -> set[str]:
+    """Pure: the restart modes the ranks' agents report (all in-process: an in-process restart)."""
+    return {
+        a.status.restart_mode
+        for s in record.ranked()
+        if (a := answers.get(s.pod)) and a.ok and a.status and a.status.restart_mode
+    }
+
+
+def restart_counters(record: JobRecord, faults: list[JobFault], now: datetime) -> dict:
+    """Pure: the JOB item's counters after one more restart (the faults it fixes cleared)."""
+    return {
+        "fault_count": record.fault_count + 1,
+        "restart_count": record.restart_count + 1,
+        "restart_times": [*record.restart_times, now][-50:],
+        "offenders": offender_counts(record, faults),
+        "pending_faults": [],
+        "task_token": None,
+    }
+
+
+class SwapPlan(BaseModel):
+    """How a spare swap changes the job's pods: who is stopped, the slots after, who starts."""
+
+    stop: list[PodSlot]
+    slots: list[PodSlot]
+    start: list[PodSlot]
+
+
+def swap_plan(record: JobRecord, decision: Decision) -> SwapPlan:
+    """Pure: the lost pods leave; each promoted spare takes its rank; the ranks kept and the
+    promoted spares are stopped and started again under the new IP table; other spares stay."""
+    lost = set(decision.delete_pods)
+    promoted = {pod: rank for rank, pod in decision.moves.items()}
+    keep = [s for s in record.pods if s.pod not in lost]
+    stop = [s for s in keep if s.rank is not None or s.pod in promoted]
+    slots = [s.model_copy(update={"rank": promoted[s.pod]}) if s.pod in promoted else s for s in keep]
+    return SwapPlan(stop=stop, slots=slots, start=[s for s in slots if s.rank is not None])
 
 
 def aggregate_progress(progress_by_pod: dict[str, dict | None]) -> dict | None:

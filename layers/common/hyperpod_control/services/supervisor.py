@@ -2,7 +2,8 @@
 machine (Admit, CreatePods, CheckAgents, StartAgents, Arm, Poll, Complete, Fail, Cleanup).
 
 Each step reads the job (Kubernetes) and its JOB item (DynamoDB), decides with the pure functions
-at the top of this module, acts, and writes the JOB item conditionally on the version it read: a
+of ``supervision.py`` and ``remediation.py``, acts, and writes the JOB item conditionally on the
+version it read: a
 concurrent writer (node_health adding a fault, a second segment) makes the write fail with
 ``VersionConflictError`` and Step Functions runs the step again on fresh state. Steps are
 idempotent for the same reason: a retried CreatePods finds the pods it made, a retried Complete
@@ -20,15 +21,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import Field
 
 from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
-from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
+from hyperpod_control.models.agent import AgentAnswer, AgentState
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.job import (
     CleanPodPolicy,
@@ -39,7 +40,6 @@ from hyperpod_control.models.job import (
     set_condition,
     validation_message,
 )
-from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -50,25 +50,42 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.tasks import TaskModel
-from hyperpod_control.services.faults import JobFault, agent_fault_kind
-from hyperpod_control.services.remediation import Action, Decision, aggregate_progress, decide
-
-JOB_LABEL = "HPJob"
-UID_LABEL = "hyperpod.control-plane/job-uid"
-INDEX_LABEL = "hyperpod.control-plane/pod-index"
-#: The taints Kubernetes' node lifecycle controller puts on a node whose kubelet went silent
-#: (unreachable) or reports NotReady; pods tolerate them 300 s (DefaultTolerationSeconds), then are
-#: evicted and stay Terminating while the node is gone.
-NODE_TROUBLE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-MASTER_PORT = 23456
-
-
-def master_port(fault_count: int) -> int:
-    """Pure: the rendezvous port of a restart. Each restart moves to the next port, so the new
-    rank-0 store never races the old one's socket still closing on the same pod."""
-    return MASTER_PORT + fault_count % 100
-
+from hyperpod_control.services.faults import JobFault
+from hyperpod_control.services.remediation import (
+    Action,
+    Decision,
+    aggregate_progress,
+    decide,
+    restart_counters,
+    restart_modes,
+    root_faults,
+    standing_spares,
+    swap_plan,
+    unrecorded,
+)
+from hyperpod_control.services.supervision import (
+    agents_ready,
+    assign_ranks,
+    avoid_nodes,
+    build_pod,
+    clean_targets,
+    conditions_after,
+    instance_id,
+    job_selector,
+    judge_round,
+    master_port,
+    node_names,
+    node_troubles,
+    pod_failure,
+    pod_index,
+    pod_ip,
+    pod_name,
+    pod_phase,
+    rfc3339,
+    silence,
+    start_calls,
+    unreachable,
+)
 
 EVENT_SOURCE_COMPONENT = "hyperpod-control-plane-supervisor"
 
@@ -166,7 +183,7 @@ class Supervisor:
                 s.pod,
                 "GET",
                 "/status",
-                ip=_pod_ip(pods.get(s.pod)) or s.ip,
+                ip=pod_ip(pods.get(s.pod)) or s.ip,
                 namespace=record.namespace,
                 timeout=read,
             )
@@ -208,409 +225,6 @@ def open_supervisor(
         sfn=StepFunctionsAdapter(),
         deadline=deadline,
     )
-
-
-# ============================================================== pure decisions
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def pod_name(job_name: str, index: int) -> str:
-    return f"{job_name}-{index}"
-
-
-def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
-    """Pure: pod ``index`` of ``job`` from its replica spec's template.
-
-    Every pod is the same: which are ranks and which are spares is decided at StartAgents, so a
-    spare can take any rank. What the operator adds to the user's template: the labels, the owner,
-    the agent's environment, the node-health affinity, one pod per node, and port 8080."""
-    meta = job.metadata
-    template = job.replica_spec.template or {}
-    tmeta = dict(template.get("metadata") or {})
-    spec = {**(template.get("spec") or {})}
-    total = job.replicas + job.spares
-    labels = {
-        **(tmeta.get("labels") or {}),
-        JOB_LABEL: meta.name,
-        UID_LABEL: meta.uid,
-        INDEX_LABEL: str(index),
-    }
-    env_add = [
-        {"name": "NNODES", "value": str(job.replicas)},
-        {"name": "HYPERPOD_JOB_NAME", "value": meta.name},
-        {"name": "HYPERPOD_JOB_NAMESPACE", "value": meta.namespace},
-        {"name": "HYPERPOD_JOB_UID", "value": meta.uid},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-    ]
-    if event_bus:
-        env_add.append({"name": "HYPERPOD_EVENT_BUS", "value": event_bus})
-    ours = {e["name"] for e in env_add}
-    containers = []
-    for i, container in enumerate(spec.get("containers") or []):
-        container = {**container}
-        container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env_add
-        if i == 0:
-            ports = list(container.get("ports") or [])
-            if not any(p.get("containerPort") == AGENT_PORT for p in ports):
-                ports.append({"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"})
-            container["ports"] = ports
-        containers.append(container)
-    spec["containers"] = containers
-    # A failed container is a fault the supervisor handles; the kubelet must not restart it behind
-    # the supervisor's back (the agent itself restarts workers).
-    spec["restartPolicy"] = "Never"
-    spec["affinity"] = _affinity(spec.get("affinity") or {}, meta.name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(meta.name, index),
-            "namespace": meta.namespace,
-            "labels": labels,
-            "annotations": {**(tmeta.get("annotations") or {}), "hyperpod.control-plane/pods": str(total)},
-            "ownerReferences": [
-                {
-                    "apiVersion": job.api_version,
-                    "kind": job.kind,
-                    "name": meta.name,
-                    "uid": meta.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": spec,
-    }
-
-
-def _affinity(existing: dict[str, Any], job_name: str) -> dict[str, Any]:
-    """The template's affinity plus: nodes HyperPod calls Schedulable, and one pod of the job per
-    node (a replica is a node: two ranks on one node would share its GPUs and its fate)."""
-    affinity = {**existing}
-    node = {**(affinity.get("nodeAffinity") or {})}
-    required = {**(node.get("requiredDuringSchedulingIgnoredDuringExecution") or {})}
-    health = {"key": HEALTH_LABEL, "operator": "In", "values": ["Schedulable"]}
-    terms = [dict(t) for t in required.get("nodeSelectorTerms") or []] or [{}]
-    for term in terms:  # terms are ORed: the health requirement goes into each
-        term["matchExpressions"] = [*(term.get("matchExpressions") or []), health]
-    required["nodeSelectorTerms"] = terms
-    node["requiredDuringSchedulingIgnoredDuringExecution"] = required
-    affinity["nodeAffinity"] = node
-    anti = {**(affinity.get("podAntiAffinity") or {})}
-    anti["requiredDuringSchedulingIgnoredDuringExecution"] = [
-        *(anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []),
-        {"labelSelector": {"matchLabels": {JOB_LABEL: job_name}}, "topologyKey": "kubernetes.io/hostname"},
-    ]
-    affinity["podAntiAffinity"] = anti
-    return affinity
-
-
-def pod_phase(pod: dict[str, Any] | None) -> str:
-    return ((pod or {}).get("status") or {}).get("phase") or "Missing"
-
-
-def pod_failure(pod: dict[str, Any] | None) -> str | None:
-    """Pure: why a pod can no longer run its part (None while it can)."""
-    if pod is None:
-        return "PodDeleted"
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return "PodTerminating"
-    phase = pod_phase(pod)
-    if phase == "Failed":
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (cs.get("state") or {}).get("terminated") or {}
-            if terminated.get("reason"):
-                return f"Pod{terminated['reason']}"
-        return "PodFailed"
-    if phase == "Succeeded":
-        return "PodExited"
-    return None
-
-
-def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
-
-
-def node_trouble(name: str | None, node: dict[str, Any] | None) -> str | None:
-    """Pure: why pods on node ``name`` cannot go on (None while it looks healthy). A node whose
-    instance died stays Ready until the node-monitor grace period ends, so this is one signal among
-    the agents' silence and the health events, never the only one."""
-    if not name:
-        return None
-    if node is None:
-        return f"node {name} is gone"
-    health = ((node.get("metadata") or {}).get("labels") or {}).get(HEALTH_LABEL)
-    if health and health != SCHEDULABLE:
-        return f"node {name} is {health} (HyperPod health monitoring)"
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("key") in NODE_TROUBLE_TAINTS and taint.get("effect") == "NoExecute":
-            what = taint["key"].rsplit("/", 1)[-1]
-            return f"node {name} is {what} (taint since {taint.get('timeAdded', '?')})"
-    ready = _condition(node, "Ready")
-    if ready and ready.get("status") != "True":
-        return f"node {name} is NotReady ({ready.get('reason') or ready.get('status')})"
-    return None
-
-
-def node_names(record: JobRecord, pods: dict[str, dict[str, Any]]) -> set[str]:
-    """Pure: the nodes the job's pods are bound to."""
-    found = {((pods.get(s.pod) or {}).get("spec") or {}).get("nodeName") or s.node for s in record.pods}
-    return {n for n in found if n}
-
-
-def node_troubles(
-    record: JobRecord, pods: dict[str, dict[str, Any]], nodes: dict[str, dict[str, Any] | None]
-) -> dict[str, str]:
-    """Pure: pod -> why its node cannot carry it (``nodes``: the nodes read, None for one gone)."""
-    troubled = {}
-    for slot in record.pods:
-        node = ((pods.get(slot.pod) or {}).get("spec") or {}).get("nodeName") or slot.node
-        why = node_trouble(node, nodes.get(node)) if node in nodes else None
-        if why:
-            troubled[slot.pod] = why
-    return troubled
-
-
-def unreachable(record: JobRecord, pods: dict[str, dict[str, Any]], troubles: dict[str, str]) -> set[str]:
-    """Pure: pods whose agents are not asked this round: gone, Terminating or finished, or on a
-    troubled node (a dead node's connections hang; the fault is known without them)."""
-    return {s.pod for s in record.pods if s.pod not in pods or pod_failure(pods[s.pod]) or s.pod in troubles}
-
-
-def silence(record: JobRecord, answers: dict[str, AgentAnswer]) -> list[PodSlot]:
-    """Pure: the slots with their count of silent rounds after this round's answers (a timed-out
-    /status adds one; any answer, or a failure that is not silence, resets it)."""
-    updated = []
-    for slot in record.pods:
-        answer = answers.get(slot.pod)
-        rounds = slot.silent_rounds + 1 if answer is not None and answer.silent else 0
-        updated.append(
-            slot if rounds == slot.silent_rounds else slot.model_copy(update={"silent_rounds": rounds})
-        )
-    return updated
-
-
-def assign_ranks(slots: list[PodSlot], nnodes: int) -> list[PodSlot]:
-    """Pure: ranks 0..nnodes-1 to the first ``nnodes`` pods by index, the rest are spares. A slot
-    that already holds a rank keeps it (a retried StartAgents must not reshuffle)."""
-    if any(s.rank is not None for s in slots):
-        return slots
-    ordered = sorted(slots, key=lambda s: _index(s.pod))
-    return [s.model_copy(update={"rank": i if i < nnodes else None}) for i, s in enumerate(ordered)]
-
-
-def _index(pod: str) -> int:
-    tail = pod.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 1 << 30
-
-
-def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> list[AgentCall]:
-    """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare. The
-    agent requires a rank below nnodes even of a spare; a spare's is only a placeholder (it runs no
-    workers until a later /start or /update promotes it), and the JOB item records it as a spare."""
-    ranked = record.ranked()
-    rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
-    rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
-    calls = []
-    for standby, slot in enumerate(record.spare_pods()):
-        calls.append((slot, standby % max(record.nnodes, 1), True))
-    calls = [(s, s.rank or 0, False) for s in ranked] + calls
-    return [
-        AgentCall(
-            pod=slot.pod,
-            method="POST",
-            path="/start",
-            ip=slot.ip,
-            namespace=record.namespace,
-            body=StartRequest(
-                rank=rank,
-                nnodes=record.nnodes,
-                faultCount=record.fault_count,
-                master_addr=record.master_addr or "",
-                master_port=master_port(record.fault_count),
-                spare=spare,
-                ipVersion=ip_version,
-                rankIps=rank_ips,
-                log_monitoring_configuration=rules,
-                progress=record.progress,
-            ).body(),
-        )
-        for slot, rank, spare in calls
-    ]
-
-
-class RoundVerdict(TaskModel):
-    next: Literal["running", "completed", "fault", "gone"]
-    reason: str | None = None
-    faulty_pods: list[str] = Field(default_factory=list)
-    faults: list[JobFault] = Field(default_factory=list)
-    completed: int = 0
-
-
-def _fault_time(status: Any, now: datetime) -> datetime:
-    """When the agent went FAULTED (its transitions say), else now."""
-    stamp = (status.transitions or {}).get("FAULTED") if status is not None else None
-    if stamp:
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return now
-
-
-def stale_status(reported: str | None, current: str | None) -> bool:
-    """Pure: an agent's ``/status`` speaks of an earlier start than the job's current one (its
-    ``ipversion`` is not the ``ipVersion`` of the last ``/start``): a FAULTED or COMPLETED in it
-    is about workers a remediation already replaced."""
-    return bool(reported and current and reported != current)
-
-
-def judge_round(
-    record: JobRecord,
-    pods: dict[str, dict[str, Any]],
-    answers: dict[str, AgentAnswer],
-    now: datetime | None = None,
-    *,
-    troubles: dict[str, str] | None = None,
-    silent_limit: int = 3,
-) -> RoundVerdict:
-    """Pure: what one poll round says about the job. A pod lost, Terminating or on a troubled node
-    (``troubles``: NotReady, unreachable, marked by HyperPod's health monitoring) is a fault of its
-    rank now, without waiting for its agent; so is an agent that reports FAULTED since the current
-    start, and one silent ``silent_limit`` rounds in a row (hung: its node looked healthy). All
-    ranks COMPLETED is completion. An agent failing to answer fewer rounds, or for another reason
-    than silence, is judged again next round. A lost spare is a fault too (remediation replaces
-    it), and so is every fault reported from outside (``pending_faults``)."""
-    now = now or utcnow()
-    troubles = troubles or {}
-    faults: dict[str, JobFault] = {}
-    completed = 0
-    ranked = record.ranked()
-    for slot in record.pods:
-        failure = pod_failure(pods.get(slot.pod))
-        answer = answers.get(slot.pod)
-        status = answer.status if answer and answer.ok else None
-        if status is not None and stale_status(status.ipversion, record.ip_version):
-            status = None  # said before the current /start reached it: no news of this start
-        where = f"rank {slot.rank}" if slot.rank is not None else "spare"
-        if status is not None and status.status is AgentState.COMPLETED and slot.rank is not None:
-            completed += 1
-            continue
-        if failure and (failure != "PodExited" or slot.rank is not None):
-            text = "the container exited before the job completed" if failure == "PodExited" else failure
-            faults[slot.pod] = JobFault(
-                kind="pod",
-                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): {text}",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
-            )
-        elif slot.pod in troubles:
-            faults[slot.pod] = JobFault(
-                kind="node",
-                reason=f"{where} ({slot.pod}): {troubles[slot.pod]}",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
-            )
-        elif answer is not None and answer.silent and slot.silent_rounds + 1 >= silent_limit:
-            faults[slot.pod] = JobFault(
-                kind="pod",
-                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): its agent has not answered "
-                f"{slot.silent_rounds + 1} rounds in a row while its node looks healthy (hung)",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
-            )
-        elif status is not None and status.status is AgentState.FAULTED and slot.rank is not None:
-            detail = f"{status.reason or 'WorkerFault'}" + (f": {status.message}" if status.message else "")
-            faults[slot.pod] = JobFault(
-                kind=agent_fault_kind(status.reason),
-                ip_version=status.ipversion,
-                reason=f"{where} ({slot.pod}): {detail}",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=_fault_time(status, now),
-            )
-    current = {s.pod for s in record.pods}
-    for raw in record.pending_faults:
-        fault = JobFault.model_validate(raw)
-        if fault.pod and fault.pod not in current:
-            continue  # a late report about a pod a remediation already replaced
-        if fault.stale(record.ip_version):
-            continue  # reported before the restart that already remediated it
-        known = faults.get(fault.pod or "")
-        # A node's fault names the cause better than the lost pod it explains; keep its time.
-        if known is None or fault.kind == "node":
-            faults[fault.pod or f"node:{fault.node}"] = fault
-    if faults:
-        found = list(faults.values())
-        return RoundVerdict(
-            next="fault",
-            reason="; ".join(f.reason for f in found),
-            faulty_pods=[f.pod for f in found if f.pod],
-            faults=found,
-            completed=completed,
-        )
-    if ranked and completed == len(ranked):
-        return RoundVerdict(next="completed", completed=completed)
-    return RoundVerdict(next="running", completed=completed)
-
-
-def agents_ready(
-    record: JobRecord, pods: dict[str, dict[str, Any]], answers: dict[str, AgentAnswer]
-) -> tuple[str, str | None]:
-    """Pure: ("start", None) when every pod runs and its agent is READY, ("fail", why) when a pod
-    can no longer start, ("wait", what is missing) otherwise."""
-    waiting = []
-    for slot in record.pods:
-        pod = pods.get(slot.pod)
-        failure = pod_failure(pod)
-        if failure:
-            return "fail", f"{slot.pod}: {failure} before its agent started"
-        if pod_phase(pod) != "Running":
-            waiting.append(f"{slot.pod} {pod_phase(pod)}")
-            continue
-        answer = answers.get(slot.pod)
-        if not answer or not answer.ok or answer.status is None:
-            waiting.append(f"{slot.pod} agent not answering")
-        elif answer.status.status is not AgentState.READY:
-            waiting.append(f"{slot.pod} agent {answer.status.status.value}")
-    if waiting:
-        return "wait", ", ".join(waiting)
-    return "start", None
-
-
-def clean_targets(policy: CleanPodPolicy, slots: list[PodSlot], completed: set[str]) -> list[str]:
-    """Pure: the pods cleanPodPolicy says to delete when the job ends."""
-    if policy is CleanPodPolicy.ALL:
-        return [s.pod for s in slots]
-    if policy is CleanPodPolicy.ONLY_COMPLETE:
-        return [s.pod for s in slots if s.pod in completed]
-    return []
-
-
-def conditions_after(
-    job: HyperPodPytorchJob, kind: str, reason: str, message: str, now: str
-) -> list[dict[str, Any]]:
-    """Pure: the job's conditions once ``kind`` happened (the others it implies set False)."""
-    conditions = list(job.status.conditions) if job.status else []
-    implied_false = {
-        "Running": ["Completed", "Failed"],
-        "Completed": ["Running"],
-        "Failed": ["Running"],
-    }.get(kind, [])
-    for other in implied_false:
-        if any(c.type == other for c in conditions):
-            conditions = set_condition(conditions, other, "False", reason, message, now)
-    conditions = set_condition(conditions, kind, "True", reason, message, now)
-    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
 
 
 # ============================================================== the steps
@@ -837,11 +451,6 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     return StepResult(next="wait")
 
 
-def job_selector(record: JobRecord) -> str:
-    """The label selector of the job's pods: its name and its uid."""
-    return f"{JOB_LABEL}={record.name},{UID_LABEL}={record.uid}"
-
-
 def _pods_by_name(sup: Supervisor, record: JobRecord) -> dict[str, dict[str, Any]]:
     return {
         p["metadata"]["name"]: p for p in sup.kube.pods(record.namespace, label_selector=job_selector(record))
@@ -856,7 +465,7 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     record, job, _obj = loaded
     pods = _pods_by_name(sup, record)
     running = [
-        (s.pod, _pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
+        (s.pod, pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
     ]
     answers = sup.agents.statuses(ref.namespace, running)
     verdict, why = agents_ready(record, pods, answers)
@@ -872,16 +481,12 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
         return StepResult(next="fail", reason=why)
     slots = [
         s.model_copy(
-            update={"node": (pods[s.pod].get("spec") or {}).get("nodeName"), "ip": _pod_ip(pods[s.pod])}
+            update={"node": (pods[s.pod].get("spec") or {}).get("nodeName"), "ip": pod_ip(pods[s.pod])}
         )
         for s in record.pods
     ]
     _save(sup, record, pods=slots)
     return StepResult(next="start")
-
-
-def _pod_ip(pod: dict[str, Any] | None) -> str | None:
-    return ((pod or {}).get("status") or {}).get("podIP")
 
 
 def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
@@ -1035,7 +640,7 @@ def _start_new_spares(
             slot = slot.model_copy(
                 update={
                     "node": (pods[slot.pod].get("spec") or {}).get("nodeName"),
-                    "ip": _pod_ip(pods[slot.pod]),
+                    "ip": pod_ip(pods[slot.pod]),
                 }
             )
             fresh.append(slot.pod)
@@ -1084,10 +689,6 @@ def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mod
     return unreachable
 
 
-def _instance_id(node: str | None) -> str | None:
-    return node.removeprefix("hyperpod-") if node else None
-
-
 def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     """One coordinated remediation of every fault the job has now (services/remediation.py
     decides; this carries it out). Faults are first made pending on the JOB item, so a retried
@@ -1106,30 +707,15 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
             next="monitor" if verdict.next == "running" else verdict.next,
             poll_seconds=sup.config.poll_seconds,
         )
-    # When a pod or node is lost, its peers' workers fail too (their collectives break): those
-    # faults are consequences, fixed by the same restart, not faults of their own.
-    lost = [f for f in verdict.faults if f.kind in ("node", "pod")]
-    faults = lost or verdict.faults
-    known = {(f.get("pod"), f.get("node")) for f in record.pending_faults}
-    new = [f.model_dump(mode="json") for f in faults if f.key() not in known]
+    faults = root_faults(verdict.faults)
+    new = unrecorded(faults, record)
     if new:
         record = sup.store.put(
             record.model_copy(update={"pending_faults": [*record.pending_faults, *new]}),
             expected_version=record.version,
         )
-    ready_spares = {
-        s.pod
-        for s in record.spare_pods()
-        if (a := answers.get(s.pod))
-        and a.ok
-        and a.status
-        and a.status.status in (AgentState.RUNNING, AgentState.READY)
-    }
-    modes = {
-        a.status.restart_mode
-        for s in record.ranked()
-        if (a := answers.get(s.pod)) and a.ok and a.status and a.status.restart_mode
-    }
+    ready_spares = standing_spares(record, answers)
+    modes = restart_modes(record, answers)
     now = sup.now()
     decision = decide(
         faults, record, job.spec.run_policy, ready_spares=ready_spares, restart_modes=modes, now=now
@@ -1148,32 +734,21 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         if fault.kind == "node" and fault.node:
             _k8s_event(sup, job, "Warning", "NodeFault", f"Found unhealthy node {fault.node}: {fault.reason}")
     actions: list[str] = []
-    counters = {
-        "fault_count": record.fault_count + 1,
-        "restart_count": record.restart_count + 1,
-        "restart_times": [*record.restart_times, now][-50:],
-        "offenders": _offenders(record, faults),
-        "pending_faults": [],
-        "task_token": None,
-    }
+    counters = restart_counters(record, faults, now)
     if decision.action is Action.FULL_JOB_RESTART:
         return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
     slots = list(record.pods)
     if decision.action is Action.SPARE_SWAP:
-        promoted = set(decision.moves.values())
-        lost = set(decision.delete_pods)
-        keep = [s for s in slots if s.pod not in lost]
-        alive = [s for s in keep if s.rank is not None or s.pod in promoted]
-        _stop_and_wait(sup, record, alive, "process_level_restart")
-        actions.append(f"stopped {len(alive)} agents")
+        plan = swap_plan(record, decision)
+        _stop_and_wait(sup, record, plan.stop, "process_level_restart")
+        actions.append(f"stopped {len(plan.stop)} agents")
         for pod in decision.delete_pods:
+            # Force deletion: a dead node's kubelet would never confirm a graceful one.
             sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
             actions.append(f"deleted {pod}")
-        by_pod = {pod: rank for rank, pod in decision.moves.items()}
-        slots = [s.model_copy(update={"rank": by_pod[s.pod]}) if s.pod in by_pod else s for s in keep]
         for rank, pod in sorted(decision.moves.items()):
             actions.append(f"spare {pod} promoted to rank {rank}")
-        targets = [s for s in slots if s.rank is not None]
+        slots, targets = plan.slots, plan.start
     else:
         mode = (
             "in_process_restart" if decision.action is Action.IN_PROCESS_RESTART else "process_level_restart"
@@ -1207,19 +782,11 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     return StepResult(next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
 
 
-def _offenders(record: JobRecord, faults: list[JobFault]) -> dict[str, int]:
-    counts = dict(record.offenders)
-    for fault in faults:
-        if fault.node and fault.kind in ("node", "pod"):
-            counts[fault.node] = counts.get(fault.node, 0) + 1
-    return counts
-
-
 def _replacement_spares(
     sup: Supervisor, job: HyperPodPytorchJob, slots: list[PodSlot], count: int
 ) -> list[PodSlot]:
     """New spare pods, indexed after every pod the job had; Pending until capacity returns."""
-    start = max((_index(s.pod) for s in slots), default=-1) + 1
+    start = max((pod_index(s.pod) for s in slots), default=-1) + 1
     made = []
     for index in range(start, start + count):
         sup.kube.create_pod(job.metadata.namespace, build_pod(job, index, sup.config.event_bus))
@@ -1247,13 +814,13 @@ def _full_restart(
     for slot in record.pods:
         sup.kube.delete_pod(record.namespace, slot.pod, grace_period_seconds=0)
     actions.append(f"deleted all {len(record.pods)} pods")
-    start = max((_index(s.pod) for s in record.pods), default=-1) + 1
+    start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
     total = job.replicas + job.spares
     slots = []
     for index in range(start, start + total):
         body = build_pod(job, index, sup.config.event_bus)
         if decision.avoid_nodes:
-            _avoid(body, decision.avoid_nodes)
+            avoid_nodes(body, decision.avoid_nodes)
         sup.kube.create_pod(job.metadata.namespace, body)
         slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
     actions.append(
@@ -1278,18 +845,6 @@ def _full_restart(
         master_addr=None,
     )
     return StepResult(next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
-
-
-def _avoid(body: dict[str, Any], nodes: list[str]) -> None:
-    """Add 'not on these nodes' to every required node-selector term of ``body``."""
-    terms = body["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"
-    ]
-    for term in terms:
-        term["matchExpressions"] = [
-            *term.get("matchExpressions", []),
-            {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": sorted(nodes)},
-        ]
 
 
 def _report_recovery(
@@ -1326,7 +881,7 @@ def _report_recovery(
         },
         "latestFaultyPodInstanceList": {
             "restartType": decision.restart_type,
-            "faultyInstanceIdList": sorted({i for f in faults if (i := _instance_id(f.node))}),
+            "faultyInstanceIdList": sorted({i for f in faults if (i := instance_id(f.node))}),
             "faultyPodList": sorted({f.pod for f in faults if f.pod}),
             "faultyRankList": sorted({f.rank for f in faults if f.rank is not None}),
         },
