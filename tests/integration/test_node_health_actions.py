@@ -148,13 +148,10 @@ def test_a_node_hyperpod_has_not_marked_is_cordoned_tainted_labelled_and_healthy
         put(sb, instance, healthy=False, when=t0, repair_action="Replace")
         item = handled(sb, instance, "Unhealthy")
 
-    assert marks(sb, instance) == {
-        "cordoned": True,
-        "tainted": True,
-        "label": "UnschedulablePendingReplacement",
-        "ours": True,
-    }
-    assert item.kube_actions == ["cordon", "taint", "label=UnschedulablePendingReplacement"]
+    # No UnschedulablePending* label: that label would itself ask HyperPod to replace the node,
+    # which this project's own repair decision refused.
+    assert marks(sb, instance) == {"cordoned": True, "tainted": True, "label": "Unschedulable", "ours": True}
+    assert item.kube_actions == ["cordon", "taint", "label=Unschedulable"]
     # a Replace wipes the node's volumes: not done without NODE_REPAIR_ALLOW_REPLACE, and said so
     assert not item.repair_requested and "NODE_REPAIR_ALLOW_REPLACE" in item.repair_skipped_reason
     assert "wiped" in item.repair_skipped_reason
@@ -360,7 +357,8 @@ def test_addon_a_job_with_a_pod_on_the_failed_node_gets_a_node_fault_history_ent
         put(sb, instance, healthy=False, when=datetime.now(UTC), repair_action="Reboot")
         item = handled(sb, instance, "Unhealthy")
 
-        assert marks(sb, instance)["label"] == "UnschedulablePendingReboot"
+        # HyperPod repairs on its own here (NodeRecovery Automatic): the label asks it for nothing
+        assert marks(sb, instance)["label"] == "Unschedulable"
         (entry,) = [e for e in store(sb).job_history(uid) if e.kind == "NodeFault"]
         assert entry.name == "ajob" and node in entry.message
         assert entry.details == {

@@ -208,13 +208,33 @@ def test_an_unregistered_cluster_gets_nothing_but_the_record():
 
 
 def test_addon_mode_cordons_taints_and_labels_for_the_aws_operator():
+    # HyperPod repairs the node itself (NodeRecovery Automatic): the label tells AWS's operator
+    # the node is unhealthy, and asks HyperPod for nothing.
     plan = nh.plan_node_actions(node(action="Replace"), operator(), "Automatic", None, ON)
-    assert plan.marks == NodeMarks(
-        cordon=True, add_health_taint=True, label="UnschedulablePendingReplacement"
-    )
-    reboot = nh.plan_node_actions(node(action="Reboot"), operator(), "Automatic", None, ON)
-    assert reboot.marks.label == "UnschedulablePendingReboot"
+    assert plan.marks == NodeMarks(cordon=True, add_health_taint=True, label="Unschedulable")
     assert not plan.wake_jobs
+
+
+def test_addon_mode_asks_hyperpod_for_a_repair_by_label_only_when_its_own_decision_approved_it():
+    approved = nh.plan_node_actions(node(action="Reboot"), operator(), "None", closed(), ON)
+    assert approved.repair.action == "Reboot" and approved.marks.label == "UnschedulablePendingReboot"
+    no_replace = ON.model_copy(update={"allow_replace": False})
+    replace = nh.plan_node_actions(node(action="Replace"), operator(), "None", closed(), no_replace)
+    assert replace.repair.action is None, "a Replace wipes the volumes: not allowed here"
+    assert replace.marks.label == "Unschedulable"
+    repair_off = nh.plan_node_actions(node(action="Replace"), operator(), "None", closed(), OFF)
+    assert repair_off.repair.action is None and repair_off.marks.label == "Unschedulable"
+    allowed = nh.plan_node_actions(node(action="Replace"), operator(), "None", closed(), ON)
+    assert allowed.marks.label == "UnschedulablePendingReplacement"
+
+
+def test_hyperpods_own_pending_label_is_never_downgraded():
+    current = view(labels={HEALTH_LABEL: "UnschedulablePendingReplacement"})
+    marks = NodeMarks(cordon=True, add_health_taint=True, label="Unschedulable")
+    patch, actions = nh.node_patch(current, marks, "event-1")
+    assert "labels" not in (patch or {}).get("metadata", {}) and not any(
+        a.startswith("label") for a in actions
+    )
 
 
 def test_serverless_mode_cordons_and_taints_without_the_label_and_asks_the_wake_hook():

@@ -40,6 +40,10 @@ _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Un
 _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
 
 
+AWS_CONNECT_TIMEOUT_S = 5
+AWS_READ_TIMEOUT_S = 15
+
+
 def get_client(service: str, region: str | None = None) -> Any:
     """A cached boto3 client; boto3 clients are thread-safe once built, sessions are not."""
     key = (service, region)
@@ -55,7 +59,13 @@ def get_client(service: str, region: str | None = None) -> Any:
                     service,
                     # Lambda sets both variables; local tools often only AWS_REGION.
                     region_name=region or os.environ.get("AWS_REGION") or None,
-                    config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
+                    # botocore waits 60 s to connect and 60 s to read by default: five such
+                    # attempts outlast any Lambda Timeout here. AWS APIs answer in milliseconds.
+                    config=Config(
+                        connect_timeout=AWS_CONNECT_TIMEOUT_S,
+                        read_timeout=AWS_READ_TIMEOUT_S,
+                        retries={"mode": "adaptive", "max_attempts": 5},
+                    ),
                 )
                 _clients[key] = client
     return client

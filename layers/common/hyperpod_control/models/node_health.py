@@ -22,11 +22,13 @@ HEALTH_LABEL = "sagemaker.amazonaws.com/node-health-status"
 HEALTH_TAINT_VALUE = "Unschedulable"
 HEALTH_TAINT_EFFECT = "NoSchedule"
 SCHEDULABLE = "Schedulable"
+#: Unhealthy, no repair asked: AWS's operator reacts to it; HyperPod starts no reboot or replace.
+UNSCHEDULABLE = "Unschedulable"
 #: RepairAction of the event -> the node-health-status label while the repair is pending
 PENDING_LABEL = {
     "Replace": "UnschedulablePendingReplacement",
     "Reboot": "UnschedulablePendingReboot",
-    "None": "Unschedulable",
+    "None": UNSCHEDULABLE,
 }
 #: Set on a node when this control plane cordoned it, so a Healthy event uncordons only what we
 #: cordoned (a node a person cordoned stays cordoned). Its value is the event id that cordoned it.

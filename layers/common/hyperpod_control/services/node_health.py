@@ -52,6 +52,7 @@ from hyperpod_control.models.node_health import (
     REPAIR_BATCH_SIZE,
     REPLACE_WIPES,
     SCHEDULABLE,
+    UNSCHEDULABLE,
     BreakerState,
     NodeMarks,
     NodeOutcome,
@@ -186,18 +187,19 @@ def plan_node_actions(
         )
     mode = operator.mode
     if record.health_status is NodeHealth.UNHEALTHY:
-        marks = NodeMarks(
-            cordon=True,
-            add_health_taint=True,
-            label=PENDING_LABEL.get(record.repair_action, "Unschedulable")
-            if mode is OperatorMode.ADDON
-            else None,
-        )
+        repair = decide_repair(record, node_recovery, breaker, config)
+        # addon: AWS's operator restarts the job on the label. A Pending* value also asks HyperPod
+        # to reboot or replace the node (a replace wipes its volumes), so it is written only when
+        # this project's own repair decision (opt-in, circuit breaker) approved that very action.
+        label = None
+        if mode is OperatorMode.ADDON:
+            label = PENDING_LABEL[repair.action] if repair.action else UNSCHEDULABLE
+        marks = NodeMarks(cordon=True, add_health_taint=True, label=label)
         return NodePlan(
             managed=True,
             mode=mode.value,
             marks=marks,
-            repair=decide_repair(record, node_recovery, breaker, config),
+            repair=repair,
             wake_jobs=mode is OperatorMode.SERVERLESS,
             record_job_faults=mode is OperatorMode.ADDON,
         )
@@ -241,10 +243,14 @@ def node_patch(view: NodeView, marks: NodeMarks, event_id: str) -> tuple[dict[st
         kept = [t for t in view.taints if not _is_health_taint(t)]
         spec["taints"] = kept or None
         actions.append("untaint")
+    current = view.labels.get(HEALTH_LABEL)
+    # HyperPod's own Pending* label (its automatic recovery under way) is never downgraded.
+    keeps_pending = marks.label == UNSCHEDULABLE and (current or "").startswith(UNSCHEDULABLE + "Pending")
     if (
         marks.label is not None
         and (HEALTH_LABEL in view.labels or not marks.label_only_if_present)
-        and view.labels.get(HEALTH_LABEL) != marks.label
+        and current != marks.label
+        and not keeps_pending
     ):
         labels[HEALTH_LABEL] = marks.label
         actions.append(f"label={marks.label}")
