@@ -21,8 +21,9 @@ new instance id Pending -> Running, ``delays.node_replace`` in all; software upd
 and nodes SystemUpdating -> InService/Running with the new image after
 ``delays.software_update``. Per-node failures as documented: ``InstanceIdNotFound``,
 ``InstanceIdInUse`` (a repair already in flight), ``InvalidInstanceStatus``. A missing cluster
-or node is moto's ``ValidationException`` "Could not find cluster 'x'." (kept: the project's
-adapter relies on it). ``fail_node()``
+or node is ``ResourceNotFound`` (HTTP 400), the error the SageMaker API reference documents for
+DescribeCluster, DescribeClusterNode and the batch calls (moto answered ValidationException).
+``fail_node()``
 marks a node Failure (what the health agent's event reports) and, with NodeRecovery Automatic,
 HyperPod's own repair follows.
 
@@ -432,9 +433,7 @@ def get_cluster(backend: Any, name_or_arn: str) -> HyperPodCluster:
     key = name_or_arn.rsplit("/", 1)[-1] if name_or_arn.startswith("arn:") else name_or_arn
     cluster = _table(backend).get(key)
     if not isinstance(cluster, HyperPodCluster):
-        # moto's error, which the project's SageMaker adapter matches. The API model also lists
-        # ResourceNotFound; which of the two AWS sends here, our sources do not settle.
-        raise validation(f"Could not find cluster '{name_or_arn}'.")
+        raise AwsError("ResourceNotFound", f"Could not find cluster '{name_or_arn}'.")
     return cluster
 
 
@@ -625,8 +624,9 @@ def describe_cluster_node(self: Any) -> ActionResult:
         raise validation("NodeId: either NodeId or NodeLogicalId is required.")
     node = _node(cluster, node_id, logical_id)
     if node is None:
-        raise validation(
-            f"Could not find node '{node_id or logical_id}' in cluster '{cluster.cluster_name}'."
+        raise AwsError(
+            "ResourceNotFound",
+            f"Could not find node '{node_id or logical_id}' in cluster '{cluster.cluster_name}'.",
         )
     return ActionResult({"NodeDetails": node.describe()})
 

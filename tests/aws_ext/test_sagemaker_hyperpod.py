@@ -111,10 +111,10 @@ def test_create_errors(aws):
         assert code(refused) == expected and text in str(refused.value), kwargs
     with pytest.raises(ClientError) as missing:
         sm.describe_cluster(ClusterName="nope")
-    assert code(missing) == "ValidationException" and "Could not find cluster 'nope'." in str(missing.value)
+    assert code(missing) == "ResourceNotFound" and "Could not find cluster 'nope'." in str(missing.value)
     with pytest.raises(ClientError) as missing_node:
         sm.describe_cluster_node(ClusterName="hp", NodeId="i-0123456789abcdef0")
-    assert code(missing_node) == "ValidationException" and "i-0123456789abcdef0" in str(missing_node.value)
+    assert code(missing_node) == "ResourceNotFound" and "i-0123456789abcdef0" in str(missing_node.value)
 
 
 def test_quota_message_names_the_limit_and_the_usage(aws):
@@ -170,7 +170,7 @@ def test_batch_errors(aws):
     assert code(too_many) == "ValidationException" and "less than or equal to 25" in str(too_many.value)
     with pytest.raises(ClientError) as no_cluster:
         sm.batch_replace_cluster_nodes(ClusterName="nope", NodeIds=["i-0123456789abcdef0"])
-    assert code(no_cluster) == "ValidationException"
+    assert code(no_cluster) == "ResourceNotFound"
     with pytest.raises(ClientError) as nothing:
         sm.batch_reboot_cluster_nodes(ClusterName="hp")
     assert code(nothing) == "ValidationException" and "NodeIds" in str(nothing.value)

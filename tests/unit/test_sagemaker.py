@@ -36,6 +36,18 @@ class FakeSageMaker:
         return self.pages.pop(0)
 
 
+def test_resource_not_found_is_not_found_with_a_remedy():
+    adapter = SageMakerAdapter(
+        FakeSageMaker(client_error("ResourceNotFound", "Resource being access is not found."))
+    )
+    with pytest.raises(ResourceNotFoundError) as info:
+        adapter.describe_cluster("x")
+    assert "'x'" in info.value.message and info.value.remedy
+    nodes = SageMakerAdapter(FakeSageMaker(client_error("ResourceNotFound", "not found")))
+    with pytest.raises(ResourceNotFoundError):
+        nodes.list_cluster_nodes("x")
+
+
 def test_could_not_find_is_not_found_with_a_remedy():
     adapter = SageMakerAdapter(
         FakeSageMaker(client_error("ValidationException", "Could not find cluster 'x'."))

@@ -35,7 +35,14 @@ _THROTTLING = {
     "RequestThrottled",
     "SlowDown",
 }
-_NOT_FOUND = {"ResourceNotFoundException", "NoSuchEntity", "NotFoundException", "NoSuchKey"}
+# SageMaker's cluster APIs answer ``ResourceNotFound`` (no "Exception" suffix).
+_NOT_FOUND = {
+    "ResourceNotFoundException",
+    "ResourceNotFound",
+    "NoSuchEntity",
+    "NotFoundException",
+    "NoSuchKey",
+}
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
 _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
 

@@ -15,8 +15,12 @@ class SageMakerAdapter(AwsAdapter):
         try:
             return self.client.describe_cluster(ClusterName=name)
         except Exception as exc:
-            # SageMaker reports a missing cluster as ValidationException "Could not find cluster".
-            if error_code(exc) == "ValidationException" and "could not find" in str(exc).lower():
+            # SageMaker documents ResourceNotFound for a missing cluster; older endpoints (and moto)
+            # answered ValidationException "Could not find cluster": both mean the same.
+            code = error_code(exc)
+            if code == "ResourceNotFound" or (
+                code == "ValidationException" and "could not find" in str(exc).lower()
+            ):
                 raise ResourceNotFoundError(
                     f"HyperPod cluster '{name}' does not exist in this account and region.",
                     remedy="check the cluster name with `aws sagemaker list-clusters`.",
