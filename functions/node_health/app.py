@@ -115,6 +115,20 @@ def _report(node: str, result: NodeHealthResult) -> None:
 @idempotent_handler("node_health", event_key_jmespath="id")
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     parsed = parse_input(NodeHealthEvent, event)
+    summary = parsed.detail.HealthSummary
+    if not summary.known:
+        # A health value this version does not know: acting on a guess could cordon or repair a
+        # node wrongly, and refusing would only retry it into the dead-letter queue.
+        logger.warning(
+            "node health event with an unknown HealthStatus: recorded, no action",
+            extra={
+                "instanceId": parsed.detail.InstanceId,
+                "healthStatus": summary.HealthStatus,
+                "event": event,
+            },
+        )
+        metrics.add_metric(name="NodeHealthUnknown", unit=MetricUnit.Count, value=1)
+        return {"node": parsed.detail.InstanceId, "healthStatus": summary.HealthStatus, "changed": False}
     config = NodeRepairConfig.from_env()  # read per event: cheap, and tests change it
     record = node_record_from_event(parsed)
     store = Store(get_settings().table_name)

@@ -32,6 +32,23 @@ def test_node_health_stores_the_node(moto_aws, app_loader, context, store):
     assert stored.version == 1
 
 
+def test_an_unknown_health_status_or_repair_action_is_recorded_and_left_alone(
+    moto_aws, app_loader, context, store
+):
+    app = app_loader("node_health")
+    event = node_health_event("Degraded")
+    event["id"] = "2f1c9a4e-0000-4000-8000-00000000000d"
+    result = app.lambda_handler(event, context)  # no error: nothing to retry into the dead-letter queue
+    assert result == {"node": "i-0123456789abcdef0", "healthStatus": "Degraded", "changed": False}
+    assert store.get_node(CLUSTER_ARN, "i-0123456789abcdef0") is None, "no action on a guess"
+    odd = node_health_event()
+    odd["detail"]["HealthSummary"]["RepairAction"] = "Reimage"
+    result = app.lambda_handler(odd, context)
+    assert result["changed"] is True
+    stored = store.get_node(CLUSTER_ARN, "i-0123456789abcdef0")
+    assert stored.repair_action == "Reimage" and not stored.repair_requested
+
+
 def test_node_health_same_event_id_twice_runs_once(moto_aws, app_loader, context, store, ddb):
     app = app_loader("node_health")
     event = node_health_event()

@@ -20,7 +20,9 @@ NODE_HEALTH_DETAIL_TYPE = "SageMaker HyperPod Cluster Node Health Event"
 class HealthSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    HealthStatus: NodeHealth
+    #: Healthy or Unhealthy; a value HyperPod may add later stays a plain string, so the event is
+    #: recorded and left alone rather than refused (and retried into the dead-letter queue).
+    HealthStatus: NodeHealth | str = Field(union_mode="left_to_right")
     HealthStatusReason: str = ""
     RepairAction: str = "None"
     Recommendation: str = ""
@@ -29,8 +31,13 @@ class HealthSummary(BaseModel):
     @classmethod
     def _normalise(cls, value: object) -> object:
         if isinstance(value, str):
-            return value.strip().capitalize()
+            known = value.strip().capitalize()
+            return known if known in NodeHealth._value2member_map_ else value
         return value
+
+    @property
+    def known(self) -> bool:
+        return isinstance(self.HealthStatus, NodeHealth)
 
 
 class NodeHealthDetail(BaseModel):
