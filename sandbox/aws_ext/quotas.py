@@ -6,6 +6,11 @@ and any quota can get an applied value (``set_quota``) that ``get_service_quota`
 that HyperPod's ``create_cluster`` enforces (``ResourceLimitExceeded``, SageMaker's message).
 ``vpc`` keeps moto's catalogue (``L-DF5E4CA3`` "Network interfaces per Region", 5000).
 
+As AWS documents for ``GetServiceQuota`` and ``ListServiceQuotas``: "If the applied quota value
+is not available for a quota, the quota is not retrieved". Here a quota has an applied value
+once ``set_quota`` gave it one; until then ``ListServiceQuotas`` omits it and ``GetServiceQuota``
+answers ``NoSuchResourceException``, and only the ``...AWSDefault...`` calls know it.
+
 The SageMaker quota codes are sandbox codes (``L-`` + 8 hex digits of the name's hash): AWS's
 real codes are opaque and not published per instance type; clients should find a quota by its
 ``QuotaName``, as the console search the docs describe does. Default values are the sandbox's
@@ -147,7 +152,13 @@ def value(service_code: str, quota_name: str, *, region: str, account_id: str) -
 
 def get_service_quota(self: Any) -> ActionResult:
     service, code = self._get_param("ServiceCode"), self._get_param("QuotaCode")
-    return ActionResult({"Quota": _quota(self.backend, service, _find(service, code), applied=True)})
+    found = _find(service, code)
+    if (service, code) not in _applied(self.backend):
+        raise AwsError(
+            "NoSuchResourceException",
+            f"The request failed because the specified quota {code} has no applied value.",
+        )
+    return ActionResult({"Quota": _quota(self.backend, service, found, applied=True)})
 
 
 def get_aws_default_service_quota(self: Any) -> ActionResult:
@@ -157,7 +168,10 @@ def get_aws_default_service_quota(self: Any) -> ActionResult:
 
 def _list(self: Any, applied: bool) -> ActionResult:
     service = self._get_param("ServiceCode")
-    quotas = [_quota(self.backend, service, q, applied) for q in _catalogue(service)]
+    catalogue = _catalogue(service)
+    if applied:  # only the quotas with an applied value
+        catalogue = [q for q in catalogue if (service, q["QuotaCode"]) in _applied(self.backend)]
+    quotas = [_quota(self.backend, service, q, applied) for q in catalogue]
     if applied and self._get_param("QuotaCode"):
         quotas = [q for q in quotas if q["QuotaCode"] == self._get_param("QuotaCode")]
     page, token = paginate(quotas, self._get_param("MaxResults"), self._get_param("NextToken"))

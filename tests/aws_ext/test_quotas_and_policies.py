@@ -11,20 +11,29 @@ from tests.aws_ext.conftest import ACCOUNT, code
 P5 = "ml.p5.48xlarge for cluster usage"
 
 
-def find(client, name):
-    pages = client.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker")
-    return next(q for page in pages for q in page["Quotas"] if q["QuotaName"] == name)
+def find(client, name, operation="list_service_quotas"):
+    pages = client.get_paginator(operation).paginate(ServiceCode="sagemaker")
+    return next((q for page in pages for q in page["Quotas"] if q["QuotaName"] == name), None)
 
 
 def test_sagemaker_cluster_usage_quotas_and_applied_values(aws):
     sq = aws.client("service-quotas")
-    listed = find(sq, P5)
+    # As AWS documents: a quota with no applied value is "not retrieved" by the applied-value calls.
+    assert find(sq, P5) is None
+    listed = find(sq, P5, "list_aws_default_service_quotas")
     assert listed["ServiceCode"] == "sagemaker" and listed["QuotaCode"].startswith("L-")
-    assert listed["QuotaArn"] == f"arn:aws:servicequotas:us-west-2:{ACCOUNT}:sagemaker/{listed['QuotaCode']}"
-    first = sq.list_service_quotas(ServiceCode="sagemaker", MaxResults=10)
+    with pytest.raises(ClientError) as unapplied:
+        sq.get_service_quota(ServiceCode="sagemaker", QuotaCode=listed["QuotaCode"])
+    assert unapplied.value.response["Error"]["Code"] == "NoSuchResourceException"
+    first = sq.list_aws_default_service_quotas(ServiceCode="sagemaker", MaxResults=10)
     assert len(first["Quotas"]) == 10 and first["NextToken"]
 
     quotas.set_quota("sagemaker", P5, 4)
+    applied_listed = find(sq, P5)
+    assert (
+        applied_listed["QuotaArn"]
+        == f"arn:aws:servicequotas:us-west-2:{ACCOUNT}:sagemaker/{listed['QuotaCode']}"
+    )
 
     applied = sq.get_service_quota(ServiceCode="sagemaker", QuotaCode=listed["QuotaCode"])["Quota"]
     default = sq.get_aws_default_service_quota(ServiceCode="sagemaker", QuotaCode=listed["QuotaCode"])[
@@ -40,7 +49,10 @@ def test_sagemaker_cluster_usage_quotas_and_applied_values(aws):
 
 def test_vpc_eni_quota(aws):
     sq = aws.client("service-quotas")
-    eni = sq.get_service_quota(ServiceCode="vpc", QuotaCode="L-DF5E4CA3")["Quota"]
+    with pytest.raises(ClientError) as unapplied:
+        sq.get_service_quota(ServiceCode="vpc", QuotaCode="L-DF5E4CA3")
+    assert unapplied.value.response["Error"]["Code"] == "NoSuchResourceException"
+    eni = sq.get_aws_default_service_quota(ServiceCode="vpc", QuotaCode="L-DF5E4CA3")["Quota"]
     assert (eni["QuotaName"], eni["Value"]) == ("Network interfaces per Region", 5000.0)
     quotas.set_quota("vpc", "L-DF5E4CA3", 40)
     assert sq.get_service_quota(ServiceCode="vpc", QuotaCode="L-DF5E4CA3")["Quota"]["Value"] == 40.0

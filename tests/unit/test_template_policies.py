@@ -35,6 +35,7 @@ UNSCOPABLE = {
     "ec2:DescribeVpcEndpoints",
     "ec2:DescribeNetworkInterfaces",
     "servicequotas:ListServiceQuotas",
+    "servicequotas:ListAWSDefaultServiceQuotas",
     "servicequotas:GetAWSDefaultServiceQuota",
     "fsx:DescribeFileSystems",
 }

@@ -35,17 +35,24 @@ class QuotasAdapter(AwsAdapter):
         return next((q for q in self._list(service_code) if q.get("QuotaName", "").lower() == wanted), None)
 
     def _list(self, service_code: str) -> list[dict[str, Any]]:
+        """Every quota of the service: AWS's defaults, with the applied values over them.
+        ListServiceQuotas leaves out the quotas with no applied value (a new SageMaker quota, in
+        most accounts), so the defaults are listed too."""
         if service_code not in self._by_service:
-            quotas: list[dict[str, Any]] = []
-            kwargs: dict[str, Any] = {"ServiceCode": service_code}
-            try:
-                while True:
-                    page = self.client.list_service_quotas(**kwargs)
-                    quotas += page.get("Quotas", [])
-                    if not page.get("NextToken"):
-                        break
-                    kwargs["NextToken"] = page["NextToken"]
-            except Exception as exc:
-                raise map_client_error(exc, resource=f"quotas of {service_code}") from exc
-            self._by_service[service_code] = quotas
+            quotas = {q["QuotaCode"]: q for q in self._pages("list_aws_default_service_quotas", service_code)}
+            quotas.update({q["QuotaCode"]: q for q in self._pages("list_service_quotas", service_code)})
+            self._by_service[service_code] = list(quotas.values())
         return self._by_service[service_code]
+
+    def _pages(self, operation: str, service_code: str) -> list[dict[str, Any]]:
+        quotas: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ServiceCode": service_code}
+        try:
+            while True:
+                page = getattr(self.client, operation)(**kwargs)
+                quotas += page.get("Quotas", [])
+                if not page.get("NextToken"):
+                    return quotas
+                kwargs["NextToken"] = page["NextToken"]
+        except Exception as exc:
+            raise map_client_error(exc, resource=f"quotas of {service_code}") from exc
