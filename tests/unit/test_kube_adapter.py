@@ -7,6 +7,7 @@ import pytest
 from hyperpod_control.adapters.kube import KubeAdapter, map_api_exception
 from hyperpod_control.exceptions import (
     AccessDeniedError,
+    CallTimedOutError,
     DependencyUnavailableError,
     InvalidInputError,
     KubernetesAccessPendingError,
@@ -82,3 +83,22 @@ def test_preflight_reads_a_refusing_api_as_a_finding(status, kind):
     adapters = pf.PreflightAdapters(sagemaker=None, eks=None, ec2=None, quotas=None, kube_factory=factory)
     pf._gather_kube(facts, adapters, {"name": "eks-a"})
     assert facts.gaps["kube.kind"] == kind and facts.kube is None
+
+
+def test_timeouts_and_a_504_are_silence_not_unavailability():
+    import urllib3.exceptions
+
+    read = urllib3.exceptions.ReadTimeoutError(None, "/status", "read timed out")
+    assert isinstance(map_api_exception(read), CallTimedOutError)
+    wrapped = urllib3.exceptions.MaxRetryError(None, "/status", read)
+    assert isinstance(map_api_exception(wrapped), CallTimedOutError)
+    assert isinstance(map_api_exception(FakeApiException(504)), CallTimedOutError)
+    refused = map_api_exception(ConnectionRefusedError("refused"))
+    assert type(refused) is DependencyUnavailableError, "a refusal is not silence"
+
+
+def test_the_supervisors_client_never_retries_a_read_that_timed_out():
+    from hyperpod_control.adapters.kube import _no_timeout_retries
+
+    retries = _no_timeout_retries()
+    assert (retries.read, retries.connect, retries.total) == (0, 1, 3)

@@ -48,6 +48,16 @@ REQUEST_TIMEOUT = (5, 20)  # connect, read: a private-only endpoint must not han
 CONNECTION_POOL_SIZE = 32
 
 
+CLIENT_RETRIES = 3
+
+
+def _no_timeout_retries() -> Any:
+    """The client's retries without a retry of a read that timed out (connect: once)."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=CLIENT_RETRIES, connect=1, read=0, redirect=0, status=0, other=0, backoff_factor=0.2)
+
+
 def eks_token(cluster_name: str, region: str | None = None, session: Any = None) -> str:
     """An EKS bearer token for ``cluster_name``, signed with ``session``'s credentials (default: the
     process's, through the cached STS client of ``region``)."""
@@ -209,15 +219,16 @@ class KubeAdapter:
         session: Any = None,
         api_client: Any = None,
         deadline: Deadline | None = None,
-        retries: int = 3,
+        retry_timeouts: bool = True,
     ) -> None:
         self.cluster_name = cluster_name
         #: Every request's timeout is bounded by it (the supervisor passes its invocation's).
         self.deadline = deadline or Deadline()
-        #: The client's own retries of a failed connection or a 429/5xx read. A caller that retries
-        #: at its own level (the supervisor: the state machine's Retry, the agent client) passes 0,
-        #: so that no retry runs inside another's with a full timeout each.
-        self.retries = retries
+        #: Whether the client retries a request that timed out. The supervisor says no: a timeout
+        #: is an answer there (a dead node's connections hang), and retrying it inside the agent
+        #: client's and the state machine's retries would multiply the wait. Fast failures (a
+        #: refused connection, an API server's 429/5xx with Retry-After on reads) are retried.
+        self.retry_timeouts = retry_timeouts
         self._eks = eks
         self._cluster = cluster
         arn_region = ((cluster or {}).get("arn") or "::::").split(":")[3]
@@ -262,8 +273,8 @@ class KubeAdapter:
             cfg.api_key_prefix = {"authorization": "Bearer"}
             # A workflow step retries on its own (Step Functions Retry): few retries here, but
             # reads honour an API server's Retry-After on 429/5xx as client-go does.
-            cfg.retries = self.retries
-            cfg.client_go_retries = self.retries > 0
+            cfg.retries = CLIENT_RETRIES if self.retry_timeouts else _no_timeout_retries()
+            cfg.client_go_retries = True
             # The supervisor talks to every agent of a job at once from a thread pool
             # (AGENT_POOL_SIZE); one kept-alive connection per thread, none opened twice.
             cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE

@@ -210,8 +210,9 @@ def open_supervisor(
 
         eks_name = cluster_facts(SageMakerAdapter().describe_cluster(operator.cluster_name)).eks_cluster_name
     deadline = deadline or Deadline()
-    # No client retries: the state machine retries a failed step, the agent client its calls.
-    kube = KubeAdapter(eks_name or "", deadline=deadline, retries=0)
+    # A timed-out call is never retried by the client: the state machine retries a failed step,
+    # the agent client its calls, each within the deadline.
+    kube = KubeAdapter(eks_name or "", deadline=deadline, retry_timeouts=False)
     config = config or SupervisorConfig.from_env()
     direct = os.environ.get("AGENT_TRANSPORT", "proxy") == "direct"
 
