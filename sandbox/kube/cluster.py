@@ -182,8 +182,10 @@ def crd(
     status: bool = True,
     columns: list[dict] | None = None,
     labels: dict[str, str] | None = None,
+    schema: dict | None = None,
 ) -> dict:
-    """A CustomResourceDefinition with a permissive schema (the sandbox does not validate CRs)."""
+    """A CustomResourceDefinition; without ``schema`` a permissive one (any field kept). The API
+    server prunes and validates custom objects against it (``sandbox/kube/schema.py``)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -204,7 +206,8 @@ def crd(
                     "served": True,
                     "storage": i == 0,
                     "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        "openAPIV3Schema": schema
+                        or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
                     },
                     **({"subresources": {"status": {}}} if status else {}),
                     **({"additionalPrinterColumns": columns} if columns else {}),
@@ -216,12 +219,17 @@ def crd(
 
 
 def hyperpod_pytorch_job_crd() -> dict:
+    """AWS's add-on CRD, with the job schema the serverless operator installs too (one schema:
+    a job the one refuses or prunes, the other does as well)."""
+    from hyperpod_control.models.job_schema import job_schema
+
     return crd(
         "sagemaker.amazonaws.com",
         "HyperPodPyTorchJob",
         "hyperpodpytorchjobs",
         ["v1"],
         short_names=["hyperpodpytorchjob", "hpj"],
+        schema=job_schema(),
     )
 
 

@@ -76,6 +76,8 @@ class ResourceType:
     field_getters: dict[str, Callable[[dict], Any]] = field(default_factory=lambda: dict(COMMON_FIELDS))
     #: extra (name, jsonPath, type) columns for table output (CRD additionalPrinterColumns)
     printer_columns: list[dict] = field(default_factory=list)
+    #: a CRD's openAPIV3Schema (storage version): objects are pruned and validated against it
+    schema: dict | None = None
 
     def __post_init__(self) -> None:
         self.singular = self.singular or self.kind.lower()
@@ -200,6 +202,8 @@ def custom_type_from_crd(crd: dict) -> ResourceType:
     served.sort(key=lambda v: not v.get("storage", False))
     status = any("status" in (v.get("subresources") or {}) for v in served)
     columns = next((v.get("additionalPrinterColumns") or [] for v in served if v.get("storage")), [])
+    storage = next((v for v in served if v.get("storage")), served[0] if served else {})
+    schema = ((storage.get("schema") or {}).get("openAPIV3Schema")) or None
     return ResourceType(
         group=spec["group"],
         versions=[v["name"] for v in served],
@@ -214,6 +218,7 @@ def custom_type_from_crd(crd: dict) -> ResourceType:
         returns_deleted_object=True,
         custom=True,
         printer_columns=list(columns),
+        schema=schema,
     )
 
 

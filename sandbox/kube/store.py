@@ -412,6 +412,7 @@ class Store:
                         break
             name = meta["name"]
             self._validate(rt, name, obj, None)
+            self._structural(rt, name, obj)
             if rt.namespaced:
                 ns = self._bucket(self.rt("", "namespaces")).get(("", namespace or ""))
                 if ns is None:
@@ -450,6 +451,15 @@ class Store:
             self._emit(rt, "ADDED", copy.deepcopy(obj), None)
             self._after_write(rt, None, obj)
             return copy.deepcopy(obj)
+
+    def _structural(self, rt: ResourceType, name: str, obj: dict) -> None:
+        """A custom object pruned to its CRD's schema, refused (422) with every invalid field."""
+        if rt.custom and rt.schema:
+            from sandbox.kube.schema import prune_and_validate
+
+            causes = prune_and_validate(rt.schema, obj)
+            if causes:
+                raise invalid(rt, name, causes)
 
     def _check_namespace_field(self, rt: ResourceType, namespace: str | None, meta: dict) -> None:
         body_ns = meta.get("namespace")
@@ -688,6 +698,7 @@ class Store:
                 self._defaults(rt, new)
         new["apiVersion"], new["kind"] = rt.api_version(), rt.kind
         new["metadata"]["resourceVersion"] = _rv(current)
+        self._structural(rt, name, new)
         self._validate(rt, name, new, current)
         if new == current:
             return copy.deepcopy(current)  # no-op: same resourceVersion, no event, as upstream

@@ -4,6 +4,7 @@ real gloo training script, finished as the job's cleanPodPolicy says."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 
@@ -46,7 +47,15 @@ def test_two_by_two_with_a_spare_runs_to_completed(serverless):
     assert found["Completed"]["status"] == "True" and found["Running"]["status"] == "False"
     assert {"Created", "PodsRunning"} <= set(found)
     assert status["startTime"] <= status["completionTime"]
-    assert status["jobPods"] == ["pair-0", "pair-1", "pair-2"] and status["masterPort"]
+    # AWS's CRD types: ObjectReferences and a string port
+    assert [p["name"] for p in status["jobPods"]] == ["pair-0", "pair-1", "pair-2"]
+    assert status["jobPods"][0] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "pair-0",
+        "namespace": "default",
+    }
+    assert status["masterPort"].isdigit()
 
     item = job_item(sb, uid)
     assert item.phase == "Completed" and item.nnodes == 2 and item.spares == 1
@@ -83,17 +92,30 @@ def test_a_job_shaped_by_the_hyp_cli_runs(serverless):
     assert all(p.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a" for p in pods)
 
 
-def test_an_invalid_spec_gets_its_failed_condition_and_nothing_else(serverless):
-    sb = serverless
+def test_a_job_the_crd_refuses_is_refused_at_admission_with_every_field(serverless):
+    from kubernetes.client.exceptions import ApiException
+
     manifest = tiny_job("no-replicas", replicas=0)
     manifest["spec"]["nprocPerNode"] = "lots"
+    with pytest.raises(ApiException) as refused:
+        submit(serverless, manifest)
+    assert refused.value.status == 422
+    fields = {c["field"] for c in json.loads(refused.value.body)["details"]["causes"]}
+    assert fields == {"spec.replicaSpecs[0].replicas", "spec.nprocPerNode"}
+
+
+def test_an_invalid_spec_gets_its_failed_condition_and_nothing_else(serverless):
+    sb = serverless
+    # Valid for the CRD's schema, but against a rule between fields that only the operator checks.
+    manifest = tiny_job("no-period")
+    manifest["spec"]["runPolicy"]["restartPolicy"] = {"numRestartBeforeFullJobRestart": 3}
     job = submit(sb, manifest)
     outcome = sb.wait_execution(execution_of(sb, job["metadata"]["uid"]), timeout=60)
     assert outcome.status == "FAILED" and outcome.error == "JobSpecInvalid"
-    failed = conditions(get_job(sb, "no-replicas"))["Failed"]
+    failed = conditions(get_job(sb, "no-period"))["Failed"]
     assert failed["reason"] == "InvalidSpec"
-    assert "spec.replicaSpecs[0].replicas" in failed["message"] and "spec.nprocPerNode" in failed["message"]
-    assert pods_of(sb, "no-replicas") == []
+    assert "spec.runPolicy.restartPolicy.evalPeriodSeconds" in failed["message"]
+    assert pods_of(sb, "no-period") == []
     assert job_item(sb, job["metadata"]["uid"]).phase == "Failed"
 
 

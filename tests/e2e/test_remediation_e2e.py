@@ -75,7 +75,7 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
     status = get_job(sb, "swap")["status"]
     assert status["restartCount"] == 1
     assert status["latestFaultyPodInstanceList"]["restartType"] == "PLR"
-    assert status["latestFaultyPodInstanceList"]["faultyRankList"] == [1]
+    assert status["latestFaultyPodInstanceList"]["faultyRankList"] == ["1"]  # strings in AWS's CRD
     assert conditions(get_job(sb, "swap"))["Completed"]["status"] == "True"
     kinds = [e.kind for e in history(sb, uid)]
     assert kinds.count("Started") == 1, "a swap restarts no pod but the lost one"

@@ -116,11 +116,14 @@ def docs_job() -> dict:
                 "restartType": "PLR",
                 "faultyInstanceIdList": ["i-0abc"],
                 "faultyPodList": ["llama-train-pod-3"],
-                "faultyRankList": [3],
+                "faultyRankList": ["3"],
             },
             "masterAddr": "llama-train-pod-0",
-            "masterPort": 23456,
-            "jobPods": [f"llama-train-pod-{i}" for i in range(16)],
+            # AWS's CRD types: masterPort a string, jobPods ObjectReferences
+            "masterPort": "23456",
+            "jobPods": [
+                {"kind": "Pod", "name": f"llama-train-pod-{i}", "namespace": "ml"} for i in range(16)
+            ],
             "podSets": [{"name": "main", "count": 16}],
         },
     }
@@ -200,8 +203,10 @@ def test_docs_example_parses_with_every_field():
     assert job.status is not None
     assert job.status.restart_status is not None and job.status.restart_status.restart_count == 1
     faulty = job.status.latest_faulty_pod_instance_list
-    assert faulty is not None and faulty.restart_type == "PLR" and faulty.faulty_rank_list == [3]
-    assert job.status.master_port == 23456 and len(job.status.job_pods) == 16
+    assert faulty is not None and faulty.restart_type == "PLR" and faulty.faulty_rank_list == ["3"]
+    assert job.status.master_port == "23456" and len(job.status.job_pods) == 16
+    # what this project does not model is kept, and survives a dump
+    assert job.status.dump()["podSets"] == [{"name": "main", "count": 16}]
     running = job.condition("Running")
     assert running is not None and running.status == "True"
     assert job.condition("Failed") is None
@@ -630,3 +635,11 @@ def test_round_trip_with_a_condition_set():
     again = HyperPodPytorchJob.model_validate(job.dump())
     failed = again.condition("Failed")
     assert failed is not None and failed.reason == "InvalidSpec" and failed.last_transition_time == "t1"
+
+
+def test_a_status_an_older_writer_left_with_numbers_and_names_still_parses():
+    obj = docs_job()
+    obj["status"].update(masterPort=23456, jobPods=["a-0", "a-1"])
+    obj["status"]["latestFaultyPodInstanceList"]["faultyRankList"] = [3]
+    status = HyperPodPytorchJob.model_validate(obj).status
+    assert status.master_port == 23456 and status.job_pods == ["a-0", "a-1"]

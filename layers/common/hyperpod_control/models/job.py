@@ -155,8 +155,10 @@ class JobStatus(K8sModel):
     restart_status: RestartStatus | None = None
     latest_faulty_pod_instance_list: FaultyPodInstanceList | None = None
     master_addr: str | None = None
-    master_port: int | None = None
-    job_pods: list[str] = Field(default_factory=list)
+    #: A string in AWS's CRD; a number from an older writer still parses.
+    master_port: int | str | None = None
+    #: ObjectReferences in AWS's CRD; pod names from an older writer still parse.
+    job_pods: list[dict[str, Any] | str] = Field(default_factory=list)
 
 
 # -- the resource ----------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ from hyperpod_control.models.install import (
     UninstallRequest,
     VerifyOutcome,
 )
+from hyperpod_control.models.job_schema import job_schema
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
 from hyperpod_control.models.validation import parse_input
 
@@ -631,9 +632,7 @@ def job_crd() -> dict[str, Any]:
                     "name": JOB_VERSION,
                     "served": True,
                     "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
+                    "schema": {"openAPIV3Schema": job_schema()},
                     "subresources": {"status": {}},
                 }
             ],

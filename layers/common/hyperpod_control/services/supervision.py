@@ -466,3 +466,18 @@ def avoid_nodes(body: dict[str, Any], nodes: list[str]) -> None:
             *term.get("matchExpressions", []),
             {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": sorted(nodes)},
         ]
+
+
+def pod_refs(namespace: str, pods: list[str]) -> list[dict[str, Any]]:
+    """Pure: ``status.jobPods`` as AWS's CRD types it: ObjectReferences, not names."""
+    return [{"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace} for pod in pods]
+
+
+def status_master_port(fault_count: int) -> str:
+    """Pure: ``status.masterPort``, a string in AWS's CRD."""
+    return str(master_port(fault_count))
+
+
+def rank_list(ranks: set[int]) -> list[str]:
+    """Pure: ``faultyRankList``, strings in AWS's CRD, in rank order."""
+    return [str(r) for r in sorted(ranks)]

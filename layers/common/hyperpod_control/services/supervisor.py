@@ -73,7 +73,6 @@ from hyperpod_control.services.supervision import (
     instance_id,
     job_selector,
     judge_round,
-    master_port,
     node_names,
     node_troubles,
     pod_failure,
@@ -81,9 +80,12 @@ from hyperpod_control.services.supervision import (
     pod_ip,
     pod_name,
     pod_phase,
+    pod_refs,
+    rank_list,
     rfc3339,
     silence,
     start_calls,
+    status_master_port,
     unreachable,
 )
 
@@ -517,8 +519,8 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
             "conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in merged],
             "startTime": (job.status.start_time if job.status and job.status.start_time else stamp),
             "masterAddr": master,
-            "masterPort": master_port(record.fault_count),
-            "jobPods": [s.pod for s in slots],
+            "masterPort": status_master_port(record.fault_count),
+            "jobPods": pod_refs(record.namespace, [s.pod for s in slots]),
             "restartCount": record.restart_count,
         },
     )
@@ -884,11 +886,11 @@ def _report_recovery(
             "restartType": decision.restart_type,
             "faultyInstanceIdList": sorted({i for f in faults if (i := instance_id(f.node))}),
             "faultyPodList": sorted({f.pod for f in faults if f.pod}),
-            "faultyRankList": sorted({f.rank for f in faults if f.rank is not None}),
+            "faultyRankList": rank_list({f.rank for f in faults if f.rank is not None}),
         },
         "masterAddr": record.master_addr,
-        "masterPort": master_port(record.fault_count),
-        "jobPods": [s.pod for s in record.pods],
+        "masterPort": status_master_port(record.fault_count),
+        "jobPods": pod_refs(record.namespace, [s.pod for s in record.pods]),
     }
     _patch_status(sup, job, status)
     _k8s_event(sup, job, "Normal", "Running", message)
