@@ -73,10 +73,11 @@ e2e: $(VENV)/.installed
 test: lint build  ## set up and run every check CI runs (all tests but benchmarks)
 	$(BIN)/pytest -m "not bench" -q --durations=10
 
-bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restart times, supervisor rounds
+bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restarts, supervisor rounds, remediation, admission
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/supervisor_bench.py
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3
+	$(BIN)/python tests/bench/admission_bench.py --runs 3
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache $(LATEST_VENV) $(LOCK_VENV)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import uuid
@@ -167,7 +168,7 @@ class Sandbox:
             self._mock.start()
         self._forget_cached_clients()
         deployer = StackDeployer(
-            cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, cfg.parameters
+            cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, self._parameters()
         )
         self.stack = deployer.deploy()
         # Handlers run in this process and read their configuration from os.environ; setting it
@@ -304,6 +305,18 @@ class Sandbox:
         return self.stack.outputs[name]
 
     # -- Lambda and EventBridge (called by the patches) -----------------------------------------
+
+    def _parameters(self) -> dict[str, str]:
+        """The template's parameters for this sandbox. A job watch lasts most of the minute between
+        two of the schedule's runs: on the sandbox clock too, so that the runs do not pile up."""
+        scaled = {"JobWatchSeconds": str(max(1, math.ceil(55 * self.config.time_scale)))}
+        template = self.stack_template_parameters()
+        return {**{k: v for k, v in scaled.items() if k in template}, **self.config.parameters}
+
+    def stack_template_parameters(self) -> set[str]:
+        from sandbox.template import load_template
+
+        return set((load_template(self.config.template).get("Parameters") or {}).keys())
 
     def invoke_lambda(self, function_name: str, event: Any) -> tuple[Any, str | None]:
         return self.runtime.invoke(function_name, event)

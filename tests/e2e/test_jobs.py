@@ -10,6 +10,9 @@ import threading
 
 import pytest
 from job_support import (
+    GROUP,
+    PLURAL,
+    VERSION,
     apis,
     conditions,
     execution_of,
@@ -240,3 +243,36 @@ def _step_failures(sb, arn: str) -> set[str]:
         for e in events
         if e["type"] == "LambdaFunctionFailed"
     } | {e["taskFailedEventDetails"].get("error", "") for e in events if e["type"] == "TaskFailed"}
+
+
+def _watched(sb, uid: str) -> set[str]:
+    """The changes watch_jobs put on the bus for the job."""
+    return {
+        change["change"]
+        for call in sb.runtime.calls("WatchJobsFunction")
+        for cluster in (call.result or {}).get("clusters", [])
+        for change in cluster.get("changes", [])
+        if change.get("uid") == uid
+    }
+
+
+def test_a_job_is_admitted_from_the_watch_and_its_deletion_seen_the_same_way(serverless):
+    sb = serverless
+    job = submit(sb, tiny_job("watched", replicas=1, steps=100000, ckpt_dir=_ckpt()))
+    uid = job["metadata"]["uid"]
+    eventually(lambda: "added" in _watched(sb, uid), 30, "watch_jobs to see the job added")
+    # ...and reconcile_jobs ran from its "HyperPodPyTorchJob Change" event, not only on the schedule
+    eventually(
+        lambda: any(
+            (c.event or {}).get("detail-type") == "HyperPodPyTorchJob Change"
+            and (c.event.get("detail") or {}).get("uid") == uid
+            for c in sb.runtime.calls("ReconcileJobsFunction")
+        ),
+        30,
+        "reconcile_jobs started by the job's change event",
+    )
+    execution_of(sb, uid)
+    custom, _ = apis(sb)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "watched")
+    eventually(lambda: _watched(sb, uid) & {"deleting", "deleted"}, 30, "watch_jobs to see the deletion")
+    eventually(lambda: job_item(sb, uid) is None, 60, "the deleted job's JOB item removed")

@@ -49,6 +49,11 @@ class DeadlineExceededError(RetryableError):
     itself before Lambda would have, and runs again."""
 
 
+class WatchExpiredError(RetryableError):
+    """A Kubernetes watch resumed from a resourceVersion the API server no longer keeps (410
+    Gone): list again, and watch from the list's version."""
+
+
 class LockHeldError(RetryableError):
     """Another workflow holds the cluster's lock."""
 

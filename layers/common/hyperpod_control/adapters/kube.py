@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from hyperpod_control.adapters.aws import get_client
@@ -39,7 +40,9 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
     VersionConflictError,
+    WatchExpiredError,
 )
+from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 
 TOKEN_PREFIX = "k8s-aws-v1."
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
@@ -424,6 +427,52 @@ class KubeAdapter:
             missing_ok=True,
         )
         return found is not None
+
+    def list_jobs(self) -> tuple[list[dict[str, Any]], str | None]:
+        """Every HyperPodPyTorchJob and the list's resourceVersion (where a watch starts)."""
+        custom = self._api("CustomObjectsApi")
+        found = self._call(
+            "HyperPodPyTorchJobs",
+            custom.list_cluster_custom_object,
+            JOB_GROUP,
+            JOB_VERSION,
+            JOB_PLURAL,
+            raw=True,
+        )
+        return self._items(found), ((found or {}).get("metadata") or {}).get("resourceVersion")
+
+    def watch_jobs(self, resource_version: str, seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each change to a HyperPodPyTorchJob after ``resource_version``, for up
+        to ``seconds`` (the server ends the watch then); BOOKMARK events carry only a newer
+        resourceVersion. A version the server no longer has raises ``WatchExpiredError``."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        custom = self._api("CustomObjectsApi")
+        timeout = self.deadline.bounded((REQUEST_TIMEOUT[0], seconds + 10), "HyperPodPyTorchJobs watch")
+        stream = watch.Watch().stream(
+            custom.list_cluster_custom_object,
+            JOB_GROUP,
+            JOB_VERSION,
+            JOB_PLURAL,
+            resource_version=resource_version,
+            timeout_seconds=seconds,
+            allow_watch_bookmarks=True,
+            _request_timeout=timeout,
+        )
+        try:
+            for event in stream:
+                yield event["type"], event["raw_object"]
+        except ApiException as exc:
+            if exc.status == 410:
+                raise WatchExpiredError(f"resourceVersion {resource_version} expired: list again.") from exc
+            raise map_api_exception(exc, resource="HyperPodPyTorchJobs watch") from exc
+        except ControlPlaneError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise map_api_exception(exc, resource="HyperPodPyTorchJobs watch") from exc
+            raise
 
     def nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
         """Every Node (the supervisor reads their readiness, taints and health labels each round)."""

@@ -78,6 +78,29 @@ class OperatorRecord(Record):
         return OPERATOR_SK
 
 
+JOB_WATCH_SK = "WATCH#jobs"
+
+
+class JobWatchRecord(Record):
+    """``CLUSTER#<arn>`` / ``WATCH#jobs``: where the cluster's job watch resumes, and who holds it.
+
+    One watcher per cluster at a time (``holder`` until ``held_until``, taken with a conditional
+    write); the next resumes from ``resource_version``, so no change falls between two of them."""
+
+    cluster_arn: str
+    resource_version: str | None = None
+    holder: str | None = None
+    held_until: datetime | None = None
+
+    @property
+    def pk(self) -> str:
+        return cluster_pk(self.cluster_arn)
+
+    @property
+    def sk(self) -> str:
+        return JOB_WATCH_SK
+
+
 class NodeRecord(Record):
     """``CLUSTER#<arn>`` / ``NODE#<instance-id>``: a node's health as HyperPod last reported it."""
 
