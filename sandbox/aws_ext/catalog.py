@@ -111,12 +111,13 @@ OPERATOR_SCHEMA: dict[str, Any] = {
 
 _OPEN_SCHEMA: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
 
+#: As EKS publishes add-on versions: every one with its build suffix.
 _OPERATOR_VERSIONS = (
-    "v1.0.0",
-    "v1.0.1",
-    "v1.1.0",
-    "v1.1.1",
-    "v1.1.2",
+    "v1.0.0-eksbuild.1",
+    "v1.0.1-eksbuild.1",
+    "v1.1.0-eksbuild.1",
+    "v1.1.1-eksbuild.1",
+    "v1.1.2-eksbuild.1",
     "v1.2.0-eksbuild.1",
     "v1.2.1-eksbuild.1",
 )
@@ -179,11 +180,6 @@ CATALOG: dict[str, AddonSpec] = {
         schema=_OPEN_SCHEMA,
     ),
 }
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """``v1.2.0-eksbuild.1`` -> (1, 2, 0, 1): orders versions the way upgrades compare them."""
-    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
 # -- configuration values -----------------------------------------------------------------------

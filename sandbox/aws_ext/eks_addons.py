@@ -27,6 +27,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 
+from hyperpod_control.models.install import version_key
 from sandbox.aws_ext import catalog, pod_identity
 from sandbox.aws_ext._base import AwsError, Timed, delays, drop_none, paginate, parsed_params
 from sandbox.aws_ext.eks_cluster import Update, get_cluster, state
@@ -451,7 +452,7 @@ def describe_addon_versions(self: Any) -> ActionResult:
         versions = [v for v in spec.versions if not k8s or k8s in v.cluster_versions]
         if not versions:
             continue
-        versions.sort(key=lambda v: catalog.version_key(v.version), reverse=True)  # newest first, as AWS
+        versions.sort(key=lambda v: version_key(v.version), reverse=True)  # newest first, as AWS
         found.append(
             {
                 "addonName": spec.name,

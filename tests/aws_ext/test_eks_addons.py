@@ -148,7 +148,7 @@ def test_inline_pod_identity_needs_a_version_that_requires_iam(aws):
 def test_update_goes_updating_then_active_and_the_update_succeeds(aws):
     make_eks(aws)
     eks = aws.client("eks")
-    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2")
+    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2-eksbuild.1")
     with pytest.raises(ClientError) as busy:
         eks.update_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.2.0-eksbuild.1")
     assert code(busy) == "ResourceInUseException"
@@ -161,7 +161,7 @@ def test_update_goes_updating_then_active_and_the_update_succeeds(aws):
     assert update["type"] == "AddonUpdate" and update["status"] == "InProgress"
     assert {"type": "AddonVersion", "value": "v1.2.0-eksbuild.1"} in update["params"]
     assert describe(eks)["status"] == "UPDATING"
-    assert describe(eks)["addonVersion"] == "v1.1.2"
+    assert describe(eks)["addonVersion"] == "v1.1.2-eksbuild.1"
     aws.clock.advance(30)
     assert describe(eks)["status"] == "ACTIVE"
     assert describe(eks)["addonVersion"] == "v1.2.0-eksbuild.1"
@@ -174,7 +174,7 @@ def test_update_and_describe_update_errors(aws):
     make_eks(aws)
     eks = aws.client("eks")
     with pytest.raises(ClientError) as missing:
-        eks.update_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2")
+        eks.update_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2-eksbuild.1")
     assert code(missing) == "ResourceNotFoundException"
     assert f"No addon: {OPERATOR} found in cluster: eks1" in str(missing.value)
     with pytest.raises(ClientError) as no_update:
@@ -194,14 +194,14 @@ def test_failures_on_demand(aws):
         "resourceIds": ["webhook"],
     }
     eks_addons.fail_next(OPERATOR, "CREATE_FAILED", [issue], operations=("create",))
-    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2")
+    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2-eksbuild.1")
     aws.clock.advance(30)
     failed = describe(eks)
     assert failed["status"] == "CREATE_FAILED" and failed["health"]["issues"] == [issue]
 
     eks.delete_addon(clusterName="eks1", addonName=OPERATOR)
     aws.clock.advance(15)
-    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2")
+    eks.create_addon(clusterName="eks1", addonName=OPERATOR, addonVersion="v1.1.2-eksbuild.1")
     aws.clock.advance(30)
     assert describe(eks)["status"] == "ACTIVE"  # the armed failure was used up
 
@@ -211,7 +211,7 @@ def test_failures_on_demand(aws):
     ]
     aws.clock.advance(30)
     after = describe(eks)
-    assert after["status"] == "UPDATE_FAILED" and after["addonVersion"] == "v1.1.2"
+    assert after["status"] == "UPDATE_FAILED" and after["addonVersion"] == "v1.1.2-eksbuild.1"
     failed_update = eks.describe_update(name="eks1", updateId=update["id"], addonName=OPERATOR)["update"]
     assert failed_update["status"] == "Failed"
     assert failed_update["errors"][0]["errorCode"] == "InsufficientNumberOfReplicas"
@@ -261,18 +261,18 @@ def test_describe_addon_versions(aws):
     assert list(versions) == [
         "v1.2.1-eksbuild.1",
         "v1.2.0-eksbuild.1",
-        "v1.1.2",
-        "v1.1.1",
-        "v1.1.0",
-        "v1.0.1",
-        "v1.0.0",
+        "v1.1.2-eksbuild.1",
+        "v1.1.1-eksbuild.1",
+        "v1.1.0-eksbuild.1",
+        "v1.0.1-eksbuild.1",
+        "v1.0.0-eksbuild.1",
     ]
     assert versions["v1.2.1-eksbuild.1"]["requiresIamPermissions"] is False
     assert versions["v1.2.0-eksbuild.1"]["requiresIamPermissions"] is True
     assert versions["v1.2.1-eksbuild.1"]["compatibilities"] == [
         {"clusterVersion": "1.31", "platformVersions": ["*"], "defaultVersion": True}
     ]
-    assert versions["v1.1.2"]["compatibilities"][0]["defaultVersion"] is False
+    assert versions["v1.1.2-eksbuild.1"]["compatibilities"][0]["defaultVersion"] is False
     assert eks.describe_addon_versions(addonName=OPERATOR, kubernetesVersion="1.34")["addons"] == []
     assert eks.describe_addon_versions(addonName="nothing")["addons"] == []
 

@@ -107,7 +107,7 @@ def test_an_add_on_owned_association_changes_only_through_the_add_on(aws):
     eks.create_addon(
         clusterName="eks1",
         addonName="amazon-sagemaker-hyperpod-training-operator",
-        addonVersion="v1.1.2",
+        addonVersion="v1.1.2-eksbuild.1",
         podIdentityAssociations=[
             {"serviceAccount": "hp-training-operator-controller-manager", "roleArn": ROLE}
         ],

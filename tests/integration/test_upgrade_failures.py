@@ -29,7 +29,7 @@ from tests.integration.test_upgrade_workflow import (
 pytestmark = pytest.mark.integration
 
 UP = "v1.2.1-eksbuild.1"
-DOWN = "v1.1.2"
+DOWN = "v1.1.2-eksbuild.1"
 
 
 @pytest.fixture(scope="module")

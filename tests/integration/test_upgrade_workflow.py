@@ -25,7 +25,7 @@ def sb() -> Iterator[Sandbox]:
     with Sandbox(SandboxConfig(world=WorldOptions(nodes=1), kube=True, pods=False)) as sandbox:
         outcome = sandbox.run_execution(
             "InstallOperatorStateMachine",
-            {"clusterName": sandbox.world.hyperpod_cluster_name, "addonVersion": "v1.1.2"},
+            {"clusterName": sandbox.world.hyperpod_cluster_name, "addonVersion": "v1.1.2-eksbuild.1"},
             timeout=90,
         )
         assert outcome.ok, (outcome.error, outcome.cause)
@@ -188,9 +188,10 @@ def test_1b_hpctl_dry_run_shows_the_draining_plan_and_changes_nothing(sb):
     executions = sb.client("stepfunctions").list_executions(
         stateMachineArn=sb.output("UpgradeOperatorStateMachineArn")
     )["executions"]
+    # The build suffix left out, as people write it: the newest build of v1.1.2 is meant.
     plan, printed = _hpctl_upgrade(sb, version="v1.1.2", dry_run=True)
     assert plan["action"] == "draining_downgrade" and plan["drain"] and plan["snapshot"]
-    assert "draining downgrade" in printed and "v1.2.1-eksbuild.1 -> v1.1.2" in printed
+    assert "draining downgrade" in printed and "v1.2.1-eksbuild.1 -> v1.1.2-eksbuild.1" in printed
     assert "default/job-a" in printed and "default/job-b" in printed and "dry run" in printed
     assert (_addon(sb)["modifiedAt"], {n: j["metadata"]["uid"] for n, j in _jobs(sb).items()}) == before
     assert (
@@ -214,7 +215,7 @@ def test_2_same_version_is_a_noop(sb):
 def test_3_downgrade_refused_for_an_elastic_job_without_force(sb):
     _create(sb, _job("job-elastic", elastic=True))
     jobs_before = {n: j["metadata"]["uid"] for n, j in _jobs(sb).items()}
-    outcome = _upgrade(sb, "v1.1.2")
+    outcome = _upgrade(sb, "v1.1.2-eksbuild.1")
     assert outcome.status == "FAILED"
     assert "job-elastic" in outcome.cause and "elasticPolicy" in outcome.cause
     assert "UpdateAddon" not in outcome.states_entered() and "AcquireLock" not in outcome.states_entered()
@@ -228,7 +229,7 @@ def test_4_draining_downgrade_deletes_updates_and_resubmits_the_same_jobs(sb):
     _create(sb, _job("job-big", big=450 * 1024))  # a manifest over DynamoDB's 400 KB
     before = _jobs(sb)
     assert set(before) == {"job-a", "job-b", "job-big"}
-    outcome = _upgrade(sb, "v1.1.2")
+    outcome = _upgrade(sb, "v1.1.2-eksbuild.1")
     assert outcome.ok, (outcome.error, outcome.cause)
     assert outcome.output["action"] == "draining_downgrade"
     order = _order(
@@ -248,8 +249,8 @@ def test_4_draining_downgrade_deletes_updates_and_resubmits_the_same_jobs(sb):
         assert job["metadata"]["uid"] != before[name]["metadata"]["uid"]  # deleted and resubmitted
         assert _user_fields(job) == _user_fields(before[name])
     addon = _addon(sb)
-    assert (addon["status"], addon["addonVersion"]) == ("ACTIVE", "v1.1.2")
-    assert _operator(sb).addon_version == "v1.1.2"
+    assert (addon["status"], addon["addonVersion"]) == ("ACTIVE", "v1.1.2-eksbuild.1")
+    assert _operator(sb).addon_version == "v1.1.2-eksbuild.1"
     assert _snapshot_items(sb) == [] and _snapshot_objects(sb) == []
 
 
@@ -262,7 +263,8 @@ def test_5_a_failed_update_rolls_back_resubmits_and_ends_failed_with_the_reason(
     outcome = _upgrade(sb, "v1.2.1-eksbuild.1")
     assert outcome.status == "FAILED"
     assert outcome.error == "UpgradeRolledBackError"
-    assert "WaitForAddon" in outcome.cause and "UPDATE_FAILED" in outcome.cause and "v1.1.2" in outcome.cause
+    assert "WaitForAddon" in outcome.cause and "UPDATE_FAILED" in outcome.cause
+    assert "v1.1.2-eksbuild.1" in outcome.cause
     states = outcome.states_entered()
     for step in ("Rollback", "RollbackDeleteJobs", "RollbackUpdateAddon", "RollbackResubmitJobs"):
         assert step in states, step
@@ -271,9 +273,10 @@ def test_5_a_failed_update_rolls_back_resubmits_and_ends_failed_with_the_reason(
     for name, job in after.items():
         assert _user_fields(job) == _user_fields(before[name])
     addon = _addon(sb)
-    assert (addon["status"], addon["addonVersion"]) == ("ACTIVE", "v1.1.2")
+    assert (addon["status"], addon["addonVersion"]) == ("ACTIVE", "v1.1.2-eksbuild.1")
     record = _operator(sb)
-    assert record.addon_version == "v1.1.2" and record.lock_owner is None and "rolled back" in record.reason
+    assert record.addon_version == "v1.1.2-eksbuild.1" and record.lock_owner is None
+    assert "rolled back" in record.reason
     assert _snapshot_items(sb) == [] and _snapshot_objects(sb) == []
 
 
@@ -291,7 +294,7 @@ def test_5b_a_failed_draining_downgrade_goes_back_up_and_resubmits(sb):
     eks_addons.fail_next(
         ADDON_NAME, "DEGRADED", cluster_name=sb.world.eks_cluster_name, operations=("update",)
     )
-    outcome = _upgrade(sb, "v1.1.2")
+    outcome = _upgrade(sb, "v1.1.2-eksbuild.1")
     assert outcome.status == "FAILED" and outcome.error == "UpgradeRolledBackError"
     assert "DEGRADED" in outcome.cause and "v1.2.1-eksbuild.1" in outcome.cause
     states = outcome.states_entered()

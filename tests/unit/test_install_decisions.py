@@ -298,3 +298,11 @@ def test_apply_ignores_server_defaults_but_sees_real_changes():
     assert not differs(stored, body)
     assert differs({**stored, "rules": [{"verbs": ["list"]}]}, body)
     assert differs({**stored, "metadata": {"name": "x"}}, body)
+
+
+def test_a_version_without_its_build_suffix_means_the_newest_build_of_it():
+    published = ["v1.1.2-eksbuild.1", "v1.1.2-eksbuild.3", "v1.2.0-eksbuild.1"]
+    assert install.choose_version("v1.1.2", published, "1.31") == "v1.1.2-eksbuild.3"
+    assert install.choose_version("v1.1.2-eksbuild.1", published, "1.31") == "v1.1.2-eksbuild.1"
+    with pytest.raises(InvalidInputError, match=r"v1\.1\.9 is not a version"):
+        install.choose_version("v1.1.9", published, "1.31")

@@ -389,3 +389,23 @@ class ClusterActionInput(TaskModel):
 
     cluster: ClusterRef
     action: Literal["ensure", "remove"] = "ensure"
+
+
+# -- add-on versions ------------------------------------------------------------------------------
+
+_VERSION_NUMBERS = re.compile(r"\d+")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Pure: ``v1.2.1-eksbuild.1`` -> (1, 2, 1, 1); numeric order, not string order."""
+    return tuple(int(n) for n in _VERSION_NUMBERS.findall(version))
+
+
+def resolve_version(requested: str, versions: list[str]) -> str | None:
+    """Pure: the add-on version a user means. Every EKS add-on version carries a build suffix
+    (``v1.1.2-eksbuild.1``) that people leave out: ``v1.1.2`` is the newest build of it. None when
+    there is no such version."""
+    if requested in versions:
+        return requested
+    builds = [v for v in versions if v.split("-eksbuild.", 1)[0] == requested]
+    return max(builds, key=version_key) if builds else None

@@ -117,7 +117,6 @@ _SPEC = _object(
         "runPolicy": _RUN_POLICY,
         "elasticPolicy": _ELASTIC_POLICY,
     },
-    required=["replicaSpecs"],
 )
 
 _OBJECT_REFERENCE = _object(
@@ -182,7 +181,6 @@ JOB_SCHEMA: dict[str, Any] = _object(
         "spec": _SPEC,
         "status": _STATUS,
     },
-    required=["spec"],
 )
 
 

@@ -71,6 +71,8 @@ from hyperpod_control.models.install import (
     UninstallPlan,
     UninstallRequest,
     VerifyOutcome,
+    resolve_version,
+    version_key,
 )
 from hyperpod_control.models.job_schema import job_schema
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
@@ -348,14 +350,6 @@ def ensure_pod_identity_association(request: EnsureAssociationInput, eks: EksAda
 # ============================================================== the add-on
 
 
-_VERSION_NUMBERS = re.compile(r"\d+")
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Pure: ``v1.2.1-eksbuild.1`` -> (1, 2, 1, 1); numeric order, not string order."""
-    return tuple(int(n) for n in _VERSION_NUMBERS.findall(version))
-
-
 def choose_version(requested: str | None, available: Iterable[str], kubernetes_version: str | None) -> str:
     """Pure: the requested version if the cluster supports it, else the latest one it supports."""
     versions = sorted(set(available), key=version_key, reverse=True)
@@ -366,13 +360,14 @@ def choose_version(requested: str | None, available: Iterable[str], kubernetes_v
         )
     if requested is None:
         return versions[0]
-    if requested not in versions:
+    resolved = resolve_version(requested, versions)
+    if resolved is None:
         raise InvalidInputError(
             f"addonVersion: {requested} is not a version of {ADDON_NAME} for Kubernetes "
             f"{kubernetes_version}; available: {', '.join(versions)}.",
             remedy="pick one of the available versions, or leave addonVersion out for the latest.",
         )
-    return requested
+    return resolved
 
 
 def configuration_json(config: AddonConfiguration | None) -> str | None:

@@ -36,6 +36,7 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
 )
+from hyperpod_control.models.install import version_key
 from hyperpod_control.models.preflight import (
     AddonFact,
     AddonVersionFact,
@@ -159,11 +160,6 @@ SECOND_SEED = frozenset(
 REPLACEMENT_HEADROOM = frozenset({"quotas.network-interfaces", "network.subnet-addresses"})
 
 _FSX_DNS = re.compile(r"^(fs-[0-9a-f]+)\.fsx\.([a-z0-9-]+)\.amazonaws\.com", re.IGNORECASE)
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """``v1.2.0-eksbuild.1`` -> (1, 2, 0, 1)."""
-    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
 def addresses_per_instance(instance_type: str, orchestrator: str | None = "eks") -> tuple[int, bool]:

@@ -31,6 +31,8 @@ from hyperpod_control.models.install import (
     JOB_PLURAL,
     JOB_VERSION,
     RecordOutcome,
+    resolve_version,
+    version_key,
 )
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
 from hyperpod_control.models.upgrade import (
@@ -50,7 +52,6 @@ from hyperpod_control.services.install import (
     _parsed,
     cluster_ref,
     record_change,
-    version_key,
 )
 
 ELASTIC = "elasticPolicy"
@@ -164,19 +165,19 @@ def decide_plan(
                 remedy="upgrade the EKS cluster's Kubernetes version first.",
             )
         target = fits[0]
-    elif requested not in known:
+    elif resolve_version(requested, known) is None:
         raise UpgradeRefusedError(
             f"version: {requested} does not exist for {ADDON_NAME}; known versions: {', '.join(known)}.",
             remedy="pick one of them (hpctl upgrade --dry-run shows the plan without changing anything).",
         )
-    elif requested not in fits:
+    elif resolve_version(requested, fits) is None:
         raise UpgradeRefusedError(
             f"version: {requested} is not compatible with the cluster's Kubernetes {kubernetes_version}; "
             f"compatible: {', '.join(fits) or 'none'}.",
             remedy="pick a compatible version, or upgrade the EKS cluster first.",
         )
     else:
-        target = requested
+        target = resolve_version(requested, fits) or requested
 
     refs = sorted((job_ref(j) for j in jobs), key=lambda r: (r.namespace, r.name))
     if target == current:
