@@ -283,13 +283,13 @@ def test_5_a_failed_update_rolls_back_resubmits_and_ends_failed_with_the_reason(
 def test_5b_a_failed_draining_downgrade_goes_back_up_and_resubmits(sb):
     outcome, printed = _hpctl_upgrade(sb, version="v1.2.1-eksbuild.1")  # the plan, then the progress
     assert outcome.ok, printed
-    assert printed.index("plan: upgrade: v1.1.2 -> v1.2.1-eksbuild.1") < printed.index(
+    assert printed.index("plan: upgrade: v1.1.2-eksbuild.1 -> v1.2.1-eksbuild.1") < printed.index(
         "upgrade_operator started"
     )
     for step in ("PlanUpgrade", "SnapshotJobs", "UpdateAddon", "ResubmitJobs", "Record"):
         assert re.search(rf"^\s+\d+\.\ds  {step}$", printed, re.M), printed
     assert "ChooseAction" not in printed
-    assert "upgrade SUCCEEDED on sandbox-hyperpod: upgrade v1.1.2 -> v1.2.1-eksbuild.1." in printed
+    assert "upgrade SUCCEEDED on sandbox-hyperpod: upgrade v1.1.2-eksbuild.1 -> v1.2.1-eksbuild.1." in printed
     before = _jobs(sb)
     eks_addons.fail_next(
         ADDON_NAME, "DEGRADED", cluster_name=sb.world.eks_cluster_name, operations=("update",)
