@@ -238,11 +238,27 @@ ESCAPER = textwrap.dedent(
 )
 
 
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:  # the intermediate child exits once the grandchild is forked
+        return None
+
+
 def test_no_process_outlives_its_pod(cluster, pod_ns):
     create_pod(cluster, pod_ns, pod_body("escaper", ["python", "-c", ESCAPER]))
     wait_phase(cluster, pod_ns, "escaper", "Running")
     worker = cluster.pod_worker(pod_ns, "escaper")
-    pids = eventually(lambda: (p := worker.all_pids()) and len(p) >= 2 and p, 10, "the daemonised grandchild")
+
+    def daemonised() -> list[int] | None:
+        # Two pids are not enough: right after the first fork, the child has not left the
+        # session yet (setsid) and the grandchild does not exist. Wait for the grandchild alone.
+        pids = worker.all_pids()
+        main = os.getsid(pids[0]) if pids else None
+        return pids if len(pids) >= 2 and any(_sid(pid) not in (None, main) for pid in pids) else None
+
+    pids = eventually(daemonised, 10, "the daemonised grandchild")
+    pids = [pid for pid in pids if _sid(pid) is not None and os.path.exists(f"/proc/{pid}")]
     sessions = {os.getsid(pid) for pid in pids}
     assert len(sessions) == 2 and os.getsid(0) not in sessions  # its own sessions, not the sandbox's
     cluster.store.delete(cluster.store.rt("", "pods"), pod_ns, "escaper", {"gracePeriodSeconds": 0})
