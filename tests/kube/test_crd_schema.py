@@ -129,3 +129,27 @@ def test_an_unknown_field_is_pruned_and_the_job_otherwise_kept(server):
     created = _create(server, copy.deepcopy(body))
     assert "colour" not in created["spec"]["replicaSpecs"][0]
     assert created["spec"]["replicaSpecs"][0]["replicas"] == 2
+
+
+def test_kubectl_apply_shows_the_refusal_with_the_field_path(server, tmp_path):
+    """What a user sees: kubectl apply of an invalid job fails with the API server's message."""
+    import subprocess
+
+    import yaml
+
+    from sandbox.kube.tools import ensure_kubectl
+
+    config = tmp_path / "config"
+    server.kubeconfig(config)
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job("kubectl-zero", replicas=0)))
+    env = {"KUBECONFIG": str(config), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [str(ensure_kubectl()), "apply", "-f", str(manifest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "spec.replicaSpecs[0].replicas" in out.stderr and "greater than or equal to 1" in out.stderr
