@@ -28,7 +28,7 @@ def sb() -> Iterator[Sandbox]:
         # reconcile_jobs would remove the JOB item of a job that is not in the cluster: this test's
         # job exists only as its item, so the minute schedule is paused for the module.
         scheduler = sandbox.client("scheduler")
-        schedule = scheduler.get_schedule(Name="ReconcileJobsFunctionEveryMinute")
+        schedule = scheduler.get_schedule(Name=f"{sandbox.config.stack_name}-reconcile-jobs")
         keys = ("Name", "GroupName", "ScheduleExpression", "FlexibleTimeWindow", "Target")
         scheduler.update_schedule(**{k: schedule[k] for k in keys}, State="DISABLED")
         sandbox.wait_idle()
