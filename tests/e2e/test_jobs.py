@@ -276,3 +276,21 @@ def test_a_job_is_admitted_from_the_watch_and_its_deletion_seen_the_same_way(ser
     custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "watched")
     eventually(lambda: _watched(sb, uid) & {"deleting", "deleted"}, 30, "watch_jobs to see the deletion")
     eventually(lambda: job_item(sb, uid) is None, 60, "the deleted job's JOB item removed")
+
+
+def test_a_spec_edit_of_a_running_job_is_refused_with_a_condition(serverless):
+    sb = serverless
+    job = submit(sb, tiny_job("edited", replicas=1, steps=100000, ckpt_dir=_ckpt()))
+    uid = job["metadata"]["uid"]
+    eventually(lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "running")
+    custom, _ = apis(sb)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "edited", {"spec": {"runPolicy": {"jobMaxRetryCount": 7}}}
+    )
+    refused = eventually(
+        lambda: conditions(get_job(sb, "edited")).get("SpecChangeRejected"), 30, "the edit refused"
+    )
+    assert refused["status"] == "True" and "generation 2 while generation 1 runs" in refused["message"]
+    assert job_item(sb, uid).phase == "Running" and job_item(sb, uid).generation == 1
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "edited")
+    eventually(lambda: job_item(sb, uid) is None, 60, "the job's item removed")

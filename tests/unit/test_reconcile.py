@@ -32,7 +32,12 @@ from hyperpod_control.models.records import (
     Record,
     cluster_pk,
 )
-from hyperpod_control.services.reconcile import addon_recovery, observed_record, reconcile
+from hyperpod_control.services.reconcile import (
+    addon_recovery,
+    observed_record,
+    reconcile,
+    spec_change_conditions,
+)
 from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 from hyperpod_control.services.supervisor import Supervisor
 
@@ -665,3 +670,21 @@ def test_wake_with_a_stale_token_is_false(code):
 def test_wake_raises_what_is_not_a_stale_token():
     with pytest.raises(ThrottledError):
         StepFunctionsAdapter(client=_RaisingClient("ThrottlingException")).wake("token", {})
+
+
+# ============================================================== spec edits of a running job
+
+
+def test_a_spec_edit_of_a_running_job_is_refused_with_a_condition_saying_why_once():
+    record = JobRecord(
+        cluster_arn=ARN_A, uid=UID, namespace="team-a", name="llama", generation=2, phase=JobPhase.RUNNING
+    )
+    assert spec_change_conditions(job_obj(generation=2), record, "2026-12-07T12:00:00Z") is None
+    conditions = spec_change_conditions(job_obj(generation=3), record, "2026-12-07T12:00:00Z")
+    (said,) = [c for c in conditions if c["type"] == "SpecChangeRejected"]
+    assert said["status"] == "True" and said["reason"] == "SpecChangeNotSupported"
+    assert "generation 3 while generation 2 runs" in said["message"] and "create it again" in said["message"]
+    again = job_obj(generation=3, status={"conditions": conditions})
+    assert spec_change_conditions(again, record, "2026-12-07T12:01:00Z") is None, "said once"
+    finished = record.model_copy(update={"phase": JobPhase.COMPLETED})
+    assert spec_change_conditions(job_obj(generation=3), finished, "2026-12-07T12:00:00Z") is None

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from hyperpod_control.adapters.stepfunctions import execution_arn, execution_name
 from hyperpod_control.exceptions import ControlPlaneError, VersionConflictError
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.job import JobCondition, set_condition
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -37,6 +38,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.node_health import HISTORY_TTL_SECONDS, addon_recovery_ms
+from hyperpod_control.services.supervision import rfc3339
 from hyperpod_control.services.supervisor import JobRef, Supervisor, delete_job_resources, new_job_record
 
 DEAD_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -52,6 +54,8 @@ class ClusterReport(TaskModel):
     observed: list[str] = Field(default_factory=list)
     #: addon mode: jobs whose pending fault AWS's operator recovered from in this run
     recovered: list[str] = Field(default_factory=list)
+    #: serverless: running jobs whose spec edit got the SpecChangeRejected condition in this run
+    refused: list[str] = Field(default_factory=list)
     error: str | None = None
 
 
@@ -69,6 +73,30 @@ def job_ref(obj: dict[str, Any], cluster_arn: str, segment: int = 0) -> JobRef:
         generation=int(meta.get("generation") or 1),
         segment=segment,
     )
+
+
+SPEC_CHANGE_CONDITION = "SpecChangeRejected"
+
+
+def spec_change_conditions(obj: dict[str, Any], record: JobRecord, now: str) -> list[dict[str, Any]] | None:
+    """Pure (serverless): the job's conditions saying why an edit of its spec is not applied, or
+    None when there is nothing to say (no edit, the job finished, or it is said already). The
+    supervisor runs the generation it admitted until it ends; a changed spec would need another
+    rank table, other pods, another budget: deleting and resubmitting the job is the way."""
+    generation = int((obj.get("metadata") or {}).get("generation") or 1)
+    if record.phase.finished or generation <= record.generation:
+        return None
+    message = (
+        f"spec changed to generation {generation} while generation {record.generation} runs: the "
+        "serverless operator does not change a running job; delete the job and create it again "
+        "to apply the change"
+    )
+    conditions = [JobCondition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []]
+    said = next((c for c in conditions if c.type == SPEC_CHANGE_CONDITION), None)
+    if said is not None and said.status == "True" and said.message == message:
+        return None
+    updated = set_condition(conditions, SPEC_CHANGE_CONDITION, "True", "SpecChangeNotSupported", message, now)
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
 
 
 def observed_record(existing: JobRecord | None, obj: dict[str, Any], cluster_arn: str) -> JobRecord:
@@ -217,6 +245,8 @@ def _reconcile_cluster(
         if operator.mode is OperatorMode.ADDON:
             _observe(store, record, obj, operator.cluster_arn, report)
             continue
+        if record is not None:
+            _refuse_spec_change(sup, obj, record, report)
         _ensure_execution(obj, record, operator, store, sfn, state_machine_arn, report)
     if operator.mode is OperatorMode.SERVERLESS:
         for uid, record in records.items():
@@ -226,6 +256,24 @@ def _reconcile_cluster(
                 sfn.stop(record.execution_arn, f"job {record.namespace}/{record.name} was deleted")
             delete_job_resources(sup, record)
             report.deleted.append(record.name)
+
+
+def _refuse_spec_change(
+    sup: Supervisor, obj: dict[str, Any], record: JobRecord, report: ClusterReport
+) -> None:
+    conditions = spec_change_conditions(obj, record, rfc3339(sup.now()))
+    if conditions is None:
+        return
+    meta = obj["metadata"]
+    sup.kube.patch_custom_object_status(
+        JOB_GROUP,
+        JOB_VERSION,
+        JOB_PLURAL,
+        meta.get("namespace") or "default",
+        meta["name"],
+        {"conditions": conditions},
+    )
+    report.refused.append(meta["name"])
 
 
 def _observe(
