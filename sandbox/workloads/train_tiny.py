@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sys
 import time
 
 import torch
@@ -79,7 +80,12 @@ gathered = [torch.zeros_like(weight) for _ in range(world)]
 dist.all_gather(gathered, weight)
 assert all(torch.equal(g, weight) for g in gathered), "ranks disagree on the weights"
 print(json.dumps({"rank": rank, "weight": weight.item(), "bias": model.module.bias.item()}), flush=True)
-# Every rank leaves together, and the process group is left to process exit: with gloo on
-# torch 2.13, destroy_process_group() while a peer's connection closes sometimes aborts
-# ("terminate called without an active exception"), failing a job that finished its work.
+# Every rank leaves together, then leaves at once: the process group is torn down neither by
+# destroy_process_group() nor by the interpreter's exit. With gloo on torch 2.13 both can abort
+# ("terminate called without an active exception", SIGABRT) when a peer's connection closes
+# first, which turns a job that finished its work into a worker crash (seen in CI: the last rank
+# aborted after step 199 of 200, and the supervisor rightly restarted it).
 dist.barrier()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
