@@ -737,14 +737,7 @@ class Kubelet:
     def fail(self) -> list[dict]:
         """A hardware fault: every process of every pod dies now, the kubelet goes silent.
         Returns the pods (as last seen) that were running here."""
-        self.failed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        with self._lock:
-            workers = list(self._workers.values())
-            self._workers.clear()
+        workers = self._go_silent()
         for w in workers:
             w.lose()
         for w in workers:
@@ -758,6 +751,14 @@ class Kubelet:
         process of every pod stops where it is, the kubelet posts nothing and acts on nothing
         (a deleted pod stays Terminating), and connections to the pods hang. The processes stay
         stopped until ``recover()`` or ``stop()``. Returns the pods (as last seen) that ran here."""
+        workers = self._go_silent()
+        for w in workers:
+            w.freeze()
+        self._frozen.extend(workers)
+        return [w.pod for w in workers]
+
+    def _go_silent(self) -> list[PodWorker]:
+        """The node's kubelet stops watching and reporting; its pod workers are handed over."""
         self.failed = True
         self._stop.set()
         if self._thread is not None:
@@ -766,10 +767,7 @@ class Kubelet:
         with self._lock:
             workers = list(self._workers.values())
             self._workers.clear()
-        for w in workers:
-            w.freeze()
-        self._frozen.extend(workers)
-        return [w.pod for w in workers]
+        return workers
 
     def _clear_frozen(self) -> None:
         frozen, self._frozen = self._frozen, []

@@ -297,6 +297,10 @@ def stale_status(reported: str | None, current: str | None) -> bool:
     return bool(reported and current and reported != current)
 
 
+def _slot_fault(slot: PodSlot, kind: str, reason: str, at: datetime) -> JobFault:
+    return JobFault(kind=kind, reason=reason, pod=slot.pod, node=slot.node, rank=slot.rank, at=at)
+
+
 def judge_round(
     record: JobRecord,
     pods: dict[str, dict[str, Any]],
@@ -328,35 +332,18 @@ def judge_round(
         if status is not None and status.status is AgentState.COMPLETED and slot.rank is not None:
             completed += 1
             continue
+        on = f"{where} ({slot.pod} on {slot.node or 'no node'})"
         if failure and (failure != "PodExited" or slot.rank is not None):
             text = "the container exited before the job completed" if failure == "PodExited" else failure
-            faults[slot.pod] = JobFault(
-                kind="pod",
-                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): {text}",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
-            )
+            faults[slot.pod] = _slot_fault(slot, "pod", f"{on}: {text}", now)
         elif slot.pod in troubles:
-            faults[slot.pod] = JobFault(
-                kind="node",
-                reason=f"{where} ({slot.pod}): {troubles[slot.pod]}",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
-            )
+            faults[slot.pod] = _slot_fault(slot, "node", f"{where} ({slot.pod}): {troubles[slot.pod]}", now)
         elif answer is not None and answer.silent and slot.silent_rounds + 1 >= silent_limit:
-            faults[slot.pod] = JobFault(
-                kind="pod",
-                reason=f"{where} ({slot.pod} on {slot.node or 'no node'}): its agent has not answered "
-                f"{slot.silent_rounds + 1} rounds in a row while its node looks healthy (hung)",
-                pod=slot.pod,
-                node=slot.node,
-                rank=slot.rank,
-                at=now,
+            silence_text = (
+                f"{on}: its agent has not answered {slot.silent_rounds + 1} rounds in a row while its "
+                "node looks healthy (hung)"
             )
+            faults[slot.pod] = _slot_fault(slot, "pod", silence_text, now)
         elif status is not None and status.status is AgentState.FAULTED and slot.rank is not None:
             detail = f"{status.reason or 'WorkerFault'}" + (f": {status.message}" if status.message else "")
             faults[slot.pod] = JobFault(
