@@ -9,6 +9,7 @@ dependencies to torch.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,15 @@ def parse_log_rules(raw: Any, errs: _Errors) -> list[LogRule]:
     return rules
 
 
+def _same_host(a: str, b: str) -> bool:
+    """Whether two addresses name the same host: IPs compared as IPs (``fd00::1`` is
+    ``fd00:0::1``), anything else as text."""
+    try:
+        return ipaddress.ip_address(a.strip()) == ipaddress.ip_address(b.strip())
+    except ValueError:
+        return a.strip() == b.strip()
+
+
 @dataclass(frozen=True)
 class RankIp:
     rank: int
@@ -233,6 +243,20 @@ def parse_start(body: Any, *, with_progress: bool = True) -> StartRequest:
                     errs.add(["rankIps", i], f"each entry must be {{rank: 0..{MAX_RANK}, ip: string}}")
                 else:
                     rank_ips.append(RankIp(item["rank"], item["ip"]))
+            # The port has no authentication: without this, anyone who can reach it could point the
+            # workers at a rendezvous host of their own. Checked once the whole table is readable.
+            if (
+                rank_ips
+                and len(rank_ips) == len(raw_ips)
+                and isinstance(master_addr, str)
+                and master_addr.strip()
+                and not any(_same_host(master_addr, r.ip) for r in rank_ips)
+            ):
+                errs.add(
+                    ["master_addr"],
+                    f"'master_addr' {master_addr!r} is not one of the job's pod IPs in 'rankIps'; "
+                    "the rendezvous host must be a pod of the job (rank 0's IP)",
+                )
 
     spare_raw = body.get("spare", False)
     spare = False

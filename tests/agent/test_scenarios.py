@@ -1,11 +1,14 @@
 """The other "Done when" scenarios of issue 8, each over HTTP against real hyperpodrun processes:
 a hang caught by a log rule, a failing pre-train script, SIGTERM with no orphans, a spare promoted
-to a rank, a bad /start body."""
+to a rank, a bad /start body (malformed, foreign master, oversized, beside a stalled client)."""
 
 import signal
+import socket
 
 import pytest
 from agent_harness import free_port, inject_fault, pid_alive, read_events, start_body, wait_for
+
+from hyperpod_agent.server import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +102,18 @@ def test_bad_start_body_is_422_and_state_unchanged(ctl, agents):
     assert code == 422 and body["detail"][0]["type"] == "json_invalid"
     code, _ = a.request("POST", "/start", start_body(5, 2, 1234))
     assert code == 422
+    # A rendezvous host that is not a pod of the job (not in its rank table) is refused.
+    table = [{"rank": 0, "ip": "127.0.0.1"}, {"rank": 1, "ip": "127.0.0.2"}]
+    code, body = a.request("POST", "/start", start_body(0, 2, 1234, master_addr="127.0.0.9", rankIps=table))
+    assert code == 422 and [e["loc"] for e in body["detail"]] == [["body", "master_addr"]]
+    # A body over the cap is refused unread, and the agent answers the next request at once; so it
+    # does while another client holds a connection open and sends nothing.
+    with socket.create_connection(("127.0.0.1", a.port)) as silent:
+        code, body = a.request("POST", "/start", raw=b'{"pad": "' + b"x" * MAX_BODY_BYTES + b'"}')
+        assert code == 413, body
+        assert a.status()["status"] == "ready"
+        silent.sendall(b"GET /status HTTP/1.1\r\n")
+        assert a.status()["status"] == "ready"
     after = a.status()
     assert after["status"] == "ready" and after["transitions"] == before["transitions"]
     assert "assigned_rank" not in after

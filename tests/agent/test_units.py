@@ -63,6 +63,19 @@ def test_parse_start_coerces_and_collects_every_error():
     assert fields == {"rank", "nnodes", "faultCount", "master_addr", "master_port", "spare"}
 
 
+def test_parse_start_refuses_a_master_addr_outside_the_rank_table():
+    body = {"rank": 1, "nnodes": 2, "faultCount": 0, "master_port": 1}
+    table = [{"rank": 0, "ip": "fd00::a"}, {"rank": 1, "ip": "10.0.0.2"}]
+    assert parse_start({**body, "master_addr": "fd00:0::a", "rankIps": table}).master_addr == "fd00:0::a"
+    assert parse_start({**body, "master_addr": "10.0.0.2", "rankIps": table}).rank == 1
+    # No table: nothing to check against (a control plane that sends none is trusted as before).
+    assert parse_start({**body, "master_addr": "203.0.113.9"}).rank_ips == []
+    with pytest.raises(RequestValidationError) as exc:
+        parse_start({**body, "master_addr": "203.0.113.9", "rankIps": table})
+    assert [e["loc"] for e in exc.value.errors] == [["body", "master_addr"]]
+    assert "'203.0.113.9' is not one of the job's pod IPs in 'rankIps'" in exc.value.errors[0]["msg"]
+
+
 def test_parse_log_rules_and_stop():
     errs_holder = []
 
