@@ -1,5 +1,6 @@
 """job_events: the agent's pushed FAULTED/COMPLETED and Kubernetes pod events (OOMKilled,
-Evicted, Error, from kubernetes-event-exporter) wake their job (services/job_events.py).
+Evicted, Error, from kubernetes-event-exporter) wake their job (services/job_events.py), each on
+the cluster it names and once the agent's /status or the Kubernetes API confirms the fault.
 
 A malformed event is rejected before anything is written (not even an idempotency record): the
 reason, naming the field, is logged and returned, and the handler does not raise, since a retry
@@ -56,16 +57,21 @@ def _adapters() -> JobEventAdapters:
 def _report(result: JobEventResult) -> dict:
     answer = result.dump()
     if result.action == "dropped":
-        logger.warning("job event for an unknown job dropped", extra=answer)
-        metrics.add_metric(name="UnknownJobEvents", unit=MetricUnit.Count, value=1)
+        logger.warning(f"job event dropped: {result.dropped}", extra=answer)
+        # unknown job; or a pod event tied to no single supervised cluster (unknown, ambiguous)
+        name = "UnknownJobEvents" if result.dropped == "unknown job" else "UnmatchedClusterJobEvents"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    elif result.confirmed is False:
+        logger.warning("job event: fault not confirmed", extra=answer)
     else:
         logger.info("job event", extra=answer)
     if result.recorded:
         metrics.add_metric(name="JobFaultsReported", unit=MetricUnit.Count, value=1)
     if result.woken:
         metrics.add_metric(name="JobsWoken", unit=MetricUnit.Count, value=1)
-    if result.confirmed_status not in (None, "faulted", "pod gone"):
-        metrics.add_metric(name="UnconfirmedAgentFaults", unit=MetricUnit.Count, value=1)
+    if result.confirmed is False:
+        name = "UnconfirmedAgentFaults" if result.source == "agent" else "UnconfirmedPodFaults"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     return answer
 
 

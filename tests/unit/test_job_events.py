@@ -14,7 +14,12 @@ from unit_support import CLUSTER_ARN, TABLE
 
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.agent import AgentAnswer, AgentStatus
-from hyperpod_control.models.job_events import AgentStateEvent, PodEvent
+from hyperpod_control.models.job_events import (
+    AgentStateEvent,
+    KubernetesEventDetail,
+    ObservedPod,
+    PodEvent,
+)
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -27,6 +32,7 @@ from hyperpod_control.models.records import (
 from hyperpod_control.services.job_events import (
     JobEventAdapters,
     MalformedJobEvent,
+    confirm_pod_fault,
     handle_job_event,
     parse_job_event,
 )
@@ -115,15 +121,22 @@ class FakeAgents:
 
 
 class World:
-    def __init__(self, agent_answers: dict[str, AgentAnswer] | None = None, kube: FakeKube | None = None):
+    def __init__(
+        self,
+        agent_answers: dict[str, AgentAnswer] | None = None,
+        kube: FakeKube | None = None,
+        kubes: dict[str, FakeKube] | None = None,
+    ):
+        """``kube``: every cluster's Kubernetes API; ``kubes``: one per cluster ARN instead."""
         self.store = FakeStore()
         self.sfn = FakeSfn()
         self.kube = kube or FakeKube()
+        self.kubes = kubes
         self.agents = FakeAgents(agent_answers or {})
         self.adapters = JobEventAdapters(
             store=self.store,
             sfn=self.sfn,
-            kube_for=lambda operator: self.kube,
+            kube_for=lambda operator: self.kubes[operator.cluster_arn] if self.kubes else self.kube,
             agents_for=lambda kube: self.agents,
             history_ttl_seconds=3600,
         )
@@ -174,6 +187,40 @@ def answer(
     if status == "faulted":
         body["transitions"] = {"FAULTED": "2025-03-04T10:20:29Z"}
     return AgentAnswer(pod=pod, ok=True, status=AgentStatus.model_validate(body))
+
+
+POD_UID = "3c2b1a09-3333-4d4e-8f7a-000000000003"  # the pod_event's involvedObject.uid
+
+
+def k8s_pod(
+    name: str,
+    *,
+    uid: str = POD_UID,
+    phase: str = "Running",
+    terminated: dict | None = None,
+    reason: str | None = None,
+    deleting: bool = False,
+    namespace: str = "team-a",
+) -> dict:
+    """A core/v1 Pod as the API serves it (restartPolicy Never: a terminated container stays so)."""
+    state = {"terminated": terminated} if terminated else {"running": {"startedAt": "2025-03-04T10:00:00Z"}}
+    pod = {
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        "status": {"phase": phase, "containerStatuses": [{"name": "pytorch", "state": state}]},
+    }
+    if reason:
+        pod["status"]["reason"] = reason
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = "2025-03-04T10:20:29Z"
+    return pod
+
+
+OOM_KILLED = {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2025-03-04T10:20:28Z"}
+EXITED_1 = {"exitCode": 1, "reason": "Error", "finishedAt": "2025-03-04T10:20:28Z"}
+
+
+def kube_with(*pods: dict) -> FakeKube:
+    return FakeKube({(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods})
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -445,14 +492,17 @@ def test_events_of_a_finished_job_or_a_pod_not_in_it_change_nothing():
 
 
 def test_a_pod_oom_event_records_a_pod_fault_with_the_slots_rank_and_wakes_the_job():
-    world = World()
+    world = World(kube=kube_with(k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED)))
     world.operator()
     world.job()
 
     result = world.handle(pod_event())
 
     assert result.action == "fault" and result.recorded and result.woken
-    assert world.kube.reads == []  # found through the JOB item's pod slots
+    assert result.confirmed is True
+    assert result.confirmed_status == "container pytorch terminated OOMKilled (exit code 137)"
+    # found through the JOB item's pod slots; the one read is the confirmation
+    assert world.kube.reads == [("team-a", "llama-1")] and world.kube.closed == 1
     [fault] = world.store.get_job(CLUSTER_ARN, UID).pending_faults
     assert fault["kind"] == "pod" and fault["pod"] == "llama-1" and fault["rank"] == 1
     assert fault["node"] == "hyperpod-i-0b" and fault["source"] == "job_events"
@@ -460,9 +510,17 @@ def test_a_pod_oom_event_records_a_pod_fault_with_the_slots_rank_and_wakes_the_j
     assert len(world.sfn.woken) == 1
 
 
-@pytest.mark.parametrize("reason", ["OOMKilled", "Evicted", "Error"])
-def test_each_fault_reason_counts(reason):
-    world = World()
+@pytest.mark.parametrize(
+    ("reason", "pod"),
+    [
+        ("OOMKilled", k8s_pod("llama-2", phase="Failed", terminated=OOM_KILLED)),
+        ("Evicted", k8s_pod("llama-2", phase="Failed", reason="Evicted")),
+        ("Error", k8s_pod("llama-2", phase="Failed", terminated=EXITED_1)),
+        ("Error", None),  # the pod is gone
+    ],
+)
+def test_each_fault_reason_counts(reason, pod):
+    world = World(kube=kube_with(pod) if pod else FakeKube())
     world.operator()
     world.job()
     assert world.handle(pod_event(pod="llama-2", reason=reason)).recorded
@@ -549,6 +607,167 @@ def test_a_pod_event_of_an_addon_job_gets_history_only():
     assert world.sfn.woken == []
 
 
+# -- pod faults are confirmed through the Kubernetes API ------------------------------------------
+
+
+def _detail(reason: str = "OOMKilled", uid: str | None = POD_UID) -> KubernetesEventDetail:
+    event = pod_event(reason=reason)
+    if uid is None:
+        del event["detail"]["involvedObject"]["uid"]
+    return KubernetesEventDetail.model_validate(event["detail"])
+
+
+@pytest.mark.parametrize(
+    ("reason", "pod", "confirmed", "said"),
+    [
+        ("OOMKilled", None, True, "pod gone"),
+        ("OOMKilling", k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED), True, "OOMKilled (exit"),
+        ("OOMKilled", k8s_pod("llama-1", terminated=OOM_KILLED), True, "terminated OOMKilled"),
+        ("Error", k8s_pod("llama-1", terminated=EXITED_1), True, "terminated Error (exit code 1)"),
+        ("Evicted", k8s_pod("llama-1", phase="Failed", reason="Evicted"), True, "pod evicted"),
+        ("Evicted", k8s_pod("llama-1", deleting=True), True, "pod terminating"),
+        ("OOMKilled", k8s_pod("llama-1", phase="Failed", terminated=EXITED_1), True, "pod Failed"),
+        # forged or stale: Kubernetes shows no such fault
+        ("OOMKilled", k8s_pod("llama-1"), False, "pod Running, no container terminated OOMKilled"),
+        ("OOMKilled", k8s_pod("llama-1", terminated=EXITED_1), False, "no container terminated OOMKilled"),
+        ("Error", k8s_pod("llama-1", phase="Pending"), False, "pod Pending, no container terminated with"),
+        ("Evicted", k8s_pod("llama-1"), False, "pod Running"),
+        (
+            "OOMKilled",
+            k8s_pod("llama-1", uid="new-pod-uid", phase="Failed", terminated=OOM_KILLED),
+            False,
+            f"stale: pod llama-1 is uid new-pod-uid now, the event is about uid {POD_UID}",
+        ),
+    ],
+)
+def test_confirm_pod_fault_reads_what_the_api_shows(reason, pod, confirmed, said):
+    observed = ObservedPod.from_api(pod) if pod else None
+    got, text = confirm_pod_fault(_detail(reason), observed)
+    assert (got, said in text) == (confirmed, True), text
+
+
+def test_an_event_without_a_pod_uid_is_confirmed_by_the_fault_alone():
+    observed = ObservedPod.from_api(k8s_pod("llama-1", uid="any", phase="Failed", terminated=OOM_KILLED))
+    assert confirm_pod_fault(_detail(uid=None), observed)[0] is True
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        k8s_pod("llama-1"),  # forged: the pod runs, nothing terminated
+        k8s_pod("llama-1", uid="recreated", phase="Failed", terminated=OOM_KILLED),  # stale: an older pod's
+    ],
+    ids=["forged", "stale"],
+)
+def test_an_unconfirmed_pod_fault_changes_nothing_and_says_why(pod):
+    world = World(kube=kube_with(pod))
+    world.operator()
+    world.job()
+    before = world.store.snapshot()
+
+    result = world.handle(pod_event())
+
+    assert result.accepted and result.action == "ignored" and not result.recorded and not result.woken
+    assert result.confirmed is False and result.reason.startswith("pod fault not confirmed: ")
+    assert result.confirmed_status in result.reason and result.cluster_arn == CLUSTER_ARN
+    assert world.store.snapshot() == before and world.sfn.woken == []
+
+
+# -- pod events are matched on their cluster ------------------------------------------------------
+
+
+def _two_clusters(*, a: FakeKube | None = None, b: FakeKube | None = None) -> World:
+    """Two supervised clusters, each with a running job 'llama' in team-a whose rank 1 is llama-1."""
+    world = World(kubes={CLUSTER_ARN: a or FakeKube(), OTHER_CLUSTER: b or FakeKube()})
+    world.operator()
+    world.operator(OTHER_CLUSTER)
+    world.job()
+    world.job(cluster_arn=OTHER_CLUSTER, uid=OTHER_UID, task_token="token-b")
+    return world
+
+
+OTHER_UID = "5d0c1f3e-2222-4a2b-9c3d-000000000002"
+
+
+def test_a_pod_event_naming_its_cluster_faults_only_that_clusters_job():
+    failed = k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED)
+    world = _two_clusters(a=kube_with(k8s_pod("llama-1", uid="a-pod")), b=kube_with(failed))
+
+    result = world.handle(pod_event(clusterName="zzzzzz999999"))  # cluster B's HyperPod name
+
+    assert result.action == "fault" and result.cluster_arn == OTHER_CLUSTER and result.uid == OTHER_UID
+    assert len(world.store.get_job(OTHER_CLUSTER, OTHER_UID).pending_faults) == 1
+    assert world.store.get_job(CLUSTER_ARN, UID).pending_faults == []
+    assert world.sfn.woken == [("token-b", {"wokenBy": "job_events", "reason": result.reason})]
+    assert world.kubes[CLUSTER_ARN].reads == []  # cluster A is not even asked
+
+
+@pytest.mark.parametrize("name", [OTHER_CLUSTER, "eks-zzzzzz999999"])
+def test_the_cluster_may_be_named_by_its_arn_or_its_eks_clusters_name(name):
+    world = _two_clusters(b=kube_with(k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED)))
+    assert world.handle(pod_event(clusterName=name)).cluster_arn == OTHER_CLUSTER
+
+
+def test_a_pod_event_naming_another_cluster_changes_nothing():
+    world = _two_clusters(a=kube_with(k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED)))
+    before = world.store.snapshot()
+
+    result = world.handle(pod_event(clusterName="somebody-elses-cluster"))
+
+    assert result.accepted and result.action == "dropped" and result.dropped == "unknown cluster"
+    assert "'somebody-elses-cluster' names no supervised cluster" in result.reason
+    assert world.store.snapshot() == before and world.sfn.woken == []
+    assert world.kubes[CLUSTER_ARN].reads == [] and world.kubes[OTHER_CLUSTER].reads == []
+
+
+def test_a_pod_event_without_a_cluster_that_two_clusters_could_own_is_dropped_naming_them():
+    world = _two_clusters()  # neither cluster's API tells them apart: neither has the pod now
+    before = world.store.snapshot()
+
+    result = world.handle(pod_event())
+
+    assert result.action == "dropped" and result.dropped == "ambiguous cluster"
+    assert "in 2 supervised clusters (abcdef123456, zzzzzz999999" in result.reason
+    assert "set the exporter's clusterName" in result.reason
+    assert world.store.snapshot() == before and world.sfn.woken == []
+
+
+def test_a_pod_event_without_a_cluster_is_matched_by_the_pods_uid_when_one_cluster_has_it():
+    failed = k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED)  # uid POD_UID, the event's
+    world = _two_clusters(a=kube_with(k8s_pod("llama-1", uid="a-pod")), b=kube_with(failed))
+
+    result = world.handle(pod_event())
+
+    assert result.action == "fault" and result.cluster_arn == OTHER_CLUSTER
+    assert world.store.get_job(CLUSTER_ARN, UID).pending_faults == []
+
+
+def test_a_pod_event_without_a_cluster_found_through_the_api_of_two_clusters_is_dropped():
+    labels = {"HPJob": "other", "hyperpod.control-plane/job-uid": "uid-x"}
+    pod = k8s_pod("other-0")
+    pod["metadata"]["labels"] = labels
+    world = World(kubes={CLUSTER_ARN: kube_with(pod), OTHER_CLUSTER: kube_with(copy.deepcopy(pod))})
+    world.operator()
+    world.operator(OTHER_CLUSTER)
+
+    result = world.handle(pod_event(pod="other-0"))
+
+    assert result.dropped == "ambiguous cluster" and "their Kubernetes APIs" in result.reason
+    assert world.store.job_history("uid-x") == []
+
+
+def test_an_agent_event_whose_namespace_is_not_the_jobs_changes_nothing():
+    world = World({"llama-1": answer("llama-1", "faulted")})
+    world.operator()
+    world.job()
+    before = world.store.snapshot()
+
+    result = world.handle(agent_event(namespace="team-b"))
+
+    assert result.action == "ignored" and "namespace team-b is not the job's (team-a)" in result.reason
+    assert world.store.snapshot() == before and world.agents.asked == []
+
+
 # -- the handler (moto) --------------------------------------------------------------------------
 
 
@@ -573,8 +792,13 @@ def test_handler_rejects_a_malformed_event_without_writing_anything(moto_aws, ap
     assert _items(ddb) == []  # not even an idempotency record
 
 
-def test_handler_records_a_pod_fault_once_per_event_id(moto_aws, app_loader, context, store, ddb):
+def test_handler_records_a_pod_fault_once_per_event_id(
+    moto_aws, app_loader, context, store, ddb, monkeypatch
+):
     app = app_loader("job_events")
+    # the cluster's Kubernetes API (confirming the fault): the pod really was OOM killed
+    kube = kube_with(k8s_pod("llama-1", phase="Failed", terminated=OOM_KILLED))
+    monkeypatch.setattr("hyperpod_control.adapters.kube.KubeAdapter", lambda *a, **k: kube)
     store.put(
         OperatorRecord(
             cluster_arn=CLUSTER_ARN,

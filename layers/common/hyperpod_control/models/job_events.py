@@ -19,6 +19,14 @@ Two producers put them on EventBridge:
   receiver in ``JobEventsPodRule``'s comment in template.yaml). A receiver with a ``details:``
   layout changes the detail's shape: leave it out so the whole Event is sent.
 
+Which cluster an event is about: the agent's event names its job's uid (``jobUid``, assigned by the
+API server, unique across clusters), which is how it is matched. A pod event names a namespace and
+a pod name, which two clusters may share; the exporter adds its ``clusterName`` setting (empty unless
+configured): set it to the HyperPod cluster's name (or its ARN, or the EKS cluster's name) so the
+event is matched on that cluster only. An event without one is matched only when exactly one
+supervised cluster has that pod. Either way a pod fault is acted on only once the Kubernetes API
+shows it (``ObservedPod``): the bus is not a trusted channel.
+
 Field names are the producers' own (camelCase); models ignore unknown keys, so a newer agent or
 exporter adding one does not turn into a rejection.
 """
@@ -101,7 +109,13 @@ class KubernetesEventDetail(BaseModel):
     last_timestamp: datetime | None = Field(default=None, alias="lastTimestamp")
     event_time: datetime | None = Field(default=None, alias="eventTime")
     metadata: dict = Field(default_factory=dict)
+    #: The exporter's ``clusterName`` setting ("" when not configured): which cluster sent it.
     cluster_name: str = Field(default="", alias="clusterName")
+
+    @field_validator("cluster_name", mode="before")
+    @classmethod
+    def _no_null_cluster(cls, value: object) -> object:
+        return "" if value is None else value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _namespaced(self) -> KubernetesEventDetail:
@@ -134,6 +148,60 @@ class PodEvent(EventBridgeModel):
     detail: KubernetesEventDetail
 
 
+#: Event reasons that name an OOM kill (confirmed by a container terminated ``OOMKilled``).
+OOM_REASONS = frozenset({"OOMKilled", "OOMKilling"})
+
+
+class ContainerTermination(BaseModel):
+    """``containerStatuses[].state.terminated`` (or ``lastState.terminated``) of a core/v1 Pod."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    container: str = ""
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    reason: str | None = None
+    signal: int | None = None
+
+
+class ObservedPod(BaseModel):
+    """What the Kubernetes API says of a pod, as far as confirming a pod event needs it (read from
+    the API's JSON with ``from_api``; None stands for a pod that is not there)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    uid: str | None = None
+    phase: str | None = None
+    #: ``status.reason``: ``Evicted`` when the kubelet evicted it.
+    reason: str | None = None
+    message: str | None = None
+    terminating: bool = False
+    #: Every container termination the status shows (current state first, then the last one).
+    terminations: list[ContainerTermination] = Field(default_factory=list)
+
+    @classmethod
+    def from_api(cls, pod: dict) -> ObservedPod:
+        meta = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        terminations = []
+        for cs in status.get("containerStatuses") or []:
+            for state in ("state", "lastState"):
+                terminated = (cs.get(state) or {}).get("terminated")
+                if terminated:
+                    terminations.append(
+                        ContainerTermination.model_validate({**terminated, "container": cs.get("name") or ""})
+                    )
+        return cls(
+            name=meta.get("name") or "",
+            uid=meta.get("uid"),
+            phase=status.get("phase"),
+            reason=status.get("reason"),
+            message=status.get("message"),
+            terminating=bool(meta.get("deletionTimestamp")),
+            terminations=terminations,
+        )
+
+
 JobEventAction = Literal["fault", "woken", "history", "ignored", "dropped", "rejected"]
 
 
@@ -155,5 +223,7 @@ class JobEventResult(TaskModel):
     #: The fault was added to the JOB item's pending_faults / the execution was woken.
     recorded: bool = False
     woken: bool = False
-    #: An agent's pushed fault: what its /status said when asked.
+    #: A fault event: whether the agent's /status (agent) or the Kubernetes API (pod) confirmed
+    #: it, and what they said; None when no confirmation was needed or reached.
+    confirmed: bool | None = None
     confirmed_status: str | None = None
