@@ -6,6 +6,11 @@ workflow wakes at once instead of at its next poll. Polling stays the source of 
 is best effort by design: events go through a bounded queue to a daemon thread, a full queue drops
 the event, and every failure (no boto3, no credentials, throttling) is logged and swallowed. It
 never blocks or fails training.
+
+Credentials come from the pod's environment as the AWS SDK finds them: on EKS, Pod Identity's
+``AWS_CONTAINER_CREDENTIALS_FULL_URI`` and token file (the control plane associates the job's
+service account with its agent role). When the bus is given as an ARN (the control plane does so)
+the client is made in the bus's Region, so no Region needs to be configured in the pod.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class EventPublisher:
     ):
         self.bus_name = bus_name
         self._identity = dict(identity)
-        self._client_factory = client_factory or _boto3_client
+        self._client_factory = client_factory or (lambda: _boto3_client(bus_region(bus_name)))
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._loop, name="hyperpod-events", daemon=True)
         self._thread.start()
@@ -102,9 +107,18 @@ class EventPublisher:
         self._thread.join(timeout)
 
 
-def _boto3_client():
+def bus_region(bus: str) -> str | None:
+    """The Region of a bus ARN (``arn:aws:events:<region>:<account>:event-bus/<name>``); None
+    for a bare name, which is then looked up in the SDK's configured Region."""
+    parts = bus.split(":")
+    if len(parts) >= 6 and parts[0] == "arn" and parts[2] == "events" and parts[3]:
+        return parts[3]
+    return None
+
+
+def _boto3_client(region: str | None = None):
     try:
         import boto3
     except ImportError as exc:
         raise RuntimeError("boto3 is not installed: pip install 'hyperpod-agent[events]'") from exc
-    return boto3.client("events")
+    return boto3.client("events", region_name=region) if region else boto3.client("events")

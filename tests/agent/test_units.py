@@ -251,3 +251,24 @@ def test_event_publisher_puts_the_documented_event_and_never_raises():
     pub.close()
     assert len(calls) == 2
     assert EventPublisher.from_env({}) is None
+
+
+def test_a_bus_arn_names_the_region_of_the_agents_client():
+    from hyperpod_agent.events import bus_region
+
+    assert bus_region("arn:aws:events:eu-west-1:123456789012:event-bus/hp-events") == "eu-west-1"
+    assert bus_region("arn:aws-cn:events:cn-north-1:123456789012:event-bus/hp-events") == "cn-north-1"
+    assert bus_region("hp-events") is None  # a name: the SDK's configured Region
+
+
+def test_the_default_client_is_made_in_the_buss_region(monkeypatch):
+    import boto3
+
+    from hyperpod_agent.events import EventPublisher
+
+    made = []
+    monkeypatch.setattr(boto3, "client", lambda service, **kw: made.append((service, kw)) or None)
+    pub = EventPublisher("arn:aws:events:ap-south-1:123456789012:event-bus/b", {})
+    pub.publish("FAULTED", "WorkerCrash", None, 0, 1)  # the None client fails: logged, swallowed
+    pub.close()
+    assert made == [("events", {"region_name": "ap-south-1"})]
