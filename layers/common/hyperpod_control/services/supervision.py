@@ -51,6 +51,28 @@ def pod_name(job_name: str, index: int) -> str:
     return f"{job_name}-{index}"
 
 
+def service_account(job: HyperPodPytorchJob) -> str:
+    """Pure: the service account the job's pods run as: their template's ``serviceAccountName``
+    (or the deprecated ``serviceAccount``), else the namespace's ``default``, as Kubernetes
+    defaults it."""
+    spec = (job.replica_spec.template or {}).get("spec") or {}
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+
+
+AgentAssociation = Literal["create", "ours", "foreign"]
+
+
+def decide_agent_association(existing: dict[str, Any] | None, role_arn: str) -> AgentAssociation:
+    """Pure: what the job's service account needs so its agents can push (EKS Pod Identity):
+    ``create`` an association to the agent role, nothing (``ours``), or nothing either when the
+    account is associated with another role (``foreign``): one association per service account,
+    and it is the user's (their pods' own AWS access), so it is never changed. The agents' pushes
+    are then refused by the bus, and faults are found by polling alone."""
+    if existing is None:
+        return "create"
+    return "ours" if existing.get("roleArn") == role_arn else "foreign"
+
+
 def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
     """Pure: pod ``index`` of ``job`` from its replica spec's template.
 

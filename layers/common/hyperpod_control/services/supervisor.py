@@ -28,9 +28,9 @@ from pydantic import Field
 
 from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
 from hyperpod_control.deadline import Deadline
-from hyperpod_control.exceptions import InvalidInputError
+from hyperpod_control.exceptions import InvalidInputError, PermanentError
 from hyperpod_control.models.agent import AgentAnswer, AgentState
-from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION, MANAGED_BY
 from hyperpod_control.models.job import (
     CleanPodPolicy,
     HyperPodPytorchJob,
@@ -51,6 +51,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.faults import JobFault
+from hyperpod_control.services.install import MANAGED_TAG
 from hyperpod_control.services.remediation import (
     Action,
     Decision,
@@ -70,6 +71,7 @@ from hyperpod_control.services.supervision import (
     build_pod,
     clean_targets,
     conditions_after,
+    decide_agent_association,
     instance_id,
     job_selector,
     judge_round,
@@ -83,6 +85,7 @@ from hyperpod_control.services.supervision import (
     pod_refs,
     rank_list,
     rfc3339,
+    service_account,
     silence,
     start_calls,
     status_master_port,
@@ -138,6 +141,9 @@ class SupervisorConfig:
     #: runPolicy.startupDeadlineSeconds overrides it) fail the job.
     startup_deadline_seconds: int = 1800
     event_bus: str | None = None
+    #: The role the agents push with (AGENT_POD_ROLE_ARN): the job's service account is associated
+    #: with it (EKS Pod Identity) before its pods are created. None: no association is made.
+    agent_role_arn: str | None = None
     event_ttl_seconds: int = 90 * 24 * 3600
     #: An agent that has not answered /status (within ``status_timeout_s``) this many rounds in a
     #: row, while its pod runs and its node looks healthy, is hung: a fault of its rank.
@@ -155,6 +161,7 @@ class SupervisorConfig:
             segment_rounds=int(env.get("SUPERVISOR_SEGMENT_ROUNDS", 1000)),
             startup_deadline_seconds=int(env.get("SUPERVISOR_STARTUP_DEADLINE_SECONDS", 1800)),
             event_bus=env.get("AGENT_EVENT_BUS") or None,
+            agent_role_arn=env.get("AGENT_POD_ROLE_ARN") or None,
             event_ttl_seconds=int(
                 env.get("EVENT_TTL_SECONDS") or int(env.get("EVENT_RETENTION_DAYS", 90)) * 24 * 3600
             ),
@@ -176,6 +183,9 @@ class Supervisor:
     sfn: Any = None
     #: The invocation's time budget; ``kube`` and ``agents`` bound every call by it too.
     deadline: Deadline = field(default_factory=Deadline)
+    #: EksAdapter and the EKS cluster's name: the agents' Pod Identity association (CreatePods)
+    eks: Any = None
+    eks_cluster: str = ""
 
     def statuses(self, record: JobRecord, slots: Iterable[PodSlot], pods: dict[str, dict[str, Any]]) -> Any:
         """``/status`` of each slot's agent, with the poll's short timeout."""
@@ -202,6 +212,7 @@ def open_supervisor(
     import os
 
     from hyperpod_control.adapters.agents import DirectTransport, ProxyTransport
+    from hyperpod_control.adapters.eks import EksAdapter
     from hyperpod_control.adapters.kube import KubeAdapter
     from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
 
@@ -227,6 +238,8 @@ def open_supervisor(
         config=config,
         sfn=StepFunctionsAdapter(),
         deadline=deadline,
+        eks=EksAdapter(),
+        eks_cluster=eks_name or "",
     )
 
 
@@ -439,6 +452,8 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     # old job's pods still terminating.
     existing = set(_pods_by_name(sup, record))
     total = job.replicas + job.spares
+    if len(existing) < total:
+        _ensure_agent_identity(sup, record, job)
     created = []
     for index in range(total):
         name = pod_name(ref.name, index)
@@ -452,6 +467,53 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
         sup, record, "PodsCreated", f"{total} pods ({job.replicas} ranks + {job.spares} spares)", pods=created
     )
     return StepResult(next="wait")
+
+
+def _ensure_agent_identity(sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob) -> None:
+    """The job's service account associated with the agent role (EKS Pod Identity) before its
+    pods exist: EKS injects credentials only into pods created after the association. Best
+    effort, as the pushes it serves are: when it cannot be made the history says why and the
+    pods are created anyway (polling finds every fault). A retryable error (throttling, a
+    concurrent create) fails the step, which the state machine retries."""
+    role = sup.config.agent_role_arn
+    if not (role and sup.config.event_bus and sup.eks is not None and sup.eks_cluster):
+        return
+    namespace, account = record.namespace, service_account(job)
+    try:
+        existing = sup.eks.find_association(sup.eks_cluster, namespace, account)
+        action = decide_agent_association(existing, role)
+        if action == "create":
+            sup.eks.create_association(sup.eks_cluster, namespace, account, role, {MANAGED_TAG: MANAGED_BY})
+            _history(
+                sup,
+                record,
+                "AgentIdentity",
+                f"service account {namespace}/{account} associated with {role} (EKS Pod Identity) "
+                "for the agents' pushes",
+                serviceAccount=account,
+                roleArn=role,
+            )
+        elif action == "foreign":
+            assert existing is not None
+            _history(
+                sup,
+                record,
+                "AgentIdentity",
+                f"service account {namespace}/{account} is associated with {existing.get('roleArn')}, not "
+                f"{role}: its association is left as it is, so the agents' pushes are refused and faults "
+                "are found by polling",
+                serviceAccount=account,
+                roleArn=existing.get("roleArn"),
+            )
+    except PermanentError as exc:  # access denied, cluster gone: pods run, pushes do not
+        _history(
+            sup,
+            record,
+            "AgentIdentity",
+            f"no Pod Identity association for {namespace}/{account}: {exc}; the agents cannot push, "
+            "faults are found by polling",
+            serviceAccount=account,
+        )
 
 
 def _pods_by_name(sup: Supervisor, record: JobRecord) -> dict[str, dict[str, Any]]:
