@@ -171,6 +171,7 @@ class Sandbox:
             cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, self._parameters()
         )
         self.stack = deployer.deploy()
+        self._assume_function_roles()
         # Handlers run in this process and read their configuration from os.environ; setting it
         # here (not only per invocation) puts it under _setenv, so stop() restores the caller's.
         self._setenv({k: v for spec in self.runtime.functions.values() for k, v in spec.environment.items()})
@@ -192,6 +193,26 @@ class Sandbox:
             raise ValueError(
                 "SandboxConfig.kube needs a world (SandboxConfig.world) whose EKS cluster it serves"
             )
+
+    def _assume_function_roles(self) -> None:
+        """From here on every function acts as its own role (``sandbox.identity``)."""
+        from sandbox import iam, identity
+
+        def hash_key(table: str) -> str | None:
+            from moto.dynamodb.models import dynamodb_backends
+
+            try:
+                return dynamodb_backends[ACCOUNT][self.config.region].get_table(table).hash_key_attr
+            except Exception:
+                return None
+
+        identity.assume_all(
+            self.runtime.functions.values(),
+            self.client("sts"),
+            iam.Where(self.config.region, ACCOUNT),
+            key_names=hash_key,
+            token_owner=patches.task_token_owner,
+        )
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -221,7 +242,9 @@ class Sandbox:
             self._tmp.cleanup()
             self._tmp = None
         from sandbox import aws_ext
+        from sandbox.identity import REGISTRY
 
+        REGISTRY.clear()
         aws_ext.reset()  # armed faults, delays and clock overrides; moto's reset clears the rest
         if self._mock is not None:
             self._mock.stop()

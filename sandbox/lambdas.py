@@ -68,6 +68,10 @@ class FunctionSpec:
     async_max_retries: int = 2
     #: ... and where an event goes when they are spent (SQS queue ARN), as AWS does.
     dead_letter_arn: str | None = None
+    #: The function's own execution role, and the credentials it acts with once the stack is
+    #: deployed (``sandbox.identity``); None: it acts as the sandbox itself.
+    role_arn: str = ""
+    identity: Any = None
 
 
 @dataclass
@@ -161,8 +165,11 @@ class LambdaRuntime:
         context = LambdaContext(spec, request_id)
 
         def run() -> None:
+            from sandbox.identity import acting_as
+
             try:
-                outcome["result"] = handler(event, context)
+                with acting_as(spec.identity):
+                    outcome["result"] = handler(event, context)
             except LambdaTimedOut:
                 pass  # the invocation already answered Sandbox.Timedout
             except Exception as exc:

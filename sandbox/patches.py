@@ -76,6 +76,9 @@ def install() -> None:
         _patch_stop()
         _patch_events()
         _install_aws_extensions()
+        from sandbox import identity
+
+        identity.install()  # each function signs with, and is allowed by, its own role
         # The interpreter logs every caught task error at ERROR with the whole state; the
         # execution history already has it.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
@@ -154,6 +157,19 @@ def _patch_time() -> None:
 
     Timeout._eval_body = _scaled_eval
     Heartbeat._eval_body = _scaled_eval
+
+
+def task_token_owner(token: str) -> str | None:
+    """The state machine whose execution issued ``token`` (what IAM authorises SendTask* on)."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    for account in list(stepfunctions_parser_backends):
+        for backend in list(stepfunctions_parser_backends[account].values()):
+            for execution in backend._get_executions():
+                env = getattr(getattr(execution, "exec_worker", None), "env", None)
+                if env is not None and env.callback_pool_manager.get(token) is not None:
+                    return execution.state_machine_arn
+    return None
 
 
 def _patch_task_tokens() -> None:

@@ -2,9 +2,12 @@
 
 Resources are created in dependency order (Ref, GetAtt, Sub, DependsOn) through real boto3
 clients; SAM resources are expanded as SAM would (a function's Globals, a state machine's
-DefinitionUri with DefinitionSubstitutions). Resources that only grant permissions in AWS (IAM
-policies, Lambda permissions, queue policies) are recorded as not emulated: the sandbox does not
-enforce IAM. EventBridge Scheduler schedules (``AWS::Scheduler::Schedule``, SAM ``ScheduleV2``
+DefinitionUri with DefinitionSubstitutions). IAM roles are created in the sandbox's IAM, with
+their trust and inline policies (what assumes them and what they may do is for the services that
+use them: EKS Pod Identity, ``sandbox.identity``); an event bus's policy statements are put on the
+bus, which evaluates them on ``PutEvents`` (``aws_ext.event_bus_policy``). Other resources that
+only grant permissions in AWS (IAM policies, Lambda permissions, queue policies) are recorded as
+not emulated. EventBridge Scheduler schedules (``AWS::Scheduler::Schedule``, SAM ``ScheduleV2``
 events) are created in moto's scheduler backend and fired by the sandbox's scheduler (see
 ``sandbox.eventbus``); a ``ScheduleV2`` without ``RoleArn`` gets a sandbox role where SAM would
 create one. The stack is also registered with moto's CloudFormation, outputs included, so
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +33,11 @@ ACCOUNT = "123456789012"
 
 #: Resource types that only grant permissions or observe; AWS enforces them, the sandbox does not.
 NOT_EMULATED = {
-    "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
     "AWS::Lambda::Permission",
     "AWS::SQS::QueuePolicy",
     "AWS::SNS::TopicPolicy",
-    "AWS::Events::EventBusPolicy",
     "AWS::CloudWatch::Alarm",
     "AWS::CloudWatch::Dashboard",
     "AWS::S3::BucketPolicy",
@@ -112,6 +114,17 @@ class StackDeployer:
             allowed = spec.get("AllowedValues")
             if allowed and values[name] not in allowed:
                 raise TemplateError(f"parameter {name}={values[name]} is not one of {allowed}")
+            # CloudFormation's Ref of a CommaDelimitedList is the list, each member space-trimmed
+            # (an empty value is one empty member); AllowedPattern must match each member.
+            is_list = spec.get("Type") == "CommaDelimitedList"
+            if is_list:
+                values[name] = [member.strip() for member in str(values[name]).split(",")]
+            pattern = spec.get("AllowedPattern")
+            for member in values[name] if is_list else [values[name]]:
+                if pattern is not None and not re.fullmatch(pattern, str(member)):
+                    raise TemplateError(
+                        f"parameter {name}: {member!r} does not match AllowedPattern {pattern}"
+                    )
         return values
 
     def _order(self) -> list[str]:
@@ -170,6 +183,7 @@ class StackDeployer:
     # -- deploy ---------------------------------------------------------------------------------
 
     def deploy(self) -> DeployedStack:
+        self.resolver.check_rules()
         resources = self.template["Resources"]
         for logical in self._order():
             res = resources[logical]
@@ -278,6 +292,62 @@ class StackDeployer:
             events.put_targets(Rule=name, Targets=targets, **bus)
         self._set(logical, name, Arn=arn)
 
+    def _create_AWS_Events_EventBusPolicy(self, logical: str, props: dict, res: dict) -> None:
+        """One statement of a bus's resource policy (``Statement``, or the legacy ``Action``,
+        ``Principal`` and ``Condition``), merged into the bus's policy under ``StatementId``."""
+        events = self.client("events")
+        bus = props.get("EventBusName") or "default"
+        sid = props["StatementId"]
+        statement = dict(props.get("Statement") or {})
+        if not statement:
+            principal = props.get("Principal")
+            statement = {
+                "Effect": "Allow",
+                "Principal": "*" if principal == "*" else {"AWS": f"arn:aws:iam::{principal}:root"},
+                "Action": props.get("Action", "events:PutEvents"),
+                "Resource": events.describe_event_bus(Name=bus)["Arn"],
+            }
+            if props.get("Condition"):
+                c = props["Condition"]
+                statement["Condition"] = {c["Type"]: {c["Key"]: c["Value"]}}
+        if statement.get("Sid", sid) != sid:
+            raise TemplateError(f"{logical}: Statement.Sid {statement['Sid']} is not StatementId {sid}")
+        statement["Sid"] = sid
+        current = events.describe_event_bus(Name=bus).get("Policy")
+        document = json.loads(current) if current else {"Version": "2012-10-17", "Statement": []}
+        document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != sid] + [statement]
+        events.put_permission(EventBusName=bus, Policy=json.dumps(document))
+        self._set(logical, sid)
+
+    def _create_AWS_IAM_Role(self, logical: str, props: dict, res: dict) -> None:
+        """The role, its trust policy and inline policies, named as CloudFormation names a role
+        without ``RoleName`` (``<stack>-<Logical>-<suffix>``, at most 64 characters)."""
+        import hashlib
+
+        iam = self.client("iam")
+        name = props.get("RoleName")
+        if not name:
+            suffix = hashlib.sha256(f"{self.stack_name}/{logical}".encode()).hexdigest()[:12].upper()
+            name = f"{self.stack_name}-{logical}"[: 64 - len(suffix) - 1] + f"-{suffix}"
+        kwargs: dict[str, Any] = {
+            "RoleName": name,
+            "AssumeRolePolicyDocument": json.dumps(props["AssumeRolePolicyDocument"]),
+            "Path": props.get("Path", "/"),
+        }
+        for key in ("Description", "MaxSessionDuration", "PermissionsBoundary", "Tags"):
+            if props.get(key) is not None:
+                kwargs[key] = props[key]
+        role = iam.create_role(**kwargs)["Role"]
+        for policy in props.get("Policies") or []:
+            iam.put_role_policy(
+                RoleName=name,
+                PolicyName=policy["PolicyName"],
+                PolicyDocument=json.dumps(policy["PolicyDocument"]),
+            )
+        for arn in props.get("ManagedPolicyArns") or []:
+            iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+        self._set(logical, name, Arn=role["Arn"], RoleId=role["RoleId"])
+
     def _create_AWS_Serverless_LayerVersion(self, logical: str, props: dict, res: dict) -> None:
         name = props.get("LayerName") or f"{self.stack_name}-{logical}"
         content = (self.root / props["ContentUri"]).resolve()
@@ -304,15 +374,17 @@ class StackDeployer:
         with zipfile.ZipFile(zipped, "w") as zf:
             zf.writestr("README", "code runs in process from CodeUri; see sandbox/lambdas.py")
         env = props["Environment"]["Variables"]
+        role = self._function_role(logical, props)
         arn = self.client("lambda").create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", "python3.11"),
-            Role=self._role("lambda.amazonaws.com"),
+            Role=role,
             Handler=props["Handler"],
             Code={"ZipFile": zipped.getvalue()},
             Timeout=int(props.get("Timeout", 3)),
             MemorySize=int(props.get("MemorySize", 128)),
             Environment={"Variables": env},
+            **self._vpc_config(logical, props),
         )["FunctionArn"]
         invoke_config = props.get("EventInvokeConfig", {})
         dlq = props.get("DeadLetterQueue", {})
@@ -329,11 +401,83 @@ class StackDeployer:
                 memory=int(props.get("MemorySize", 128)),
                 async_max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
                 dead_letter_arn=on_failure.get("Destination") or dlq.get("TargetArn"),
+                role_arn=role,
             )
         )
         self._set(logical, name, Arn=arn)
         for event_id, event in (props.get("Events") or {}).items():
             self._sam_event(logical, event_id, event, {"Id": f"{logical}{event_id}", "Arn": arn})
+
+    def _function_role(self, logical: str, props: dict) -> str:
+        """The execution role SAM generates for a function (``<Logical>Role``): trusted by Lambda,
+        one inline policy per ``Policies`` statement block, named as CloudFormation names it
+        (``<stack>-<Logical>Role-<suffix>``). SAM also attaches AWSLambdaBasicExecutionRole (and
+        the X-Ray write policy with Tracing): logs and traces are not AWS calls of the handlers
+        here, so they are left out. A ``Role`` property names the role to use instead."""
+        if props.get("Role"):
+            return str(props["Role"])
+        import hashlib
+
+        suffix = hashlib.sha256(f"{self.stack_name}/{logical}".encode()).hexdigest()[:12].upper()
+        name = f"{self.stack_name}-{logical}Role"[: 64 - len(suffix) - 1] + f"-{suffix}"
+        iam = self.client("iam")
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        for index, policy in enumerate(props.get("Policies") or []):
+            if not isinstance(policy, dict) or set(policy) != {"Statement"}:
+                raise TemplateError(
+                    f"{logical}.Policies[{index}]: only inline Statement policies are emulated, "
+                    f"got {policy!r}"
+                )
+            document = {"Version": "2012-10-17", "Statement": policy["Statement"]}
+            iam.put_role_policy(
+                RoleName=name, PolicyName=f"{logical}RolePolicy{index}", PolicyDocument=json.dumps(document)
+            )
+        self._set(f"{logical}Role", name, Arn=arn)
+        return arn
+
+    def _vpc_config(self, logical: str, props: dict) -> dict[str, Any]:
+        """CreateFunction's VpcConfig, checked as Lambda checks it: the subnets and security groups
+        exist (Lambda describes them and fails the call with EC2's error) and are of one VPC.
+        Lambda also requires the role to allow the ENI actions: the sandbox does not enforce IAM."""
+        config = props.get("VpcConfig")
+        if not config:
+            return {}
+        subnets, groups = list(config.get("SubnetIds") or []), list(config.get("SecurityGroupIds") or [])
+        if len(subnets) > 16 or len(groups) > 5:
+            raise TemplateError(f"{logical}: VpcConfig takes at most 16 SubnetIds and 5 SecurityGroupIds")
+        ec2 = self.client("ec2")
+        vpcs: set[str] = set()
+        for kind, ids, describe, key in (
+            ("subnet", subnets, ec2.describe_subnets, "Subnets"),
+            ("security group", groups, ec2.describe_security_groups, "SecurityGroups"),
+        ):
+            if not ids:
+                continue
+            arg = "SubnetIds" if kind == "subnet" else "GroupIds"
+            try:
+                found = describe(**{arg: ids})[key]
+            except ec2.exceptions.ClientError as exc:
+                raise TemplateError(
+                    f"{logical}: InvalidParameterValueException - error occurred while describing the "
+                    f"VpcConfig's {kind}s: {exc.response['Error']['Message']}"
+                ) from None
+            vpcs |= {item["VpcId"] for item in found}
+        if len(vpcs) > 1:
+            raise TemplateError(
+                f"{logical}: InvalidParameterValueException - VpcConfig's subnets and security groups "
+                f"are in different VPCs ({', '.join(sorted(vpcs))})"
+            )
+        return {"VpcConfig": {"SubnetIds": subnets, "SecurityGroupIds": groups}}
 
     def _sam_event(self, logical: str, event_id: str, event: dict, target: dict) -> None:
         etype, eprops = event["Type"], event.get("Properties", {})

@@ -7,7 +7,9 @@ from any version still in the event history (older ones answer 410 Expired, as a
 Modelled (what the real registry does, with its status codes and messages):
 - create: ``generateName``, name and label validation (422 Invalid with causes), uid,
   creationTimestamp, resourceVersion, generation (kinds that track it), per-kind defaults (pods,
-  namespaces, secrets' ``stringData``), namespace must exist (404) and not be terminating (403),
+  namespaces, secrets' ``stringData``, NetworkPolicies' policyTypes and port protocols; a
+  NetworkPolicy's ports, peers and CIDRs are validated, its rules not enforced), namespace must
+  exist (404) and not be terminating (403),
   409 AlreadyExists;
 - update (PUT) and patch: 409 Conflict on a stale ``metadata.resourceVersion``; custom objects
   need one on PUT (422), built-ins may update unconditionally; uid/creationTimestamp/
@@ -27,7 +29,10 @@ Modelled (what the real registry does, with its status codes and messages):
   ``remainingItemCount`` is exact), watch from a resourceVersion with selector transitions (an
   object that stops matching is sent as DELETED, one that starts matching as ADDED).
 
-Not modelled: server-side apply and managedFields, admission webhooks, OpenAPI schema validation
+Mutating admission: callables in ``Store.admission`` see each object before it is created (what
+a mutating webhook does; the sandbox's EKS Pod Identity webhook is one, ``pod_identity.py``).
+
+Not modelled: server-side apply and managedFields, validating webhooks, OpenAPI schema validation
 and defaulting of custom objects, CRD conversion webhooks (all served versions share one stored
 object, as with ``conversion: None``), ResourceQuota/LimitRange, and controllers other than the
 garbage collector and the namespace lifecycle (nothing turns Deployments into pods here).
@@ -178,6 +183,9 @@ class Store:
         #: When a kubelet runs (issue 5), deleting a bound pod only marks it (deletionTimestamp and
         #: grace period); the kubelet stops the containers and deletes it with gracePeriodSeconds=0.
         self.graceful_pods = graceful_pods
+        #: Mutating admission (``fn(rt, namespace, obj)``, changes ``obj`` in place), called before
+        #: the store's lock is taken: a webhook may be slow, as an AWS call is.
+        self.admission: list[Callable[[ResourceType, str | None, dict], None]] = []
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {}
@@ -398,6 +406,8 @@ class Store:
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
         self._check_namespace_field(rt, namespace, meta)
+        for mutate in list(self.admission):
+            mutate(rt, namespace, obj)
         with self._lock:
             if not meta.get("name"):
                 prefix = meta.get("generateName")
@@ -471,7 +481,11 @@ class Store:
     def _validate(self, rt: ResourceType, name: str, obj: dict, old: dict | None) -> None:
         causes: list[tuple[str, str]] = []
         pattern, limit = (_DNS_LABEL, 63) if rt.plural == "namespaces" else (_DNS_SUBDOMAIN, 253)
-        if len(name) > limit or not pattern.match(name):
+        if rt.group == "rbac.authorization.k8s.io":
+            # RBAC objects take path segment names (ValidateRBACName): "system:controller:x" is one.
+            if name in (".", "..") or any(c in name for c in "/%"):
+                causes.append(("metadata.name", f'Invalid value: "{name}": may not contain \'/\' or \'%\''))
+        elif len(name) > limit or not pattern.match(name):
             causes.append(
                 (
                     "metadata.name",
@@ -515,6 +529,10 @@ class Store:
                         f"Invalid value: {labels}: `selector` does not match template `labels`",
                     )
                 )
+        if rt.plural == "networkpolicies":
+            # Upstream defaults while decoding, before validation, on create and update alike.
+            _network_policy_defaults(obj.setdefault("spec", {}))
+            causes += _network_policy_causes(obj["spec"])
         if rt.plural == "customresourcedefinitions":
             spec = obj.get("spec") or {}
             names = spec.get("names") or {}
@@ -1047,6 +1065,88 @@ class Store:
 
 
 _POD_MUTABLE = {"activeDeadlineSeconds", "tolerations", "schedulingGates", "terminationGracePeriodSeconds"}
+
+
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?=[a-z0-9]))*$")
+
+
+def _network_policy_defaults(spec: dict) -> None:
+    """SetDefaults_NetworkPolicy: policyTypes from the rules present, TCP where a port names no
+    protocol."""
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in rule.get("ports") or []:
+                port.setdefault("protocol", "TCP")
+
+
+def _network_policy_causes(spec: dict) -> list[tuple[str, str]]:
+    """ValidateNetworkPolicySpec, the parts a client can get wrong: policy types, ports, peers
+    (one kind each, ipBlock alone) and ipBlock CIDRs. Checked after defaulting, as upstream."""
+    causes: list[tuple[str, str]] = []
+    if "podSelector" not in spec:
+        causes.append(("spec.podSelector", "Required value"))
+    for i, kind in enumerate(spec.get("policyTypes") or []):
+        if kind not in ("Ingress", "Egress"):
+            supported = 'supported values: "Egress", "Ingress"'
+            causes.append((f"spec.policyTypes[{i}]", f'Unsupported value: "{kind}": {supported}'))
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        for r, rule in enumerate(spec.get(direction) or []):
+            base = f"spec.{direction}[{r}]"
+            for n, port in enumerate(rule.get("ports") or []):
+                causes += _network_policy_port_causes(f"{base}.ports[{n}]", port)
+            for n, peer in enumerate(rule.get(peers_key) or []):
+                causes += _network_policy_peer_causes(f"{base}.{peers_key}[{n}]", peer)
+    return causes
+
+
+def _network_policy_port_causes(path: str, port: dict) -> list[tuple[str, str]]:
+    causes = []
+    protocol = port.get("protocol")
+    if protocol not in _PROTOCOLS:
+        supported = ", ".join(f'"{p}"' for p in sorted(_PROTOCOLS))
+        causes.append((f"{path}.protocol", f'Unsupported value: "{protocol}": supported values: {supported}'))
+    number = port.get("port")
+    if isinstance(number, int) and not 1 <= number <= 65535:
+        causes.append((f"{path}.port", f"Invalid value: {number}: must be between 1 and 65535, inclusive"))
+    elif isinstance(number, str) and (len(number) > 15 or not _PORT_NAME.match(number)):
+        causes.append((f"{path}.port", f'Invalid value: "{number}": must be an IANA_SVC_NAME'))
+    return causes
+
+
+def _network_policy_peer_causes(path: str, peer: dict) -> list[tuple[str, str]]:
+    causes = []
+    kinds = [k for k in ("podSelector", "namespaceSelector", "ipBlock") if peer.get(k) is not None]
+    if not kinds:
+        causes.append((path, "Required value: must specify a peer"))
+    elif "ipBlock" in kinds and len(kinds) > 1:
+        causes.append((path, "Forbidden: may not specify more than 1 peer"))
+    block = peer.get("ipBlock")
+    if block is None:
+        return causes
+    if not block.get("cidr"):
+        causes.append((f"{path}.ipBlock.cidr", "Required value"))
+    cidrs = [(f"{path}.ipBlock.cidr", block.get("cidr"))] if block.get("cidr") else []
+    cidrs += [(f"{path}.ipBlock.except[{e}]", c) for e, c in enumerate(block.get("except") or [])]
+    for field_path, value in cidrs:
+        if not _is_cidr(value):
+            example = "(e.g. 10.9.8.0/24 or 2001:db8::/64)"
+            causes.append((field_path, f'Invalid value: "{value}": must be a valid CIDR value, {example}'))
+    return causes
+
+
+def _is_cidr(value: Any) -> bool:
+    """As Go's net.ParseCIDR: an address and a prefix length (host bits may be set)."""
+    import ipaddress
+
+    text = str(value)
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return "/" in text
 
 
 def _pod_update_causes(old: dict, new: dict) -> list[tuple[str, str]]:

@@ -15,7 +15,15 @@ from hyperpod_control.exceptions import (
     OperatorNotReadyError,
     PermanentError,
 )
-from hyperpod_control.models.install import AddonConfiguration, ClusterRef, InstallRequest, parse_quantity
+from hyperpod_control.models.install import (
+    ACCESS_TIERS,
+    AddonConfiguration,
+    ClusterRef,
+    EnsureRoleInput,
+    InstallRequest,
+    parse_quantity,
+    passable_by,
+)
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.services import install
@@ -279,13 +287,43 @@ def test_operator_verification_needs_an_available_deployment_and_an_established_
             install.assess_operator(deployments, found)
 
 
-def test_rbac_is_narrow():
-    rules = install.control_plane_cluster_role()["rules"]
-    resources = {r for rule in rules for r in rule["resources"]}
-    verbs = {v for rule in rules for v in rule["verbs"]}
-    assert "*" not in resources | verbs and "secrets" not in resources and "clusterroles" not in resources
-    crd_rules = [r for r in rules if "customresourcedefinitions" in r["resources"] and "delete" in r["verbs"]]
+def test_rbac_is_narrow_and_split_by_need():
+    roles = {tier: install.tier_cluster_role(tier)["rules"] for tier in ACCESS_TIERS}
+    for rules in roles.values():
+        resources = {r for rule in rules for r in rule["resources"]}
+        verbs = {v for rule in rules for v in rule["verbs"]}
+        assert "*" not in resources | verbs and "secrets" not in resources and "clusterroles" not in resources
+
+    def may(tier: str, verb: str, resource: str) -> bool:
+        return any(resource in r["resources"] and verb in r["verbs"] for r in roles[tier])
+
+    # reading is everyone's; writing only where a tier's functions write
+    assert all(may(t, "list", "pods") for t in ACCESS_TIERS)
+    assert [t for t in ACCESS_TIERS if may(t, "create", "pods")] == ["supervisor"]
+    assert [t for t in ACCESS_TIERS if may(t, "create", "pods/proxy")] == ["supervisor"]
+    assert [t for t in ACCESS_TIERS if may(t, "patch", "nodes")] == ["node-handler"]
+    assert [t for t in ACCESS_TIERS if may(t, "create", "customresourcedefinitions")] == ["crd-owner"]
+    crd_rules = [
+        r
+        for r in roles["crd-owner"]
+        if "customresourcedefinitions" in r["resources"] and "delete" in r["verbs"]
+    ]
     assert [r["resourceNames"] for r in crd_rules] == [["hyperpodpytorchjobs.sagemaker.amazonaws.com"]]
+
+
+def test_each_principal_gets_its_tier_group_and_keeps_groups_not_ours():
+    assert install.decide_entry(None, "reader") == ("create", ["hyperpod-control-plane:reader"])
+    legacy = {"principalArn": "r", "kubernetesGroups": ["hyperpod-control-plane", "team-a"]}
+    assert install.decide_entry(legacy, "supervisor") == (
+        "update",
+        ["team-a", "hyperpod-control-plane:supervisor"],
+    )
+    same = {"principalArn": "r", "kubernetesGroups": ["hyperpod-control-plane:reader"]}
+    assert install.decide_entry(same, "reader")[0] == "unchanged"
+    tiers = install.parse_kubernetes_functions("reader=A, B;supervisor=C")
+    assert tiers == {"reader": ["A", "B"], "supervisor": ["C"]}
+    with pytest.raises(PermanentError, match="KUBERNETES_CLIENT_FUNCTIONS"):
+        install.parse_kubernetes_functions("admin=A")
 
 
 def test_apply_ignores_server_defaults_but_sees_real_changes():
@@ -306,3 +344,58 @@ def test_a_version_without_its_build_suffix_means_the_newest_build_of_it():
     assert install.choose_version("v1.1.2-eksbuild.1", published, "1.31") == "v1.1.2-eksbuild.1"
     with pytest.raises(InvalidInputError, match=r"v1\.1\.9 is not a version"):
         install.choose_version("v1.1.9", published, "1.31")
+
+
+# -- the user's own operator role ------------------------------------------------------------------
+
+OWN_ROLES = "arn:aws:iam::123456789012:role/hyperpod-control-plane/*"
+
+
+def test_a_role_is_passable_only_by_a_pattern_that_covers_it_as_iam_matches_arns():
+    mine = "arn:aws:iam::123456789012:role/my-operator-role"
+    assert passable_by(ROLE, [OWN_ROLES]) == OWN_ROLES
+    assert passable_by(mine, [OWN_ROLES]) is None
+    assert passable_by(mine, [OWN_ROLES, mine]) == mine
+    assert passable_by(mine, ["arn:aws:iam::123456789012:role/my-*"]) is not None
+    assert passable_by(mine, ["arn:aws:iam::123456789012:role/my-operator-rol?"]) is not None
+    # The match is case-sensitive, and the rest is literal (a . is no wildcard).
+    assert passable_by(mine, ["arn:aws:iam::123456789012:role/My-*"]) is None
+    assert passable_by(mine, ["arn:aws:iam::123456789012:role/my.operator-role"]) is None
+    assert passable_by(mine, ["arn:aws:iam::210987654321:role/my-operator-role"]) is None
+
+
+class _Iam:
+    def __init__(self, role: dict) -> None:
+        self.role = role
+
+    def get_role(self, name: str) -> dict | None:
+        return self.role if name == self.role["RoleName"] else None
+
+    def attached_policies(self, name: str) -> list[str]:
+        return ["arn:aws:iam::aws:policy/AmazonSageMakerHyperPodTrainingOperatorAccess"]
+
+
+class _Eks:
+    def describe_cluster(self, name: str) -> dict:
+        return {"name": name, "arn": EKS_ARN}
+
+
+def _user_role(arn: str) -> dict:
+    return {
+        "RoleName": arn.rsplit("/", 1)[-1],
+        "Arn": arn,
+        "AssumeRolePolicyDocument": install.trust_policy("123456789012", EKS_ARN),
+    }
+
+
+def test_a_user_role_is_named_by_its_full_arn_path_included():
+    real = "arn:aws:iam::123456789012:role/team/my-operator-role"
+    given = "arn:aws:iam::123456789012:role/my-operator-role"
+    iam = _Iam(_user_role(real))
+
+    outcome = install.ensure_execution_role(EnsureRoleInput(cluster=CLUSTER, role_arn=real), iam, _Eks())
+    assert (outcome.role_arn, outcome.created) == (real, False)
+    # The same name without its path: the association would carry another ARN than Preflight checked.
+    with pytest.raises(InvalidInputError, match=r"^roleArn: .*team/my-operator-role") as raised:
+        install.ensure_execution_role(EnsureRoleInput(cluster=CLUSTER, role_arn=given), iam, _Eks())
+    assert real in raised.value.remedy

@@ -179,6 +179,16 @@ class EksAdapter(AwsAdapter):
             accessScope={"type": "cluster"},
         )
 
+    def disassociate_access_policy(self, cluster: str, principal_arn: str, policy_arn: str) -> None:
+        """Idempotent: a policy (or entry) already gone is what was asked for."""
+        self._read(
+            "disassociate_access_policy",
+            f"access policy of {principal_arn}",
+            clusterName=cluster,
+            principalArn=principal_arn,
+            policyArn=policy_arn,
+        )
+
     def describe_access_entry(self, cluster: str, principal_arn: str) -> dict[str, Any] | None:
         found = self._read(
             "describe_access_entry",

@@ -30,9 +30,16 @@ JOB_VERSION = "v1"
 JOB_PLURAL = "hyperpodpytorchjobs"
 JOB_KIND = "HyperPodPyTorchJob"
 JOB_CRD = f"{JOB_PLURAL}.{JOB_GROUP}"
-#: Kubernetes identity of the control plane: access entries put its roles in this group, which
-#: the ClusterRole of the same name is bound to.
+#: Kubernetes identity of the control plane: the prefix of its groups and ClusterRoles.
 CONTROL_PLANE_GROUP = "hyperpod-control-plane"
+#: What each function needs in a cluster, least first. A function's role is in exactly one tier:
+#: its access entry carries the group ``hyperpod-control-plane:<tier>``, bound to the ClusterRole
+#: of the same name (services/install.py ``tier_cluster_role``).
+ACCESS_TIERS = ("reader", "node-handler", "supervisor", "crd-owner")
+
+
+def tier_group(tier: str) -> str:
+    return f"{CONTROL_PLANE_GROUP}:{tier}"
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "hyperpod-control-plane"
 EVENT_SOURCE = "hyperpod.control-plane"
@@ -41,6 +48,32 @@ EVENT_SOURCE = "hyperpod.control-plane"
 VERSION_PATTERN = r"^v\d+\.\d+\.\d+(-eksbuild\.\d+)?$"
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+$"
 CLUSTER_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+#: The template parameter naming the roles (besides the workflow's own) the stack may pass to EKS
+#: Pod Identity; the Preflight function gets them, its own path included, in this variable.
+OPERATOR_ROLE_ARNS_PARAMETER = "OperatorRoleArns"
+PASSABLE_ROLES_ENV = "OPERATOR_PASSABLE_ROLES"
+
+
+
+def _arn_segment(pattern: str) -> re.Pattern[str]:
+    # IAM's wildcards: * any run of characters, ? exactly one; everything else literal.
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+
+
+def passable_by(role_arn: str, patterns: list[str] | tuple[str, ...]) -> str | None:
+    """Pure: the first of ``patterns`` (the Resource ARNs of an iam:PassRole statement, with IAM's
+    ``*`` and ``?`` wildcards) that covers ``role_arn``; None when none does, so passing the role
+    would be denied. Matched segment by segment (the colon-separated parts; ``role/path/name`` is
+    one), case-sensitively; a pattern that is not a role ARN covers nothing."""
+    parts = role_arn.split(":", 5)
+    for pattern in patterns:
+        segments = pattern.split(":", 5)
+        if len(segments) == len(parts) and all(
+            _arn_segment(seg).match(part) for seg, part in zip(segments, parts, strict=True)
+        ):
+            return pattern
+    return None
+
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _SCALE = {
@@ -202,6 +235,24 @@ class ClusterRef(TaskModel):
     kubernetes_version: str | None = None
 
 
+class WorkflowLock(TaskModel):
+    """The lock a workflow's step runs under (the workflow's ``$.lock``): the execution that took
+    it and the HyperPod cluster it locked. Every step that acts on a cluster passes it, and the
+    step checks it against the OPERATOR item before acting (``services/workflow_lock.py``)."""
+
+    model_config = TaskModel.model_config | {"extra": "ignore"}
+
+    owner: str = Field(min_length=1, description="the execution that holds the lock ($$.Execution.Id)")
+    cluster_arn: str = Field(min_length=1, description="the HyperPod cluster the workflow locked")
+
+
+class LockedClusterInput(TaskModel):
+    """Input of a step that acts on a cluster: the cluster, and the workflow's lock on it."""
+
+    cluster: ClusterRef
+    lock: WorkflowLock = Field(description="the workflow's lock ($.lock): owner and clusterArn")
+
+
 # -- task inputs and outputs ---------------------------------------------------------------------
 
 
@@ -231,8 +282,7 @@ class ReleaseOutcome(TaskModel):
     status: str | None = None
 
 
-class EnsureRoleInput(TaskModel):
-    cluster: ClusterRef
+class EnsureRoleInput(LockedClusterInput):
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
 
 
@@ -243,8 +293,7 @@ class RoleOutcome(TaskModel):
     changed: list[str] = Field(default_factory=list)
 
 
-class EnsureAssociationInput(TaskModel):
-    cluster: ClusterRef
+class EnsureAssociationInput(LockedClusterInput):
     role_arn: str = Field(pattern=ROLE_ARN_PATTERN)
 
 
@@ -254,8 +303,7 @@ class AssociationOutcome(TaskModel):
     action: Literal["created", "updated", "unchanged"]
 
 
-class AddonInput(TaskModel):
-    cluster: ClusterRef
+class AddonInput(LockedClusterInput):
     addon_version: str | None = Field(default=None, pattern=VERSION_PATTERN)
     configuration_values: AddonConfiguration | None = None
 
@@ -266,8 +314,7 @@ class AddonOutcome(TaskModel):
     status: str
 
 
-class DescribeAddonInput(TaskModel):
-    cluster: ClusterRef
+class DescribeAddonInput(LockedClusterInput):
     #: True while waiting for a delete: "gone" is then the goal, not an error.
     expect_gone: bool = False
 
@@ -279,10 +326,8 @@ class AddonState(TaskModel):
     issues: list[str] = Field(default_factory=list)
 
 
-class ClusterTaskInput(TaskModel):
-    """Steps that need only the cluster (VerifyOperator, EnsureAccess, EnsureCRD, ...)."""
-
-    cluster: ClusterRef
+class ClusterTaskInput(LockedClusterInput):
+    """Steps that need only the cluster (VerifyOperator, DeleteAddon)."""
 
 
 class VerifyOutcome(TaskModel):
@@ -314,8 +359,7 @@ class InstalledOperator(TaskModel):
     association_id: str | None = None
 
 
-class RecordInstallInput(TaskModel):
-    cluster: ClusterRef
+class RecordInstallInput(LockedClusterInput):
     owner: str
     installed: InstalledOperator
 
@@ -350,8 +394,7 @@ class PlanUninstallInput(TaskModel):
     force: bool = False
 
 
-class CheckJobsInput(TaskModel):
-    cluster: ClusterRef
+class CheckJobsInput(LockedClusterInput):
     force: bool = False
 
 
@@ -360,8 +403,7 @@ class JobsOutcome(TaskModel):
     jobs: list[str] = Field(default_factory=list)
 
 
-class RemoveIdentityInput(TaskModel):
-    cluster: ClusterRef
+class RemoveIdentityInput(LockedClusterInput):
     role_arn: str | None = None
     association_id: str | None = None
 
@@ -377,17 +419,14 @@ class RemoveAccessOutcome(TaskModel):
     rbac_removed: bool
 
 
-class RecordUninstallInput(TaskModel):
-    cluster: ClusterRef
+class RecordUninstallInput(LockedClusterInput):
     owner: str
     mode: OperatorMode
 
 
-class ClusterActionInput(TaskModel):
+class ClusterActionInput(LockedClusterInput):
     """Steps that ensure or remove one thing in the cluster (EnsureAccess/RemoveAccess,
     EnsureCRD/RemoveCRD): one function each, so one role holds the rights for both ways."""
-
-    cluster: ClusterRef
     action: Literal["ensure", "remove"] = "ensure"
 
 

@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hyperpod_control.adapters.eks import EksAdapter
@@ -19,8 +20,11 @@ from hyperpod_control.adapters.iam import IamAdapter
 from hyperpod_control.adapters.kube import KubeAdapter
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.exceptions import (
+    AccessDeniedError,
     AddonFailedError,
+    ClusterMismatchError,
     InvalidInputError,
+    KubernetesAccessPendingError,
     LockHeldError,
     OperatorConflictError,
     OperatorNotReadyError,
@@ -29,6 +33,7 @@ from hyperpod_control.exceptions import (
     VersionConflictError,
 )
 from hyperpod_control.models.install import (
+    ACCESS_TIERS,
     ADDON_NAME,
     CONTROL_PLANE_GROUP,
     EVENT_SOURCE,
@@ -72,6 +77,7 @@ from hyperpod_control.models.install import (
     UninstallRequest,
     VerifyOutcome,
     resolve_version,
+    tier_group,
     version_key,
 )
 from hyperpod_control.models.job_schema import job_schema
@@ -138,10 +144,25 @@ def decide_claim(
             remedy=f"uninstall it first (hpctl uninstall --cluster {cluster.cluster_name}), or install "
             f"with operator={existing.mode.value}.",
         )
+    if existing is not None and existing.eks_cluster_name not in (None, cluster.eks_cluster_name):
+        # A HyperPod cluster's EKS cluster never changes: the request names another cluster's.
+        raise ClusterMismatchError(
+            f"cluster: HyperPod cluster '{cluster.cluster_name}' is orchestrated by EKS cluster "
+            f"{existing.eks_cluster_name}, not {cluster.eks_cluster_name}; nothing was locked.",
+            remedy="start the workflow with the HyperPod cluster's name only; Preflight finds its EKS "
+            "cluster.",
+        )
     base = existing or OperatorRecord(
         cluster_arn=cluster.cluster_arn, cluster_name=cluster.cluster_name, mode=mode
     )
-    update: dict[str, Any] = {"lock_owner": owner, "last_workflow": owner, "updated_at": utcnow()}
+    # The lock names the cluster, EKS cluster included: every later step acts on that one only
+    # (services/workflow_lock.py).
+    update: dict[str, Any] = {
+        "lock_owner": owner,
+        "last_workflow": owner,
+        "eks_cluster_name": cluster.eks_cluster_name,
+        "updated_at": utcnow(),
+    }
     if purpose == "install":
         update["mode"] = mode
         if base.status is not OperatorStatus.ACTIVE or base.mode != mode:
@@ -268,6 +289,13 @@ def ensure_execution_role(request: EnsureRoleInput, iam: IamAdapter, eks: EksAda
             raise InvalidInputError(
                 f"roleArn: IAM role {request.role_arn} does not exist.",
                 remedy="name an existing role, or leave roleArn out and the workflow creates one.",
+            )
+        if role["Arn"] != request.role_arn:
+            # The stack's iam:PassRole (and Preflight's check of it) match the ARN as given; the
+            # association would carry the real one, path included.
+            raise InvalidInputError(
+                f"roleArn: {request.role_arn} names IAM role {name}, whose ARN is {role['Arn']}.",
+                remedy=f"give the role's ARN with its path: {role['Arn']}.",
             )
         problems = trust_problems(role["AssumeRolePolicyDocument"])
         if policy_arn not in iam.attached_policies(name):
@@ -555,53 +583,79 @@ def _labels() -> dict[str, str]:
     return {MANAGED_LABEL: MANAGED_BY}
 
 
-def control_plane_cluster_role() -> dict[str, Any]:
-    """Pure: what the control plane does in a cluster, and nothing more: run HyperPodPyTorchJobs
-    (serverless), create and watch their pods, reach the agents through the pod proxy, read logs,
-    cordon and label nodes, record events, read the operator's Deployment, and own the one CRD."""
+#: What every tier may read: jobs, their pods and logs, nodes, and what preflight inspects (the
+#: operator's and cert-manager's Deployments, the Pod Identity Agent, Kueue's configuration, the
+#: PersistentVolumes naming FSx file systems, the CRDs).
+_READ_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [JOB_GROUP], "resources": [JOB_PLURAL], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps", "persistentvolumes"], "verbs": ["get", "list"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["get", "list"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["get", "list"],
+    },
+]
+_EVENTS_RULE = {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+#: What each tier may do beyond reading.
+_TIER_RULES: dict[str, list[dict[str, Any]]] = {
+    "reader": [],
+    # node_health: cordon and label a faulty node, say why on it.
+    "node-handler": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]}, _EVENTS_RULE],
+    # the serverless supervisor and the upgrade's drain/resubmit: run HyperPodPyTorchJobs, create
+    # and remove their pods, reach the agents through the pod proxy, record events.
+    "supervisor": [
+        {
+            "apiGroups": [JOB_GROUP],
+            "resources": [JOB_PLURAL, f"{JOB_PLURAL}/status"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete"]},
+        {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get", "create"]},
+        # Each serverless job's NetworkPolicy (who may reach its agents' port), made with the pods.
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["networkpolicies"],
+            "verbs": ["get", "create", "patch"],
+        },
+        _EVENTS_RULE,
+    ],
+    # job_crd: own the one CRD (create cannot be limited to a name in RBAC; the other verbs are).
+    "crd-owner": [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": [JOB_CRD],
+            "verbs": ["update", "patch", "delete"],
+        },
+    ],
+}
+
+
+def tier_cluster_role(tier: str) -> dict[str, Any]:
+    """Pure: the ClusterRole of one access tier: reading, plus what that tier's functions do."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": CONTROL_PLANE_GROUP, "labels": _labels()},
-        "rules": [
-            {
-                "apiGroups": [JOB_GROUP],
-                "resources": [JOB_PLURAL, f"{JOB_PLURAL}/status"],
-                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-            },
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
-            {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get", "create"]},
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
-            # create cannot be limited to a name in RBAC; the other verbs are, to this one CRD.
-            {
-                "apiGroups": ["apiextensions.k8s.io"],
-                "resources": ["customresourcedefinitions"],
-                "verbs": ["create"],
-            },
-            {
-                "apiGroups": ["apiextensions.k8s.io"],
-                "resources": ["customresourcedefinitions"],
-                "resourceNames": [JOB_CRD],
-                "verbs": ["get", "update", "patch", "delete"],
-            },
-        ],
+        "metadata": {"name": tier_group(tier), "labels": _labels()},
+        "rules": [*_READ_RULES, *_TIER_RULES[tier]],
     }
 
 
-def control_plane_binding() -> dict[str, Any]:
+def tier_binding(tier: str) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": CONTROL_PLANE_GROUP, "labels": _labels()},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": CONTROL_PLANE_GROUP,
-        },
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": CONTROL_PLANE_GROUP}],
+        "metadata": {"name": tier_group(tier), "labels": _labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": tier_group(tier)},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": tier_group(tier)}],
     }
 
 
@@ -635,20 +689,27 @@ def job_crd() -> dict[str, Any]:
     }
 
 
-def decide_entry(existing: dict[str, Any] | None) -> tuple[str, list[str]]:
-    """Pure: (``create`` | ``update`` | ``unchanged``, groups) for a control-plane principal."""
+def _ours(group: str) -> bool:
+    return group == CONTROL_PLANE_GROUP or group.startswith(f"{CONTROL_PLANE_GROUP}:")
+
+
+def decide_entry(existing: dict[str, Any] | None, tier: str) -> tuple[str, list[str]]:
+    """Pure: (``create`` | ``update`` | ``unchanged``, groups) for a control-plane principal of
+    ``tier``: its entry carries that tier's group and no other of the control plane's."""
+    group = tier_group(tier)
     if existing is None:
-        return "create", [CONTROL_PLANE_GROUP]
-    groups = list(existing.get("kubernetesGroups") or [])
-    if CONTROL_PLANE_GROUP in groups:
-        return "unchanged", groups
+        return "create", [group]
+    current = list(existing.get("kubernetesGroups") or [])
+    wanted = [g for g in current if not _ours(g)] + [group]
+    if sorted(current) == sorted(wanted):
+        return "unchanged", current
     if existing.get("type", "STANDARD") != "STANDARD":
         raise PermanentError(
             f"access entry {existing.get('principalArn')} is of type {existing.get('type')}; it cannot carry "
             "Kubernetes groups.",
             remedy="delete it, then run the install again.",
         )
-    return "update", [*groups, CONTROL_PLANE_GROUP]
+    return "update", wanted
 
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -669,49 +730,66 @@ def canonical_principal(arn: str) -> str:
     return arn
 
 
-def ensure_installer_access(cluster: ClusterRef, principal: str, eks: EksAdapter) -> bool:
-    """The step that writes RBAC must hold what it grants (Kubernetes' escalation rule), so its own
-    role gets the cluster-admin access policy when it has no entry yet. Returns True if created."""
-    if eks.describe_access_entry(cluster.eks_cluster_name, principal) is not None:
-        return False
-    eks.create_access_entry(cluster.eks_cluster_name, principal, [], {MANAGED_TAG: MANAGED_BY})
-    eks.associate_access_policy(cluster.eks_cluster_name, principal, CLUSTER_ADMIN_POLICY)
-    return True
+@contextmanager
+def installer_admin(cluster: ClusterRef, principal: str, eks: EksAdapter) -> Iterator[None]:
+    """Cluster-admin for the installer's own role only while it writes or deletes RBAC (Kubernetes'
+    escalation rule: it must hold what it grants), removed again however the block ends. Its entry
+    stays, without any policy or group, so the next install finds it."""
+    name = cluster.eks_cluster_name
+    if eks.describe_access_entry(name, principal) is None:
+        eks.create_access_entry(name, principal, [], {MANAGED_TAG: MANAGED_BY})
+    eks.associate_access_policy(name, principal, CLUSTER_ADMIN_POLICY)
+    try:
+        yield
+    except AccessDeniedError as exc:
+        # EKS applies a new association within seconds: a 403 now is that delay, retried.
+        raise KubernetesAccessPendingError(
+            f"the installer's cluster-admin access on {name} is not applied yet: {exc}"
+        ) from exc
+    finally:
+        eks.disassociate_access_policy(name, principal, CLUSTER_ADMIN_POLICY)
 
 
 def ensure_access(
-    cluster: ClusterRef, principals: list[str], eks: EksAdapter, kube: KubeAdapter
+    cluster: ClusterRef, principals: dict[str, list[str]], eks: EksAdapter, kube: KubeAdapter
 ) -> AccessOutcome:
+    """Each tier's principals get their tier's group; each tier its ClusterRole and binding. The
+    caller holds cluster-admin meanwhile (``installer_admin``)."""
     created: list[str] = []
-    for principal in principals:
-        existing = eks.describe_access_entry(cluster.eks_cluster_name, principal)
-        action, groups = decide_entry(existing)
-        if action == "create":
-            eks.create_access_entry(cluster.eks_cluster_name, principal, groups, {MANAGED_TAG: MANAGED_BY})
-            created.append(principal)
-        elif action == "update":
-            eks.update_access_entry(cluster.eks_cluster_name, principal, groups)
-    role = control_plane_cluster_role()
-    binding = control_plane_binding()
-    kube.apply_cluster_role(role)
-    kube.apply_cluster_role_binding(binding)
+    for tier, members in principals.items():
+        for principal in members:
+            existing = eks.describe_access_entry(cluster.eks_cluster_name, principal)
+            action, groups = decide_entry(existing, tier)
+            if action == "create":
+                eks.create_access_entry(
+                    cluster.eks_cluster_name, principal, groups, {MANAGED_TAG: MANAGED_BY}
+                )
+                created.append(principal)
+            elif action == "update":
+                eks.update_access_entry(cluster.eks_cluster_name, principal, groups)
+    for tier in ACCESS_TIERS:
+        kube.apply_cluster_role(tier_cluster_role(tier))
+        kube.apply_cluster_role_binding(tier_binding(tier))
+    # The single ClusterRole every function shared before the tiers: gone with its power.
+    kube.delete_cluster_role_binding(CONTROL_PLANE_GROUP)
+    kube.delete_cluster_role(CONTROL_PLANE_GROUP)
     return AccessOutcome(
-        principals=principals,
+        principals=[p for members in principals.values() for p in members],
         created=created,
-        cluster_role=role["metadata"]["name"],
-        binding=binding["metadata"]["name"],
+        cluster_role=",".join(tier_group(t) for t in ACCESS_TIERS),
+        binding=",".join(tier_group(t) for t in ACCESS_TIERS),
     )
 
 
 def remove_access(
-    cluster: ClusterRef, principals: list[str], eks: EksAdapter, kube: KubeAdapter
+    cluster: ClusterRef, principals: dict[str, list[str]], eks: EksAdapter, kube: KubeAdapter
 ) -> RemoveAccessOutcome:
     removed: list[str] = []
-    for principal in principals:
+    for principal in [p for members in principals.values() for p in members]:
         existing = eks.describe_access_entry(cluster.eks_cluster_name, principal)
         if existing is None:
             continue
-        groups = [g for g in existing.get("kubernetesGroups") or [] if g != CONTROL_PLANE_GROUP]
+        groups = [g for g in existing.get("kubernetesGroups") or [] if not _ours(g)]
         if groups == list(existing.get("kubernetesGroups") or []):
             continue
         if (existing.get("tags") or {}).get(MANAGED_TAG) == MANAGED_BY or not (
@@ -721,8 +799,9 @@ def remove_access(
         else:  # someone else's entry that we only added our group to
             eks.update_access_entry(cluster.eks_cluster_name, principal, groups)
         removed.append(principal)
-    kube.delete_cluster_role_binding(CONTROL_PLANE_GROUP)
-    kube.delete_cluster_role(CONTROL_PLANE_GROUP)
+    for name in [CONTROL_PLANE_GROUP, *(tier_group(t) for t in ACCESS_TIERS)]:
+        kube.delete_cluster_role_binding(name)
+        kube.delete_cluster_role(name)
     return RemoveAccessOutcome(removed_entries=removed, rbac_removed=True)
 
 
@@ -954,20 +1033,36 @@ def record_uninstall(request: RecordUninstallInput, store: Store, events: Any, b
 # ============================================================== who the control plane is in a cluster
 
 
-def control_plane_principals(function_names: list[str], lambda_client: Any) -> list[str]:
-    """The IAM roles of the functions that call the Kubernetes API (their access entries)."""
+def control_plane_principals(functions: dict[str, list[str]], lambda_client: Any) -> dict[str, list[str]]:
+    """The IAM roles of the functions that call the Kubernetes API (their access entries), by tier."""
     from hyperpod_control.adapters.aws import map_client_error
 
-    roles: list[str] = []
-    for name in function_names:
-        try:
-            role = lambda_client.get_function_configuration(FunctionName=name)["Role"]
-        except Exception as exc:
-            raise map_client_error(exc, resource=f"function {name}") from exc
-        if role not in roles:
-            roles.append(role)
+    roles: dict[str, list[str]] = {}
+    for tier, names in functions.items():
+        for name in names:
+            try:
+                role = lambda_client.get_function_configuration(FunctionName=name)["Role"]
+            except Exception as exc:
+                raise map_client_error(exc, resource=f"function {name}") from exc
+            if role not in roles.setdefault(tier, []):
+                roles[tier].append(role)
     return roles
 
 
-def kubernetes_functions() -> list[str]:
-    return [n.strip() for n in os.environ.get("KUBERNETES_CLIENT_FUNCTIONS", "").split(",") if n.strip()]
+def parse_kubernetes_functions(value: str) -> dict[str, list[str]]:
+    """Pure: ``reader=FnA,FnB;supervisor=FnC`` (KUBERNETES_CLIENT_FUNCTIONS) -> tiers' functions."""
+    tiers: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in value.split(";"))):
+        tier, sep, names = part.partition("=")
+        if not sep or tier.strip() not in ACCESS_TIERS:
+            raise PermanentError(
+                f"KUBERNETES_CLIENT_FUNCTIONS: {part!r} is not <tier>=<function,...> with a tier of "
+                f"{', '.join(ACCESS_TIERS)}.",
+                remedy="fix the variable in template.yaml (ClusterAccessFunction).",
+            )
+        tiers.setdefault(tier.strip(), []).extend(n.strip() for n in names.split(",") if n.strip())
+    return tiers
+
+
+def kubernetes_functions() -> dict[str, list[str]]:
+    return parse_kubernetes_functions(os.environ.get("KUBERNETES_CLIENT_FUNCTIONS", ""))

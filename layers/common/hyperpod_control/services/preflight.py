@@ -36,7 +36,12 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
 )
-from hyperpod_control.models.install import version_key
+from hyperpod_control.models.install import (
+    OPERATOR_ROLE_ARNS_PARAMETER,
+    PASSABLE_ROLES_ENV,
+    passable_by,
+    version_key,
+)
 from hyperpod_control.models.preflight import (
     AddonFact,
     AddonVersionFact,
@@ -483,6 +488,8 @@ class PreflightAdapters:
     #: (EKS DescribeCluster ``cluster``, region) -> a KubeAdapter-like reader (reads return plain dicts)
     kube_factory: Callable[[dict[str, Any], str], Any] | None = None
     region: str = "us-east-1"
+    #: The IAM principal this preflight runs as (access entries name it); None: not known.
+    principal: Callable[[], str] | None = None
 
     @classmethod
     def default(cls, region: str | None = None) -> PreflightAdapters:
@@ -503,7 +510,15 @@ class PreflightAdapters:
             fsx=FsxAdapter(region=region),
             kube_factory=lambda cluster, r: KubeAdapter(cluster.get("name") or "", cluster=cluster, region=r),
             region=region,
+            principal=_own_principal,
         )
+
+
+def _own_principal() -> str:
+    from hyperpod_control.adapters.aws import get_client
+    from hyperpod_control.services.install import canonical_principal
+
+    return canonical_principal(get_client("sts").get_caller_identity()["Arn"])
 
 
 def _attempt(facts: ClusterFacts, gap: str, fn: Callable[[], Any]) -> Any:
@@ -525,6 +540,7 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
         planned=request.cluster_config is not None,
         operator=request.operator,
         addon_version=request.addon_version,
+        role_arn=request.role_arn,
     )
     desc = _attempt(facts, "hyperpod", lambda: adapters.sagemaker.describe_cluster(request.cluster_name))
     if request.cluster_config is not None:
@@ -693,6 +709,22 @@ def _gather_kube(facts: ClusterFacts, adapters: PreflightAdapters, eks_cluster: 
             if isinstance(exc, AccessDeniedError)
             else "unreachable"
         )
+        if facts.gaps["kube.kind"] == "unauthorized" and adapters.principal is not None:
+            # EKS answers 401 to a principal without an access entry. Before the install's
+            # EnsureAccess step has run, the control plane's roles have none: not a failure.
+            principal = _attempt(facts, "kube.principal", adapters.principal)
+            if (
+                principal
+                and _attempt(
+                    facts,
+                    "kube.entry",
+                    lambda: adapters.eks.describe_access_entry(eks_cluster.get("name") or "", principal),
+                )
+                is None
+                and "kube.entry" not in facts.gaps
+            ):
+                facts.gaps["kube.kind"] = "no-entry"
+                facts.gaps["kube.principal"] = principal
         return
     kf = KubeFacts(crds=sorted(crds))
 
@@ -1076,6 +1108,41 @@ def check_pod_identity_agent(facts: ClusterFacts, options: PreflightOptions) -> 
     )
 
 
+def check_pass_role(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
+    """The user's roleArn is one the stack may pass to EKS Pod Identity. Its iam:PassRole statement
+    names the stack's own role path and the OperatorRoleArns parameter, nothing else: any other role
+    would get through the role step and fail at CreatePodIdentityAssociation with AccessDenied, after
+    the lock was taken. Checked here, the install stops before anything changes."""
+    cid, sev = "iam.pass-role", Severity.ERROR
+    c = _Check(facts, cid, sev)
+    if facts.operator is not OperatorMode.ADDON:
+        return c.skip(facts.cluster_name, "the serverless operator has no Pod Identity role")
+    if not facts.role_arn:
+        return c.skip(
+            facts.cluster_name,
+            "no roleArn: the workflow creates the operator's role under its own path, which the stack "
+            "may always pass",
+        )
+    if options.passable_roles is None:
+        return c.skip(
+            facts.role_arn,
+            f"the roles the stack may pass are not known here ({PASSABLE_ROLES_ENV} is set only in the "
+            "stack's Preflight function; the install's Preflight step checks it)",
+        )
+    pattern = passable_by(facts.role_arn, options.passable_roles)
+    if pattern is not None:
+        return c.ok(facts.role_arn, f"the stack may pass {facts.role_arn} to EKS Pod Identity ({pattern}).")
+    return c.fail(
+        facts.role_arn,
+        f"roleArn {facts.role_arn} is not a role this stack may pass to EKS Pod Identity: its iam:PassRole "
+        f"allows only {', '.join(options.passable_roles)}, so creating the operator's Pod Identity "
+        "association would be denied.",
+        f"deploy the stack again with the role added to the {OPERATOR_ROLE_ARNS_PARAMETER} parameter "
+        f"(sam deploy --parameter-overrides {OPERATOR_ROLE_ARNS_PARAMETER}={facts.role_arn}; "
+        "comma-separate several, * and ? allowed), or leave roleArn out and the workflow creates a role.",
+    )
+
+
 def _contains(outer: str, inner: str) -> bool:
     try:
         a, b = ipaddress.ip_network(outer, strict=False), ipaddress.ip_network(inner, strict=False)
@@ -1104,7 +1171,8 @@ def check_endpoint_access(facts: ClusterFacts, options: PreflightOptions) -> Che
             "VPC and cannot reach it.",
             update
             + "endpointPublicAccess=true,endpointPrivateAccess=true,publicAccessCidrs=<CIDRs that admit "
-            "the control plane>; or deploy the Lambdas into the cluster's VPC (CONTROL_PLANE_IN_VPC=true).",
+            "the control plane>; or deploy the stack with VpcSubnetIds and VpcSecurityGroupIds (the "
+            "Kubernetes-calling Lambdas then run in the cluster's VPC; see the README).",
         )
     cidrs = eks.public_access_cidrs or ["0.0.0.0/0"]
     if any(c in ("0.0.0.0/0", "::/0") for c in cidrs):
@@ -1169,6 +1237,13 @@ def check_kubernetes_access(facts: ClusterFacts, options: PreflightOptions) -> C
     if "kube" not in facts.gaps:
         return c.skip(facts.eks.arn, "no Kubernetes reader configured")
     kind = facts.gaps.get("kube.kind")
+    if kind == "no-entry":
+        return c.skip(
+            facts.eks.endpoint or facts.eks.arn,
+            f"{facts.gaps['kube.principal']} has no access entry on {facts.eks.name} yet: the install's "
+            "EnsureAccess step creates the control plane's entries, and the next preflight (upgrade, "
+            "re-install) reads the Kubernetes API with it",
+        )
     remedy = {
         "unauthorized": f"aws eks create-access-entry --cluster-name {facts.eks.name} --principal-arn "
         "<the control "
@@ -1862,6 +1937,7 @@ CHECKS: tuple[Callable[[ClusterFacts, PreflightOptions], CheckResult], ...] = (
     check_node_image,
     check_cert_manager,
     check_pod_identity_agent,
+    check_pass_role,
     check_endpoint_access,
     check_authentication_mode,
     check_kubernetes_access,
@@ -1919,11 +1995,15 @@ def failure_message(report: PreflightReport) -> str:
 
 
 def options_from_env(env: dict[str, str] | None = None) -> PreflightOptions:
-    """CONTROL_PLANE_SOURCE_CIDRS (comma-separated) and CONTROL_PLANE_IN_VPC (true/false)."""
+    """CONTROL_PLANE_SOURCE_CIDRS (comma-separated), CONTROL_PLANE_IN_VPC (true/false) and
+    OPERATOR_PASSABLE_ROLES (comma-separated role ARN patterns; unset: not known)."""
     import os
 
     env = os.environ if env is None else env
     cidrs = tuple(c.strip() for c in env.get("CONTROL_PLANE_SOURCE_CIDRS", "").split(",") if c.strip())
+    roles = env.get(PASSABLE_ROLES_ENV)
     return PreflightOptions(
-        source_cidrs=cidrs, in_vpc=env.get("CONTROL_PLANE_IN_VPC", "").lower() in ("1", "true", "yes")
+        source_cidrs=cidrs,
+        in_vpc=env.get("CONTROL_PLANE_IN_VPC", "").lower() in ("1", "true", "yes"),
+        passable_roles=None if roles is None else tuple(r.strip() for r in roles.split(",") if r.strip()),
     )
