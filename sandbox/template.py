@@ -1,8 +1,10 @@
 """Reading template.yaml the way CloudFormation does: short-form tags and intrinsic functions.
 
 Only what the project's template uses is resolved (Ref, GetAtt, Sub, Join, Select, Split, If,
-Equals, Not, And, Or, FindInMap); anything else raises ``TemplateError`` naming the resource, so
-a new intrinsic fails loudly instead of deploying a wrong value.
+Equals, Not, And, Or, FindInMap, and the rule functions EachMemberEquals, EachMemberIn and
+Contains); anything else raises ``TemplateError`` naming the resource, so a new intrinsic fails
+loudly instead of deploying a wrong value. ``Resolver.check_rules`` refuses parameters the
+template's ``Rules`` refuse, as CloudFormation does before it creates anything.
 """
 
 from __future__ import annotations
@@ -182,10 +184,33 @@ class Resolver:
                 return self.template["Mappings"][m][k1][k2]
             if key == "Fn::ToJsonString":
                 return json.dumps(self.resolve(arg, where))
+            # Rule functions (only valid in Rules): a list's members against a value or a list.
+            if key == "Fn::EachMemberEquals":
+                members, value = (self.resolve(v, where) for v in arg)
+                return all(str(m) == str(value) for m in members)
+            if key == "Fn::EachMemberIn":
+                members, allowed = (self.resolve(v, where) for v in arg)
+                return all(str(m) in {str(a) for a in allowed} for m in members)
+            if key == "Fn::Contains":
+                allowed, value = (self.resolve(v, where) for v in arg)
+                return str(value) in {str(a) for a in allowed}
             if key.startswith("Fn::"):
                 raise TemplateError(f"{where}: {key} is not supported by the sandbox")
         out = {k: self.resolve(v, where) for k, v in value.items()}
         return {k: v for k, v in out.items() if v is not self.NO_VALUE}
+
+    def check_rules(self) -> None:
+        """The template's Rules: each assertion of a rule whose RuleCondition holds (or that has
+        none) must hold, else CloudFormation refuses the stack with the AssertDescription."""
+        for name, rule in (self.template.get("Rules") or {}).items():
+            where = f"Rules.{name}"
+            if "RuleCondition" in rule and not self.resolve(rule["RuleCondition"], where):
+                continue
+            for assertion in rule.get("Assertions") or []:
+                if not self.resolve(assertion["Assert"], where):
+                    raise TemplateError(
+                        f"{where}: {assertion.get('AssertDescription') or 'an assertion failed'}"
+                    )
 
 
 def references(value: Any) -> set[str]:

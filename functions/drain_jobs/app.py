@@ -7,16 +7,16 @@ from hyperpod_control.adapters.kube import KubeAdapter
 from hyperpod_control.adapters.snapshots import SnapshotBucket
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.upgrade import JobsTaskInput
-from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import logger, tracer
 from hyperpod_control.services import upgrade
+from hyperpod_control.services.workflow_lock import locked_step_input
 from hyperpod_control.settings import get_settings
 
 
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    request, settings = parse_input(JobsTaskInput, event), get_settings()
+    request, settings = locked_step_input(JobsTaskInput, event), get_settings()
     store = Store(settings.table_name)
     with KubeAdapter(request.cluster.eks_cluster_name) as kube:
         if request.action == "check":

@@ -35,6 +35,8 @@ class Case:
     words: tuple[str, ...]
     world: dict[str, Any] = field(default_factory=dict)
     seed: ClusterSeed | None = None
+    #: More of the workflow's input than the cluster's name.
+    request: dict[str, Any] = field(default_factory=dict)
 
 
 CASES = {
@@ -59,6 +61,13 @@ CASES = {
         "network.subnet-addresses",
         ("no room for a replacement node", "11 usable"),
         world={"subnet_prefix": 28},
+    ),
+    # The README's own roleArn on a stack deployed without OperatorRoleArns: its iam:PassRole
+    # allows only the workflow's roles, so the association step would be denied.
+    "unpassable-role": Case(
+        "iam.pass-role",
+        ("arn:aws:iam::123456789012:role/my-operator-role", "hyperpod-control-plane/*", "OperatorRoleArns"),
+        request={"roleArn": "arn:aws:iam::123456789012:role/my-operator-role"},
     ),
 }
 
@@ -115,7 +124,9 @@ def test_a_failing_prerequisite_stops_the_install_in_preflight_and_nothing_is_cr
     assert before["access_entries"] == [creator]  # the sandbox's EKS cluster creator, nothing else
     assert before["operator_item"] is None
 
-    outcome = sb.run_execution("InstallOperatorStateMachine", {"clusterName": sb.world.hyperpod_cluster_name})
+    outcome = sb.run_execution(
+        "InstallOperatorStateMachine", {"clusterName": sb.world.hyperpod_cluster_name, **case.request}
+    )
 
     assert outcome.status == "FAILED"
     assert outcome.error == "PreflightFailedError", (outcome.error, outcome.cause)

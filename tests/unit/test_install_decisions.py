@@ -21,6 +21,7 @@ from hyperpod_control.models.install import (
     ClusterRef,
     EnsureRoleInput,
     InstallRequest,
+    WorkflowLock,
     parse_quantity,
     passable_by,
 )
@@ -35,6 +36,7 @@ CLUSTER = ClusterRef(
     cluster_arn="arn:aws:sagemaker:us-west-2:123456789012:cluster/abc",
     eks_cluster_name="e1",
 )
+LOCK = WorkflowLock(owner="exec-1", cluster_arn=CLUSTER.cluster_arn)
 EKS_ARN = "arn:aws:eks:us-west-2:123456789012:cluster/e1"
 ROLE = "arn:aws:iam::123456789012:role/hyperpod-control-plane/hyperpod-control-plane-operator-c1"
 OPERATOR_SCHEMA = {
@@ -393,9 +395,11 @@ def test_a_user_role_is_named_by_its_full_arn_path_included():
     given = "arn:aws:iam::123456789012:role/my-operator-role"
     iam = _Iam(_user_role(real))
 
-    outcome = install.ensure_execution_role(EnsureRoleInput(cluster=CLUSTER, role_arn=real), iam, _Eks())
+    request = EnsureRoleInput(cluster=CLUSTER, lock=LOCK, role_arn=real)
+    outcome = install.ensure_execution_role(request, iam, _Eks())
     assert (outcome.role_arn, outcome.created) == (real, False)
     # The same name without its path: the association would carry another ARN than Preflight checked.
+    request = EnsureRoleInput(cluster=CLUSTER, lock=LOCK, role_arn=given)
     with pytest.raises(InvalidInputError, match=r"^roleArn: .*team/my-operator-role") as raised:
-        install.ensure_execution_role(EnsureRoleInput(cluster=CLUSTER, role_arn=given), iam, _Eks())
+        install.ensure_execution_role(request, iam, _Eks())
     assert real in raised.value.remedy

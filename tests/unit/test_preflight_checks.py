@@ -299,6 +299,61 @@ def test_endpoint_access():
     assert_skipped(run(check, healthy(eks=None, gaps={"eks": "denied"})), "denied")
 
 
+def test_a_private_only_endpoint_names_the_stacks_vpc_parameters_as_the_fix():
+    eks = healthy().eks.model_copy(update={"endpoint_public_access": False, "endpoint_private_access": True})
+    result = run(pf.check_endpoint_access, healthy(eks=eks))
+    assert "VpcSubnetIds" in result.remedy and "VpcSecurityGroupIds" in result.remedy
+
+
+OWN_ROLES = "arn:aws:iam::123456789012:role/hyperpod-control-plane/*"
+USER_ROLE = "arn:aws:iam::123456789012:role/my-operator-role"
+
+
+def test_pass_role_refuses_a_role_the_stack_may_not_pass_naming_the_parameter():
+    check = pf.check_pass_role
+    result = run(check, healthy(role_arn=USER_ROLE), passable_roles=(OWN_ROLES,))
+    assert_failed(result, USER_ROLE, OWN_ROLES, "Pod Identity")
+    assert result.resource == USER_ROLE
+    assert f"OperatorRoleArns={USER_ROLE}" in result.remedy and "leave roleArn out" in result.remedy
+    # The failure blocks the install: Preflight's report is not ok.
+    assert not pf.report_for(healthy(), [result]).ok
+
+
+def test_pass_role_admits_the_roles_the_parameter_names():
+    check = pf.check_pass_role
+    assert run(check, healthy(role_arn=USER_ROLE), passable_roles=(OWN_ROLES, USER_ROLE)).status is (
+        CheckStatus.PASSED
+    )
+    wildcard = "arn:aws:iam::123456789012:role/my-*"
+    assert USER_ROLE in run(check, healthy(role_arn=USER_ROLE), passable_roles=(wildcard,)).message
+    own = "arn:aws:iam::123456789012:role/hyperpod-control-plane/hp-operator-c1"
+    assert run(check, healthy(role_arn=own), passable_roles=(OWN_ROLES,)).status is CheckStatus.PASSED
+
+
+def test_pass_role_skips_without_a_role_for_serverless_and_where_the_stack_is_unknown():
+    check = pf.check_pass_role
+    assert_skipped(run(check, healthy(), passable_roles=(OWN_ROLES,)), "no roleArn")
+    serverless = healthy(role_arn=USER_ROLE, operator=OperatorMode.SERVERLESS)
+    assert_skipped(run(check, serverless, passable_roles=(OWN_ROLES,)), "serverless")
+    assert_skipped(run(check, healthy(role_arn=USER_ROLE)), "OPERATOR_PASSABLE_ROLES")
+
+
+def test_options_from_env_read_the_passable_roles_and_the_vpc_placement():
+    options = pf.options_from_env(
+        {"OPERATOR_PASSABLE_ROLES": f"{OWN_ROLES}, {USER_ROLE}", "CONTROL_PLANE_IN_VPC": "true"}
+    )
+    assert options.passable_roles == (OWN_ROLES, USER_ROLE) and options.in_vpc
+    unset = pf.options_from_env({})
+    assert unset.passable_roles is None and not unset.in_vpc
+
+
+def test_preflight_input_takes_the_installs_role_arn_and_refuses_a_malformed_one():
+    request = PreflightInput.model_validate({"clusterName": "hp-a", "roleArn": USER_ROLE})
+    assert request.role_arn == USER_ROLE
+    with pytest.raises(ValueError, match=r"role_arn|roleArn"):
+        PreflightInput.model_validate({"clusterName": "hp-a", "roleArn": "my-operator-role"})
+
+
 def test_authentication_mode():
     check = pf.check_authentication_mode
     eks = healthy().eks

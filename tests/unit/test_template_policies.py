@@ -38,6 +38,12 @@ UNSCOPABLE = {
     "servicequotas:ListAWSDefaultServiceQuotas",
     "servicequotas:GetAWSDefaultServiceQuota",
     "fsx:DescribeFileSystems",
+    # The ENI actions of Lambda functions in a VPC (AWSLambdaVPCAccessExecutionRole's): Lambda creates
+    # the interfaces itself in subnets it picks, so no ARN exists to name; denied outside a VPC.
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
 }
 
 
@@ -46,7 +52,11 @@ def _statements():
         for policy in res.get("Properties", {}).get("Policies", []) or []:
             if isinstance(policy, dict) and "Statement" in policy:
                 for statement in policy["Statement"]:
-                    yield logical, statement
+                    # A conditional statement (!If [Cond, statement, !Ref AWS::NoValue]): both branches.
+                    branches = statement["Fn::If"][1:] if "Fn::If" in statement else [statement]
+                    for branch in branches:
+                        if branch != {"Ref": "AWS::NoValue"}:
+                            yield logical, branch
 
 
 def test_no_wildcard_actions_and_wildcard_resources_only_where_aws_requires():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hyperpod_control.exceptions import UpgradeRefusedError, VersionConflictError
-from hyperpod_control.models.install import ClusterRef
+from hyperpod_control.models.install import ClusterRef, WorkflowLock
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus
 from hyperpod_control.models.upgrade import JobSnapshotRecord, RecordUpgradeInput, UpgradeRequest
 from hyperpod_control.models.validation import parse_input
@@ -222,7 +222,12 @@ def test_upgraded_record_sets_the_version_and_needs_the_lock():
         lock_owner="exec",
         reason="old failure",
     )
-    request = RecordUpgradeInput(cluster=CLUSTER, owner="exec", addon_version="v1.2.1-eksbuild.1")
+    request = RecordUpgradeInput(
+        cluster=CLUSTER,
+        lock=WorkflowLock(owner="exec", cluster_arn=CLUSTER.cluster_arn),
+        owner="exec",
+        addon_version="v1.2.1-eksbuild.1",
+    )
     record = upgrade.upgraded_record(existing, request)
     assert (record.addon_version, record.reason, record.lock_owner) == ("v1.2.1-eksbuild.1", None, "exec")
     with pytest.raises(VersionConflictError):

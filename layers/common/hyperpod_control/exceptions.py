@@ -86,6 +86,11 @@ class OperatorConflictError(PermanentError):
     """The cluster already runs the other training operator."""
 
 
+class ClusterMismatchError(PermanentError):
+    """A workflow step was asked to act on another cluster than the one its workflow locked, or
+    without holding the lock at all (a confused deputy); the step changed nothing."""
+
+
 class PreflightFailedError(PermanentError):
     """One or more prerequisite checks failed; the message lists each with its remedy."""
 

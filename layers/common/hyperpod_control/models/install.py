@@ -54,10 +54,11 @@ OPERATOR_ROLE_ARNS_PARAMETER = "OperatorRoleArns"
 PASSABLE_ROLES_ENV = "OPERATOR_PASSABLE_ROLES"
 
 
-
 def _arn_segment(pattern: str) -> re.Pattern[str]:
     # IAM's wildcards: * any run of characters, ? exactly one; everything else literal.
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+    return re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z"
+    )
 
 
 def passable_by(role_arn: str, patterns: list[str] | tuple[str, ...]) -> str | None:

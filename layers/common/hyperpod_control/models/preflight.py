@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hyperpod_control.models.install import ROLE_ARN_PATTERN
 from hyperpod_control.models.records import OperatorMode
 from hyperpod_control.models.tasks import TaskModel
 
@@ -63,6 +64,12 @@ class PreflightInput(TaskModel):
         default=None,
         description="A SageMaker CreateCluster request for a planned cluster (checked before it exists).",
     )
+    role_arn: str | None = Field(
+        default=None,
+        pattern=ROLE_ARN_PATTERN,
+        description="The install's roleArn, the user's own operator role (checked against the roles the "
+        "stack may pass).",
+    )
 
 
 class PreflightReport(TaskModel):
@@ -100,6 +107,9 @@ class PreflightOptions(BaseModel):
     source_cidrs: tuple[str, ...] = ()
     #: The Lambdas run inside the cluster's VPC (they can use a private-only endpoint).
     in_vpc: bool = False
+    #: Role ARN patterns the stack's iam:PassRole statement allows (its own role path and the
+    #: OperatorRoleArns parameter); None: not known here (hpctl preflight from a workstation).
+    passable_roles: tuple[str, ...] | None = None
 
 
 # --- facts --------------------------------------------------------------------------------------
@@ -261,6 +271,8 @@ class ClusterFacts(Facts):
     planned: bool = False
     operator: OperatorMode = OperatorMode.ADDON
     addon_version: str | None = None
+    #: The user's own operator role (the install's roleArn); None: the workflow creates one.
+    role_arn: str | None = None
     #: The HyperPod cluster as DescribeCluster reports it (None: planned and not created yet).
     exists: bool = False
     cluster_arn: str | None = None

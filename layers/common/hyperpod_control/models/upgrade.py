@@ -15,6 +15,7 @@ from hyperpod_control.models.install import (
     CLUSTER_NAME_PATTERN,
     VERSION_PATTERN,
     ClusterRef,
+    LockedClusterInput,
 )
 from hyperpod_control.models.records import Record
 from hyperpod_control.models.tasks import TaskModel
@@ -77,10 +78,9 @@ class UpgradePlan(PlanDecision):
     configuration_values: dict[str, Any] | None = None
 
 
-class JobsTaskInput(TaskModel):
+class JobsTaskInput(LockedClusterInput):
     """SnapshotJobs, DrainJobs and ResubmitJobs: the cluster and the upgrade's snapshot id."""
 
-    cluster: ClusterRef
     upgrade_id: str = Field(min_length=1, max_length=80)
     action: Literal["snapshot", "delete", "check", "resubmit"] = "snapshot"
 
@@ -95,8 +95,7 @@ class JobsTaskOutcome(TaskModel):
     jobs: list[str] = Field(default_factory=list)
 
 
-class RecordUpgradeInput(TaskModel):
-    cluster: ClusterRef
+class RecordUpgradeInput(LockedClusterInput):
     owner: str
     addon_version: str = Field(pattern=VERSION_PATTERN)
     previous_version: str | None = None
