@@ -101,6 +101,11 @@ class Sandbox:
         self.world: World | None = None
         self.kube: Any = None
         self.pods: Any = None
+        #: the nodes' EKS Pod Identity Agent, and the moto server pods reach AWS at when the
+        #: sandbox itself runs moto in process (``pods_endpoint_url``)
+        self.pod_identity: Any = None
+        self._pods_aws_server: Any = None
+        self.pods_endpoint_url: str | None = None
         self.faults: Any = None
         self.control: Any = None
         self._mirrors: list[Any] = []
@@ -235,6 +240,13 @@ class Sandbox:
         if self.pods is not None:
             self.pods.stop()  # every pod's processes end before the API server they report to
             self.pods = None
+        if self.pod_identity is not None:
+            self.pod_identity.stop()
+            self.pod_identity = None
+        if self._pods_aws_server is not None:
+            self._pods_aws_server.stop()
+            self._pods_aws_server = None
+        self.pods_endpoint_url = None
         if self.kube is not None:
             self.kube.stop()
             self.kube = None
@@ -502,6 +514,11 @@ class Sandbox:
         point_eks_cluster_at(self.kube, world.eks_cluster_name, self.config.region, ACCOUNT)
         sync_hyperpod_nodes(self.kube.store, self.client("sagemaker"), world.hyperpod_cluster_name)
         seed_cluster(self.kube.store, seed or ClusterSeed())
+        from sandbox.kube.pod_identity import PodIdentityAgent, PodIdentityWebhook
+
+        # EKS Pod Identity: pods of an associated service account get credentials of its role
+        webhook = PodIdentityWebhook(self.client("eks"), world.eks_cluster_name)
+        self.kube.store.admission.append(webhook.admit)
         if self.config.kubeconfig is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hyperpod-sandbox-")
             self.kubeconfig = Path(self._tmp.name) / "kubeconfig"
@@ -512,7 +529,20 @@ class Sandbox:
             from sandbox.faults import Faults
             from sandbox.kube.runtime import KubeRuntime
 
-            self.pods = KubeRuntime(self.kube, start_delay=self.config.pod_start_delay).start()
+            self.pod_identity = PodIdentityAgent(
+                self.client("eks"),
+                self.client("sts"),
+                self.client("iam"),
+                world.eks_cluster_name,
+                host=self.config.host,
+            ).start()
+            aws = {"AWS_ENDPOINT_URL": self._pods_endpoint(), "AWS_DEFAULT_REGION": self.config.region}
+            self.pods = KubeRuntime(
+                self.kube,
+                start_delay=self.config.pod_start_delay,
+                aws_env=aws,
+                pod_identity=self.pod_identity,
+            ).start()
             self.faults = Faults(
                 self.pods,
                 self.client("events"),
@@ -533,6 +563,21 @@ class Sandbox:
         self._mirrors = [AddonMirror(self.kube.store, world.eks_cluster_name, **where).start()]
         if self.pods is not None:
             self._mirrors.append(NodeRepairMirror(self.pods, world.hyperpod_cluster_name, **where).start())
+
+    def _pods_endpoint(self) -> str:
+        """Where pods reach the emulated AWS: moto's HTTP server, started for them when the
+        sandbox runs moto in process (both serve the same process-wide state)."""
+        if self.endpoint_url:
+            self.pods_endpoint_url = self.endpoint_url
+            return self.endpoint_url
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._pods_aws_server = ThreadedMotoServer(ip_address=self.config.host, port=0, verbose=False)
+        self._pods_aws_server.start()
+        host, port = self._pods_aws_server.get_host_and_port()
+        self.pods_endpoint_url = f"http://{host}:{port}"
+        return self.pods_endpoint_url
 
     # -- Step Functions -------------------------------------------------------------------------
 

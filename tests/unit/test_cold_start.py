@@ -1,4 +1,6 @@
-"""Cold start: importing a handler builds no AWS client and pulls in no test or sandbox machinery."""
+"""Cold start: importing a handler builds no AWS client and pulls in no test or sandbox machinery,
+nor the X-Ray SDK, the Kubernetes client or boto3 (issue 22; the timings are ``make bench``'s,
+tests/bench/coldstart_bench.py: nothing here is timed)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import sys
 
 import pytest
 from unit_support import FUNCTIONS
+
+from tests.coldstart import DENIED, FAULT_PATH, HANDLERS, denied_imports, imported_modules
 
 pytestmark = pytest.mark.unit
 
@@ -84,9 +88,39 @@ def test_importing_every_handler_builds_no_client_and_imports_no_kubernetes_or_m
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["cached_clients"] == []
-    # The X-Ray SDK, which Powertools' module-level Tracer imports, builds its own sampling client
-    # ("xray"); that is Powertools' documented pattern, not one of the control plane's clients.
-    assert [name for name in report["created_clients"] if name != "xray"] == []
+    assert report["created_clients"] == []
     assert report["kubernetes"] == []
     assert report["moto"] == []
     assert report["sandbox"] == []
+
+
+@pytest.fixture(scope="module")
+def imports_by_handler():
+    """Each handler imported alone in a fresh interpreter (one probe process, a fork per handler)."""
+    return imported_modules()
+
+
+def test_every_handler_is_probed(imports_by_handler):
+    assert set(HANDLERS) == set(APPS) and set(FAULT_PATH) <= set(HANDLERS)
+    errors = {name: found["error"] for name, found in imports_by_handler.items() if "error" in found}
+    assert errors == {}
+
+
+@pytest.mark.parametrize("name", HANDLERS)
+def test_handler_imports_nothing_on_the_deny_list(imports_by_handler, name):
+    found = imports_by_handler[name]
+    assert "error" not in found, found.get("error")
+    assert "hyperpod_control.observability" in found["modules"]  # the probe imported the handler
+    assert denied_imports(found["modules"]) == [], (
+        f"{name} imports {denied_imports(found['modules'])} at import time: build it on first use "
+        "(adapters/aws.py get_client, adapters/kube.py), or see observability.py for the X-Ray SDK"
+    )
+
+
+def test_the_probe_sees_the_xray_sdk_when_subsegments_are_turned_on():
+    """XRAY_SUBSEGMENTS=true is the opt-in (template parameter XRaySubsegments): Powertools' Tracer
+    and the SDK are then imported, and the deny list above would name them."""
+    found = imported_modules(("node_health",), extra_env={"XRAY_SUBSEGMENTS": "true"})["node_health"]
+    assert "error" not in found, found.get("error")
+    assert "aws_xray_sdk" in denied_imports(found["modules"])
+    assert "aws_xray_sdk" in DENIED

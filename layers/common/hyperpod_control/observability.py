@@ -2,14 +2,82 @@
 
 Service name, log level, metrics namespace and tracing come from the POWERTOOLS_* variables that
 template.yaml's Globals set, so one import gives every function the same setup.
+
+Tracing. Every function runs with Lambda's active tracing (template.yaml ``Tracing: Active``):
+Lambda records each invocation's segment (Initialization on a cold start, Invocation, Overhead)
+without any SDK in the function, and botocore forwards the trace header (``_X_AMZN_TRACE_ID``) on
+every AWS call, so a fault's trace still runs from EventBridge through the function into Step
+Functions. The X-Ray SDK adds subsegments inside the function (the handler, each AWS and
+Kubernetes call) but costs about 0.6 s of import on every cold start, most of the fault path's
+budget; so ``tracer`` is Powertools' ``Tracer`` only where ``XRAY_SUBSEGMENTS`` is true (the
+template's ``XRaySubsegments`` parameter, or one function's environment), built here at import so
+that provisioned concurrency pays for it ahead of the first event. Elsewhere it is
+``SegmentlessTracer``: the same decorators and calls, which do what Powertools' Tracer does when
+tracing is disabled, and the SDK is never imported.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+
+#: Environment variable that turns the X-Ray SDK's subsegments on ("true"); off when unset.
+XRAY_SUBSEGMENTS_ENV = "XRAY_SUBSEGMENTS"
+
+
+class SegmentlessTracer:
+    """Powertools' ``Tracer`` surface without the X-Ray SDK: what ``Tracer`` does when tracing is
+    disabled. Handlers keep ``@tracer.capture_lambda_handler``, ``@tracer.capture_method`` and
+    ``tracer.put_annotation``; Lambda's active tracing still records each invocation."""
+
+    disabled = True
+
+    def capture_lambda_handler(
+        self,
+        lambda_handler: Callable[..., Any] | None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Any:
+        if lambda_handler is None:  # used with arguments: @tracer.capture_lambda_handler(...)
+            return functools.partial(self.capture_lambda_handler)
+        return lambda_handler
+
+    def capture_method(
+        self,
+        method: Callable[..., Any] | None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Any:
+        if method is None:
+            return functools.partial(self.capture_method)
+        return method
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        return None
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        return None
+
+
+def xray_subsegments_enabled(env: dict[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get(XRAY_SUBSEGMENTS_ENV, "false")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _tracer() -> Any:
+    if xray_subsegments_enabled():
+        from aws_lambda_powertools import Tracer  # imports and patches the X-Ray SDK
+
+        return Tracer()
+    return SegmentlessTracer()
+
 
 logger = Logger()
-tracer = Tracer()
+tracer = _tracer()
 metrics = Metrics()
 
-__all__ = ["logger", "metrics", "tracer"]
+__all__ = ["SegmentlessTracer", "logger", "metrics", "tracer", "xray_subsegments_enabled"]

@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -82,6 +80,11 @@ class DirectTransport:
     name = "direct"
 
     def __call__(self, call: AgentCall) -> Any:
+        # Imported here: only the direct transport needs urllib (its import is 10 ms of the
+        # supervise_job/job_events cold start, README "Performance"); proxy calls go through kube.
+        import urllib.error
+        import urllib.request
+
         if not call.ip:
             raise ResourceNotFoundError(f"pod {call.pod} has no IP yet.")
         data = None if call.body is None else json.dumps(call.body).encode()

@@ -28,7 +28,8 @@ class AgentState(StrEnum):
 class AgentStatus(BaseModel):
     """``GET /status``. Unknown keys are kept out; a newer agent may add some."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     status: AgentState
     reason: str | None = None
@@ -43,6 +44,8 @@ class AgentStatus(BaseModel):
 
 
 class RankIp(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     rank: int
     ip: str
 
@@ -50,7 +53,7 @@ class RankIp(BaseModel):
 class StartRequest(BaseModel):
     """``POST /start``: the group rank, the world, the master, the IP table, the rules."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
 
     rank: int
     nnodes: int
@@ -68,6 +71,8 @@ class StartRequest(BaseModel):
 
 
 class StopRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     restart_mode: str = "process_level_restart"
     is_graceful: bool | None = None
     timeout: int | None = None
@@ -78,6 +83,8 @@ class StopRequest(BaseModel):
 
 class AgentAnswer(BaseModel):
     """What one call to one agent gave: the parsed answer, or why there is none."""
+
+    model_config = ConfigDict(defer_build=True)
 
     pod: str
     ok: bool

@@ -1,4 +1,4 @@
-"""EventBridge events the control plane consumes, parsed with Powertools' parser.
+"""EventBridge events the control plane consumes: pydantic models of their envelope and detail.
 
 Field names follow AWS's event reference (hyperpod-facts.md 4.1). HyperPod writes the health
 status as "Unhealthy" or "Healthy"; other spellings are normalised so a casing change on AWS's
@@ -7,9 +7,9 @@ side does not turn into a validation failure at 3 a.m.
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hyperpod_control.models.records import NodeHealth
@@ -17,8 +17,30 @@ from hyperpod_control.models.records import NodeHealth
 NODE_HEALTH_DETAIL_TYPE = "SageMaker HyperPod Cluster Node Health Event"
 
 
+class EventBridgeEnvelope(BaseModel):
+    """An EventBridge event's envelope: the fields of Powertools' parser ``EventBridgeModel``.
+
+    Defined here because importing that one imports and builds every model of Powertools' parser
+    (about 20 ms of node_health's cold start, README "Performance"); ``parse_input`` and
+    Powertools' ``parse`` take this model the same way."""
+
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
+
+    version: str
+    id: str
+    source: str
+    account: str
+    time: datetime
+    region: str
+    resources: list[str]
+    detail_type: str = Field(alias="detail-type")
+    detail: Any
+    replay_name: str | None = Field(None, alias="replay-name")
+
+
 class HealthSummary(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     #: Healthy or Unhealthy; a value HyperPod may add later stays a plain string, so the event is
     #: recorded and left alone rather than refused (and retried into the dead-letter queue).
@@ -41,7 +63,7 @@ class HealthSummary(BaseModel):
 
 
 class NodeHealthDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     ClusterName: str = Field(min_length=1)
     ClusterArn: str = Field(pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:cluster/.+")
@@ -50,7 +72,7 @@ class NodeHealthDetail(BaseModel):
     HealthSummary: HealthSummary
 
 
-class NodeHealthEvent(EventBridgeModel):
+class NodeHealthEvent(EventBridgeEnvelope):
     source: Literal["aws.sagemaker"]
     detail_type: Literal["SageMaker HyperPod Cluster Node Health Event"] = Field(alias="detail-type")
     detail: NodeHealthDetail

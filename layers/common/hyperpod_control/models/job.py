@@ -37,7 +37,10 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 class K8sModel(BaseModel):
     """Base of the resource's parts: camelCase on the wire, unknown fields kept, not rejected."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", defer_build=True
+    )
 
     def dump(self) -> dict:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -58,7 +58,8 @@ POD_FAULT_REASONS = frozenset({"OOMKilled", "OOMKilling", "Evicted", "Error"})
 class AgentStateDetail(BaseModel):
     """The detail of the agent's ``HyperPod Agent State Change``."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     job_name: str = Field(default="", alias="jobName")
     namespace: str = Field(min_length=1)
@@ -78,6 +79,8 @@ class AgentStateDetail(BaseModel):
 
 
 class AgentStateEvent(EventBridgeModel):
+    model_config = ConfigDict(defer_build=True)  # merged with EventBridgeModel's
+
     source: Literal["hyperpod-control.agent"]
     detail_type: Literal["HyperPod Agent State Change"] = Field(alias="detail-type")
     detail: AgentStateDetail
@@ -86,7 +89,7 @@ class AgentStateEvent(EventBridgeModel):
 class InvolvedObject(BaseModel):
     """``involvedObject``: a core/v1 ObjectReference, with the exporter's labels when it read them."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     kind: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -98,7 +101,7 @@ class InvolvedObject(BaseModel):
 class KubernetesEventDetail(BaseModel):
     """A core/v1 Event as kubernetes-event-exporter sends it (no ``details:`` layout)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     involved_object: InvolvedObject = Field(alias="involvedObject")
     reason: str = ""
@@ -145,6 +148,8 @@ class KubernetesEventDetail(BaseModel):
 class PodEvent(EventBridgeModel):
     """Any source and detail-type (the rule selects them; see POD_EVENT_SOURCE)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     detail: KubernetesEventDetail
 
 
@@ -155,7 +160,7 @@ OOM_REASONS = frozenset({"OOMKilled", "OOMKilling"})
 class ContainerTermination(BaseModel):
     """``containerStatuses[].state.terminated`` (or ``lastState.terminated``) of a core/v1 Pod."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     container: str = ""
     exit_code: int | None = Field(default=None, alias="exitCode")
@@ -167,7 +172,7 @@ class ObservedPod(BaseModel):
     """What the Kubernetes API says of a pod, as far as confirming a pod event needs it (read from
     the API's JSON with ``from_api``; None stands for a pod that is not there)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     name: str
     uid: str | None = None

@@ -65,7 +65,8 @@ class NodeRepairConfig(BaseModel):
     """The function's repair settings (environment variables; every one has a default, so the
     function works without them: automatic repair is off unless a person turns it on)."""
 
-    model_config = ConfigDict(frozen=True)
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     #: NODE_REPAIR_ENABLED: ask SageMaker to reboot/replace a node when the cluster's NodeRecovery
     #: is None (with Automatic, HyperPod repairs on its own and we never do).
@@ -99,6 +100,8 @@ class NodeRepairConfig(BaseModel):
 class BreakerState(BaseModel):
     """How many of the cluster's nodes failed within the window, and whether that stops repair."""
 
+    model_config = ConfigDict(defer_build=True)
+
     failed_nodes: list[str] = Field(default_factory=list)
     max_nodes: int
     window_seconds: int
@@ -119,6 +122,8 @@ class BreakerState(BaseModel):
 class RepairDecision(BaseModel):
     """Whether to ask SageMaker to repair the node, and if not, why (recorded on the NODE item)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     action: RepairActionName | None = None
     skipped_reason: str | None = None
     #: Said loudly (log warning + NODE item) when the repair destroys data: a Replace.
@@ -128,6 +133,8 @@ class RepairDecision(BaseModel):
 
 class NodeMarks(BaseModel):
     """What the node should carry in Kubernetes after this event."""
+
+    model_config = ConfigDict(defer_build=True)
 
     cordon: bool = False
     #: Uncordon, but only a node this control plane cordoned (CORDONED_BY_ANNOTATION).
@@ -141,6 +148,8 @@ class NodeMarks(BaseModel):
 
 class NodePlan(BaseModel):
     """Everything the handler does for one node-health change."""
+
+    model_config = ConfigDict(defer_build=True)
 
     managed: bool
     mode: str | None = None
@@ -157,6 +166,8 @@ class NodePlan(BaseModel):
 
 class NodeView(BaseModel):
     """The parts of a Kubernetes Node the decisions read (from the API's JSON)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     resource_version: str | None = None
@@ -181,6 +192,8 @@ class NodeView(BaseModel):
 
 class NodeOutcome(BaseModel):
     """What was done, written on the NODE item (guarded by the event id it answers)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     handled_event_id: str | None = None
     kube_actions: list[str] | None = None

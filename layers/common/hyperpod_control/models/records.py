@@ -47,7 +47,8 @@ class NodeHealth(StrEnum):
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     version: int = Field(default=0, ge=0, description="Optimistic-concurrency counter of the item.")
     updated_at: datetime = Field(default_factory=utcnow)
@@ -170,6 +171,8 @@ class JobPhase(StrEnum):
 
 class PodSlot(BaseModel):
     """One pod of a job: a rank's, or a spare's (``rank`` None)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     pod: str
     rank: int | None = None

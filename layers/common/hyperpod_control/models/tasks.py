@@ -13,7 +13,10 @@ from hyperpod_control.models.records import OperatorMode
 
 
 class TaskModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
+    )
 
     def dump(self) -> dict:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.records import JobRecord, utcnow
@@ -25,6 +25,9 @@ MAX_WRITE_ATTEMPTS = 5
 
 class JobFault(BaseModel):
     """One fault of one job, as the supervisor's decision reads it."""
+
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
 
     kind: FaultKind
     reason: str
@@ -47,6 +50,8 @@ class JobFault(BaseModel):
 
 
 class FaultReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job: str
     recorded: bool
     woken: bool

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from hyperpod_control.exceptions import VersionConflictError, WatchExpiredError
 from hyperpod_control.models.records import JOB_WATCH_SK, JobWatchRecord, OperatorRecord, cluster_pk, utcnow
@@ -38,6 +38,9 @@ ChangeKind = Literal["added", "deleting", "deleted", "resync"]
 class JobChange(BaseModel):
     """One change of one job (or ``resync``: look at every job), as the bus carries it."""
 
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
+
     cluster_arn: str
     change: ChangeKind
     namespace: str | None = None
@@ -46,6 +49,8 @@ class JobChange(BaseModel):
 
 
 class WatchReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     cluster_arn: str
     watched: bool
     changes: list[JobChange] = []

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.exceptions import ControlPlaneError, NodeActionError, VersionConflictError
 from hyperpod_control.models.events import NodeHealthEvent
@@ -111,6 +111,9 @@ def is_unfinished_retry(stored: NodeRecord | None, record: NodeRecord) -> bool:
 
 
 class ClusterFacts(BaseModel):
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
+
     node_recovery: str = "Automatic"
     eks_cluster_name: str | None = None
 
@@ -484,6 +487,8 @@ class NodeHealthAdapters:
 
 
 class NodeHealthResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     acted: bool = False
     resumed: bool = False
     plan: NodePlan | None = None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.adapters.stepfunctions import execution_arn, execution_name
 from hyperpod_control.exceptions import ControlPlaneError, VersionConflictError
@@ -125,6 +125,9 @@ def observed_record(existing: JobRecord | None, obj: dict[str, Any], cluster_arn
 
 class AddonRecovery(BaseModel):
     """What the conditions of an addon job say about its pending faults (``addon_recovery``)."""
+
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
 
     #: How long AWS's operator took to recover from the oldest pending fault.
     recovery_ms: int

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.models.agent import AgentAnswer, AgentState
 from hyperpod_control.models.job import RunPolicy
@@ -44,6 +44,9 @@ class Action(StrEnum):
 
 
 class Decision(BaseModel):
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
+
     action: Action
     reason: str
     #: spare swap: lost rank -> the spare pod that takes it
@@ -219,6 +222,8 @@ def restart_counters(record: JobRecord, faults: list[JobFault], now: datetime) -
 
 class SwapPlan(BaseModel):
     """How a spare swap changes the job's pods: who is stopped, the slots after, who starts."""
+
+    model_config = ConfigDict(defer_build=True)
 
     stop: list[PodSlot]
     slots: list[PodSlot]
