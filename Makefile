@@ -73,7 +73,8 @@ e2e: $(VENV)/.installed
 test: lint build  ## set up and run every check CI runs (all tests but benchmarks)
 	$(BIN)/pytest -m "not bench" -q --durations=10
 
-bench: $(VENV)/.installed  ## benchmarks (not part of make test): agent restarts, supervisor rounds, remediation, admission
+bench: $(VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission
+	$(BIN)/python tests/bench/coldstart_bench.py --runs 5
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/supervisor_bench.py
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3
