@@ -405,8 +405,24 @@ class StackDeployer:
             )
         )
         self._set(logical, name, Arn=arn)
+        if props.get("AutoPublishAlias"):
+            arn = self._publish_alias(logical, name, str(props["AutoPublishAlias"]))
         for event_id, event in (props.get("Events") or {}).items():
             self._sam_event(logical, event_id, event, {"Id": f"{logical}{event_id}", "Arn": arn})
+
+    def _publish_alias(self, logical: str, name: str, alias: str) -> str:
+        """SAM's AutoPublishAlias: a version of the function and an alias on it, which
+        ``!Ref <logical>.Alias`` / ``.Version`` name, and which the function's own SAM events invoke
+        (SAM points them at the alias). ProvisionedConcurrencyConfig is not emulated: the sandbox's
+        functions run in process, with no cold start for it to remove."""
+        lam = self.client("lambda")
+        version = lam.publish_version(FunctionName=name)["Version"]
+        alias_arn = lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=version)["AliasArn"]
+        self.resolver.refs[f"{logical}.Version"] = f"{self.resolver.attrs[logical]['Arn']}:{version}"
+        self.resolver.refs[f"{logical}.Alias"] = alias_arn
+        self._set(f"{logical}Alias{alias}", alias_arn, Name=alias)
+        self.stack.types[f"{logical}Alias{alias}"] = "AWS::Lambda::Alias"
+        return alias_arn
 
     def _function_role(self, logical: str, props: dict) -> str:
         """The execution role SAM generates for a function (``<Logical>Role``): trusted by Lambda,

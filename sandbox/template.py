@@ -222,7 +222,7 @@ def references(value: Any) -> set[str]:
     elif isinstance(value, dict):
         for key, arg in value.items():
             if key == "Ref" and isinstance(arg, str):
-                found.add(arg)
+                found.add(arg.split(".", 1)[0])  # SAM's <function>.Alias / .Version name the function
             elif key == "Fn::GetAtt":
                 found.add(arg[0] if isinstance(arg, list) else arg.split(".", 1)[0])
             elif key == "Fn::Sub":
