@@ -7,6 +7,9 @@ CustomResourceDefinition is established or deleted; it also renders the discover
 (``/api``, ``/apis``, ``/api/v1``, ``/apis/<g>/<v>``) and the minimal OpenAPI v3 documents kubectl
 reads to decide that the server validates fields itself (so ``kubectl apply`` needs no OpenAPI v2
 protobuf from us).
+
+NetworkPolicies are served (the control plane makes one per job) but, as on a cluster without a
+network plugin that implements them, not enforced.
 """
 
 from __future__ import annotations
@@ -172,6 +175,9 @@ def builtin_types() -> list[ResourceType]:
             status_subresource=True,
             tracks_generation=True,
         ),
+        # Stored, validated and defaulted as kube-apiserver does; not enforced: the sandbox has no
+        # network plugin, so every pod still reaches every other (as on a cluster without one).
+        rt("networking.k8s.io", ["v1"], "networkpolicies", "NetworkPolicy", True, short_names=["netpol"]),
         rt("rbac.authorization.k8s.io", ["v1"], "roles", "Role", True),
         rt("rbac.authorization.k8s.io", ["v1"], "rolebindings", "RoleBinding", True),
         rt("rbac.authorization.k8s.io", ["v1"], "clusterroles", "ClusterRole", False),
@@ -191,7 +197,7 @@ def builtin_types() -> list[ResourceType]:
 
 
 #: Group preferred versions and the order groups are listed in ``/apis``.
-BUILTIN_GROUP_ORDER = ["apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io"]
+BUILTIN_GROUP_ORDER = ["apps", "networking.k8s.io", "rbac.authorization.k8s.io", "apiextensions.k8s.io"]
 
 
 def custom_type_from_crd(crd: dict) -> ResourceType:

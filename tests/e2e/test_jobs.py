@@ -79,6 +79,31 @@ def test_two_by_two_with_a_spare_runs_to_completed(serverless):
         assert '"weight"' in (sb.pods.container_log("default", rank_pod, "trainer") or "")
     kinds = [e.kind for e in history(sb, uid)]
     assert kinds[0] == "Admitted" and kinds[-1] == "Completed" and "Started" in kinds
+    # Who may reach the pods: each other on any port, the control plane (AgentAllowedCidrs) on the
+    # agents' port, nobody else.
+    policy = network_policy(sb, "pair-network-policy")
+    selector = {"matchLabels": {"HPJob": "pair", "hyperpod.control-plane/job-uid": uid}}
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert policy["spec"]["podSelector"] == selector and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": selector}]},
+        {"from": [{"ipBlock": {"cidr": "127.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 8080}]},
+    ]
+    assert all(selector["matchLabels"].items() <= (p.metadata.labels or {}).items() for p in pods.values())
+
+
+def network_policy(sb, name: str, namespace: str = "default") -> dict | None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.ApiClient(sb.kube.client_configuration())
+    try:
+        found = client.NetworkingV1Api(api).read_namespaced_network_policy(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return api.sanitize_for_serialization(found)
 
 
 def test_a_job_shaped_by_the_hyp_cli_runs(serverless):
@@ -175,6 +200,7 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
     eventually(
         lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "the job running"
     )
+    assert network_policy(sb, "doomed-network-policy") is not None
     custom, _ = apis(sb)
     custom.delete_namespaced_custom_object(
         "sagemaker.amazonaws.com", "v1", "default", "hyperpodpytorchjobs", "doomed"
@@ -190,6 +216,7 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
     assert outcome.status in ("ABORTED", "SUCCEEDED")
     assert outcome.status == "ABORTED" or outcome.states_entered()[-1] == "JobDeleted"
     eventually(lambda: pods_of(sb, "doomed") == [], 30, "the job's pods gone")
+    eventually(lambda: network_policy(sb, "doomed-network-policy") is None, 30, "its NetworkPolicy gone")
     eventually(lambda: job_item(sb, uid) is None, 30, "the JOB item removed")
     assert history(sb, uid)[-1].kind == "Deleted", "the history stays"
 

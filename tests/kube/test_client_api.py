@@ -314,3 +314,78 @@ def test_unauthenticated_and_bad_tokens_get_401(kube: KubeApiServer) -> None:
     ):
         client.CoreV1Api(bad).list_namespace()
     assert exc.value.status == 401 and status_of(exc.value)["reason"] == "Unauthorized"
+
+
+def test_a_jobs_network_policy_is_created_kept_updated_validated_and_goes_with_the_job(
+    api: client.ApiClient, hpj_crd: None, namespace: str
+) -> None:
+    """KubeAdapter.ensure_network_policy against the sandbox: created with the server's defaults,
+    unchanged when asked again, patched when the CIDRs change, refused (422) with a bad CIDR, and
+    collected with its job. Stored only: the sandbox does not enforce it."""
+    import copy
+
+    from hyperpod_control.adapters.kube import KubeAdapter
+    from hyperpod_control.exceptions import InvalidInputError
+    from hyperpod_control.models.job import parse_job
+    from hyperpod_control.services.supervision import build_network_policy
+
+    co, net = client.CustomObjectsApi(api), client.NetworkingV1Api(api)
+    container = {"name": "t", "image": "train:1"}
+    obj = co.create_namespaced_custom_object(
+        *HPJ[:2],
+        namespace,
+        HPJ[2],
+        {
+            "apiVersion": "sagemaker.amazonaws.com/v1",
+            "kind": "HyperPodPyTorchJob",
+            "metadata": {"name": "isolated"},
+            "spec": {
+                "nprocPerNode": "1",
+                "replicaSpecs": [
+                    {"name": "pod", "replicas": 2, "template": {"spec": {"containers": [container]}}}
+                ],
+            },
+        },
+    )
+    job = parse_job(obj)
+    adapter = KubeAdapter("sandbox", api_client=api)
+    body = build_network_policy(job, ("10.0.0.0/16",))
+    name = body["metadata"]["name"]
+    assert adapter.ensure_network_policy(namespace, body) == "created"
+    stored = api.sanitize_for_serialization(net.read_namespaced_network_policy(name, namespace))
+    assert stored["spec"]["ingress"][1]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+    assert stored["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert adapter.ensure_network_policy(namespace, body) == "unchanged"
+    assert adapter.ensure_network_policy(namespace, build_network_policy(job, ("10.1.0.0/16",))) == "updated"
+    stored = api.sanitize_for_serialization(net.read_namespaced_network_policy(name, namespace))
+    assert stored["spec"]["ingress"][1]["from"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
+
+    # kube-apiserver's defaults and validation.
+    bare = copy.deepcopy(body)
+    bare["metadata"] = {"name": "bare"}
+    del bare["spec"]["policyTypes"], bare["spec"]["ingress"][1]["ports"][0]["protocol"]
+    created = api.sanitize_for_serialization(net.create_namespaced_network_policy(namespace, bare))
+    assert created["spec"]["policyTypes"] == ["Ingress"]
+    assert created["spec"]["ingress"][1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    bad = copy.deepcopy(body)
+    bad["metadata"] = {"name": "bad"}
+    bad["spec"]["ingress"][1]["from"] = [{"ipBlock": {"cidr": "10.0.0.0"}}, {}]
+    bad["spec"]["ingress"][1]["ports"] = [{"protocol": "ICMP", "port": 70000}]
+    with pytest.raises(ApiException) as exc:
+        net.create_namespaced_network_policy(namespace, bad)
+    assert exc.value.status == 422
+    causes = {c["field"] for c in status_of(exc.value)["details"]["causes"]}
+    assert causes == {
+        "spec.ingress[1].from[0].ipBlock.cidr",
+        "spec.ingress[1].from[1]",
+        "spec.ingress[1].ports[0].protocol",
+        "spec.ingress[1].ports[0].port",
+    }
+    with pytest.raises(InvalidInputError, match="422"):
+        adapter.ensure_network_policy(namespace, bad)
+
+    co.delete_namespaced_custom_object(*HPJ[:2], namespace, HPJ[2], "isolated")
+    wait_for(
+        lambda: [p.metadata.name for p in net.list_namespaced_network_policy(namespace).items] == ["bare"],
+        what="the job's NetworkPolicy collected with it",
+    )

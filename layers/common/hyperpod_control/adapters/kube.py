@@ -581,6 +581,40 @@ class KubeAdapter:
         except VersionConflictError:  # 409 AlreadyExists
             return None
 
+    def ensure_network_policy(self, namespace: str, body: dict[str, Any]) -> str:
+        """Create a NetworkPolicy, or bring the one of that name to ``body`` (a retried step, a
+        changed configuration): created/unchanged/updated. A JSON merge patch, so only get, create
+        and patch are needed (the control plane's ClusterRole grants those)."""
+        net = self._api("NetworkingV1Api")
+        name = body["metadata"]["name"]
+        resource = f"NetworkPolicy {namespace}/{name}"
+        try:
+            self._call(resource, net.create_namespaced_network_policy, namespace, body)
+            return "created"
+        except VersionConflictError:  # 409 AlreadyExists
+            pass
+        current = self._call(resource, net.read_namespaced_network_policy, name, namespace, missing_ok=True)
+        if current is None:  # deleted since the 409 (its owner's garbage collection)
+            self._call(resource, net.create_namespaced_network_policy, namespace, body)
+            return "created"
+        # The owner counts too: a policy of that name left by a deleted job must become this job's.
+        owners = (current.get("metadata") or {}).get("ownerReferences")
+        if not differs(current, body) and contains(owners, body["metadata"]["ownerReferences"]):
+            return "unchanged"
+        patch = {
+            "metadata": {k: body["metadata"][k] for k in ("labels", "ownerReferences")},
+            "spec": body["spec"],
+        }
+        self._call(
+            resource,
+            net.patch_namespaced_network_policy,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+        return "updated"
+
     def delete_pod(self, namespace: str, name: str, grace_period_seconds: int | None = None) -> bool:
         """Delete one pod; False when it was already gone."""
         core = self._api("CoreV1Api")

@@ -3,7 +3,8 @@ their nodes, the agents' answers), plain data out. The steps in ``supervisor.py`
 and act; the remediation decisions are in ``remediation.py``.
 
 - what the job's pods are (``build_pod``: labels, owner, the agent's environment, one pod per
-  Schedulable node) and what each ``/start`` says (``start_calls``);
+  Schedulable node), who may reach them (``build_network_policy``) and what each ``/start`` says
+  (``start_calls``);
 - what a poll round says (``judge_round``): a pod lost or Terminating, a node NotReady,
   unreachable or marked by HyperPod (``node_trouble``), an agent FAULTED since the current start
   (``stale_status`` fences older reports by ``ipVersion``) or silent too many rounds (``silence``);
@@ -14,12 +15,15 @@ and act; the remediation decisions are in ``remediation.py``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from hyperpod_control.adapters.agents import AgentCall
+from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, set_condition
 from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
@@ -124,19 +128,81 @@ def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None)
             "namespace": meta.namespace,
             "labels": labels,
             "annotations": {**(tmeta.get("annotations") or {}), "hyperpod.control-plane/pods": str(total)},
-            "ownerReferences": [
-                {
-                    "apiVersion": job.api_version,
-                    "kind": job.kind,
-                    "name": meta.name,
-                    "uid": meta.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [_owner(job)],
         },
         "spec": spec,
     }
+
+
+def _owner(job: HyperPodPytorchJob) -> dict[str, Any]:
+    """What the job owns carries this: deleting the job lets Kubernetes' garbage collector remove
+    it even if the control plane is gone."""
+    return {
+        "apiVersion": job.api_version,
+        "kind": job.kind,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def network_policy_name(job_name: str) -> str:
+    return f"{job_name}-network-policy"
+
+
+def build_network_policy(job: HyperPodPytorchJob, agent_cidrs: Sequence[str] = ()) -> dict[str, Any]:
+    """Pure: the job's NetworkPolicy (networking.k8s.io/v1). The agent's port has no
+    authentication (as AWS's agent's has none), so who may reach it is decided here: the job's
+    pods admit each other on every port (rendezvous, NCCL over TCP, the agents' own traffic), and
+    TCP ``AGENT_PORT`` from ``agent_cidrs`` only, where the control plane calls from: with the pod
+    proxy transport, the API server (on EKS its ENIs in the cluster's subnets); with the direct
+    transport, the supervisor Lambda's subnets. No ``agent_cidrs``: the port stays open to every
+    source, as before (the policy still closes the pods' other ports to everything but the job).
+
+    Ingress only (the pods' egress, to S3 and the bus, is untouched), and additive: a user who
+    needs more (a metrics scraper) adds a policy of their own. Enforced only where the cluster runs
+    a NetworkPolicy engine (the VPC CNI with network policy enabled, Calico...); elsewhere inert."""
+    meta = job.metadata
+    selector = {"matchLabels": {JOB_LABEL: meta.name, UID_LABEL: meta.uid}}
+    agent_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": AGENT_PORT}]}
+    if agent_cidrs:
+        agent_rule["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in agent_cidrs]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(meta.name),
+            "namespace": meta.namespace,
+            "labels": {JOB_LABEL: meta.name, UID_LABEL: meta.uid},
+            "ownerReferences": [_owner(job)],
+        },
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": selector}]}, agent_rule],
+        },
+    }
+
+
+def agent_cidrs(text: str) -> tuple[str, ...]:
+    """Pure: the comma-separated CIDRs of ``AGENT_ALLOWED_CIDRS`` (the ``AgentAllowedCidrs``
+    parameter), each checked as Kubernetes checks an ipBlock's cidr."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            network = ipaddress.ip_network(part, strict=True)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"AgentAllowedCidrs: {part!r} is not a CIDR block ({exc}).",
+                remedy="give network addresses with a prefix length, comma-separated "
+                "(e.g. 10.0.0.0/16,10.1.0.0/16: the cluster's subnets for the pod proxy transport, the "
+                "Lambdas' subnets for the direct transport).",
+            ) from None
+        out.append(str(network))
+    return tuple(out)
 
 
 def _affinity(existing: dict[str, Any], job_name: str) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from pydantic import Field
 
 from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
 from hyperpod_control.deadline import Deadline
-from hyperpod_control.exceptions import InvalidInputError, PermanentError
-from hyperpod_control.models.agent import AgentAnswer, AgentState
+from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError, PermanentError
+from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION, MANAGED_BY
 from hyperpod_control.models.job import (
     CleanPodPolicy,
@@ -65,9 +65,11 @@ from hyperpod_control.services.remediation import (
     unrecorded,
 )
 from hyperpod_control.services.supervision import (
+    agent_cidrs,
     agents_ready,
     assign_ranks,
     avoid_nodes,
+    build_network_policy,
     build_pod,
     clean_targets,
     conditions_after,
@@ -150,6 +152,9 @@ class SupervisorConfig:
     silent_rounds: int = 3
     #: The read timeout of a poll's /status calls (a healthy agent answers in milliseconds).
     status_timeout_s: float = 5.0
+    #: Where the control plane calls the agents from (AgentAllowedCidrs): the only sources each
+    #: job's NetworkPolicy admits to the agent's port; empty admits every source.
+    agent_cidrs: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
@@ -167,6 +172,7 @@ class SupervisorConfig:
             ),
             silent_rounds=int(env.get("SUPERVISOR_SILENT_ROUNDS", 3)),
             status_timeout_s=float(env.get("AGENT_STATUS_TIMEOUT_SECONDS", 5)),
+            agent_cidrs=agent_cidrs(env.get("AGENT_ALLOWED_CIDRS", "")),
         )
 
 
@@ -452,6 +458,8 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     # old job's pods still terminating.
     existing = set(_pods_by_name(sup, record))
     total = job.replicas + job.spares
+    # Before the pods, so none of them is ever reachable outside the policy.
+    policy = _ensure_network_policy(sup, record, job)
     if len(existing) < total:
         _ensure_agent_identity(sup, record, job)
     created = []
@@ -464,9 +472,34 @@ def create_pods(request: StepInput, sup: Supervisor) -> StepResult:
     slots = [PodSlot(pod=pod_name(ref.name, i)) for i in range(total)]
     record = _save(sup, record, phase=JobPhase.CREATING, pods=slots, created_at=sup.now())
     _history(
-        sup, record, "PodsCreated", f"{total} pods ({job.replicas} ranks + {job.spares} spares)", pods=created
+        sup,
+        record,
+        "PodsCreated",
+        f"{total} pods ({job.replicas} ranks + {job.spares} spares)",
+        pods=created,
+        network_policy=policy,
     )
     return StepResult(next="wait")
+
+
+def _ensure_network_policy(sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob) -> str | None:
+    """The job's NetworkPolicy (supervision.build_network_policy), created or brought up to date;
+    its name, or None when the cluster's RBAC does not allow it: a cluster installed before the
+    control plane's ClusterRole granted networkpolicies. The job then runs as jobs did before
+    (its agents' port open in the cluster), with a Warning saying how to close it."""
+    body = build_network_policy(job, sup.config.agent_cidrs)
+    try:
+        sup.kube.ensure_network_policy(record.namespace, body)
+    except AccessDeniedError as exc:
+        message = (
+            f"NetworkPolicy {body['metadata']['name']} not created, the agents' port {AGENT_PORT} stays "
+            f"open to the cluster: {exc.message} Re-run the operator install (or upgrade) to update the "
+            "control plane's ClusterRoles."
+        )
+        _k8s_event(sup, job, "Warning", "NetworkPolicyNotCreated", message)
+        _history(sup, record, "NetworkPolicyNotCreated", message)
+        return None
+    return body["metadata"]["name"]
 
 
 def _ensure_agent_identity(sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob) -> None:
