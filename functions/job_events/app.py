@@ -17,6 +17,7 @@ import os
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.job_events import JobEventResult
@@ -28,6 +29,9 @@ from hyperpod_control.services.job_events import (
     parse_job_event,
 )
 from hyperpod_control.settings import get_settings
+
+# Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first event needs.
+prewarm_when_provisioned("dynamodb", "stepfunctions", "eks", kube=True)
 
 
 def _adapters() -> JobEventAdapters:

@@ -26,6 +26,7 @@ Settings (environment, all optional): NODE_REPAIR_ENABLED (false), NODE_REPAIR_A
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.exceptions import NodeActionError
@@ -40,6 +41,9 @@ from hyperpod_control.services.node_health import (
     node_record_from_event,
 )
 from hyperpod_control.settings import get_settings
+
+# Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first event needs.
+prewarm_when_provisioned("dynamodb", "stepfunctions", "sagemaker", "eks", kube=True)
 
 
 def _adapters(store: Store) -> NodeHealthAdapters:

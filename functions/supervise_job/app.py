@@ -3,6 +3,7 @@ so one role and one EKS access entry serve the whole workflow."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
@@ -10,6 +11,9 @@ from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import logger, tracer
 from hyperpod_control.services.supervisor import STEPS, StepInput, open_supervisor
 from hyperpod_control.settings import get_settings
+
+# Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first step needs.
+prewarm_when_provisioned("dynamodb", "stepfunctions", "eks", kube=True)
 
 
 @logger.inject_lambda_context

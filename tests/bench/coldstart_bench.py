@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.handlers) - set(HANDLERS)
     if unknown:
         parser.error(f"no such handler(s): {', '.join(sorted(unknown))} (see {FUNCTIONS})")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    print(
+        f"load average {load:.1f} on {cores} CPUs"
+        + ("  (busy: wall times inflate)" if load > cores / 2 else "")
+    )
     medians = measure(tuple(args.handlers), args.runs)
     first_use = {what: time_statement(code, args.runs) for what, code in FIRST_USE.items()}
     over = report(medians, first_use)

@@ -124,3 +124,14 @@ def test_the_probe_sees_the_xray_sdk_when_subsegments_are_turned_on():
     assert "error" not in found, found.get("error")
     assert "aws_xray_sdk" in denied_imports(found["modules"])
     assert "aws_xray_sdk" in DENIED
+
+
+def test_under_provisioned_concurrency_the_fault_path_warms_its_clients_at_init():
+    """Lambda initializes a provisioned environment ahead of any event; there the fault path's
+    handlers build their clients and import the Kubernetes client at init (adapters/aws.py
+    prewarm_when_provisioned), which on demand wait for the first invocation (the test above)."""
+    provisioned = {"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"}
+    for name, found in imported_modules(FAULT_PATH, extra_env=provisioned).items():
+        assert "error" not in found, f"{name}: {found.get('error')}"
+        assert {"boto3", "kubernetes", "botocore.client"} <= set(denied_imports(found["modules"])), name
+        assert "aws_xray_sdk" not in denied_imports(found["modules"]), name
