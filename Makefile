@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup demo test lint unit integration e2e bench build clean sandbox lock test-latest
+.PHONY: help setup demo test lint unit integration e2e bench build clean sandbox lock test-latest iam-report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -70,8 +70,14 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(BIN)/pytest -m e2e -q
 
-test: lint build  ## set up and run every check CI runs (all tests but benchmarks)
-	$(BIN)/pytest -m "not bench" -q --durations=10
+test: lint build  ## set up and run every check CI runs (all tests but benchmarks), then the IAM report
+	rm -rf $(IAM_USAGE)
+	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m "not bench" -q --durations=10
+	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
+
+IAM_USAGE := .iam-usage
+iam-report: $(VENV)/.installed  ## per function: AWS actions and Kubernetes verbs used by the last test run vs granted
+	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
 
 bench: $(VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission
 	$(BIN)/python tests/bench/coldstart_bench.py --runs 5

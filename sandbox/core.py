@@ -50,6 +50,8 @@ BASE_ENV = {
     "AWS_DEFAULT_REGION": "us-west-2",
     "AWS_REGION": "us-west-2",
 }
+#: A directory: every sandbox of this process writes there what its functions used (``make iam-report``).
+IAM_USAGE_ENV = "SANDBOX_IAM_USAGE_DIR"
 #: Only for the handlers running in process: no X-Ray daemon, no EMF noise on stdout.
 HANDLER_ENV = {
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -217,6 +219,7 @@ class Sandbox:
             iam.Where(self.config.region, ACCOUNT),
             key_names=hash_key,
             token_owner=patches.task_token_owner,
+            report=Path(self.config.template).resolve() == (REPO_ROOT / "template.yaml").resolve(),
         )
 
     def stop(self) -> None:
@@ -254,8 +257,10 @@ class Sandbox:
             self._tmp.cleanup()
             self._tmp = None
         from sandbox import aws_ext
-        from sandbox.identity import REGISTRY
+        from sandbox.identity import REGISTRY, dump_usage
 
+        if os.environ.get(IAM_USAGE_ENV):
+            dump_usage(os.environ[IAM_USAGE_ENV])
         REGISTRY.clear()
         aws_ext.reset()  # armed faults, delays and clock overrides; moto's reset clears the rest
         if self._mock is not None:
@@ -578,6 +583,30 @@ class Sandbox:
         host, port = self._pods_aws_server.get_host_and_port()
         self.pods_endpoint_url = f"http://{host}:{port}"
         return self.pods_endpoint_url
+
+    def grant_control_plane_access(self) -> None:
+        """What the install's EnsureAccess step leaves in the world's cluster (the functions' access
+        entries by tier, the tiers' RBAC), done as the account's administrator: for tests that
+        start from an operator already installed instead of running the install workflow."""
+        from kubernetes import client as k8s
+
+        from hyperpod_control.adapters.eks import EksAdapter
+        from hyperpod_control.adapters.kube import KubeAdapter
+        from hyperpod_control.models.install import ClusterRef
+        from hyperpod_control.services import install
+
+        assert self.world is not None and self.kube is not None, "needs a world served by the sandbox"
+        spec = self.runtime.lookup(f"{self.config.stack_name}-ClusterAccessFunction")
+        tiers = install.parse_kubernetes_functions(spec.environment["KUBERNETES_CLIENT_FUNCTIONS"])
+        principals = install.control_plane_principals(tiers, self.client("lambda"))
+        cluster = ClusterRef(
+            cluster_arn=self.world.hyperpod_cluster_arn,
+            cluster_name=self.world.hyperpod_cluster_name,
+            eks_cluster_name=self.world.eks_cluster_name,
+        )
+        api = k8s.ApiClient(self.kube.client_configuration())
+        with KubeAdapter(self.world.eks_cluster_name, api_client=api) as kube:
+            install.ensure_access(cluster, principals, EksAdapter(client=self.client("eks")), kube)
 
     # -- Step Functions -------------------------------------------------------------------------
 

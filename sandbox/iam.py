@@ -33,6 +33,9 @@ from typing import Any
 
 #: The resource of a request the sandbox cannot name: only statements for "*" match it.
 RESOURCE_UNKNOWN = "*"
+#: A resource AWS would name but the request cannot tell (a task token no execution issued: the
+#: call answers InvalidToken either way): any Resource matches, the action alone is checked.
+RESOURCE_ANY = "<any>"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Request:
 
     @property
     def resource_known(self) -> bool:
-        return RESOURCE_UNKNOWN not in self.resources
+        return RESOURCE_UNKNOWN not in self.resources and RESOURCE_ANY not in self.resources
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ def _statement_applies(statement: dict, request: Request, resource: str) -> bool
             return False
     elif not _matches_any(_as_list(statement.get("Action")), request.action, ignore_case=True):
         return False
-    if "NotResource" in statement:
+    if resource == RESOURCE_ANY:
+        pass
+    elif "NotResource" in statement:
         if resource == RESOURCE_UNKNOWN or _matches_any(_as_list(statement["NotResource"]), resource):
             return False
     else:
@@ -244,7 +249,7 @@ def _states_resources(operation: str, params: dict, where: Where, token_owner: A
         return [params["stateMachineArn"]]
     if "taskToken" in params:
         owner = token_owner(params["taskToken"]) if token_owner else None
-        return [owner or RESOURCE_UNKNOWN]
+        return [owner or RESOURCE_ANY]
     return [RESOURCE_UNKNOWN]
 
 

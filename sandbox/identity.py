@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sandbox import iam
@@ -167,6 +169,40 @@ def expecting_denial() -> Iterator[None]:
         yield
     finally:
         _local.expect_denial = saved
+
+
+def record_kube(caller_arn: str, attrs: Any, allowed: bool, status: int) -> None:
+    """A Kubernetes request of a function (by its role), for the report."""
+    role = next((i for i in REGISTRY.by_key.values() if i.session_arn == caller_arn), None)
+    if role is None:
+        return
+    USAGE.add_kube(
+        {
+            "function": role.function,
+            "verb": attrs.verb,
+            "group": attrs.group,
+            "resource": attrs.resource + (f"/{attrs.subresource}" if attrs.subresource else ""),
+            "allowed": allowed,
+            "status": status,
+            "expected_denial": bool(getattr(_local, "expect_denial", False)) and not allowed,
+        }
+    )
+
+
+def dump_usage(directory: str | os.PathLike[str]) -> Path:
+    """Write what the functions used (and what their roles grant) under ``directory``, one file
+    per process; ``make iam-report`` reads them all."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    data = USAGE.dump()
+    data["granted"] = GRANTED
+    path = out / f"usage-{os.getpid()}.json"  # cumulative: each stop of a sandbox rewrites it
+    path.write_text(json.dumps(data))
+    return path
+
+
+#: Each function's identity policies as deployed (the last sandbox of this process), for the report.
+GRANTED: dict[str, list[dict]] = {}
 
 
 # -- patches ------------------------------------------------------------------------------------
@@ -383,7 +419,9 @@ def _patch_moto_authorisation() -> None:
 # -- the sandbox's side ---------------------------------------------------------------------------
 
 
-def assume_all(specs: Any, sts: Any, where: iam.Where, key_names: Any, token_owner: Any) -> None:
+def assume_all(
+    specs: Any, sts: Any, where: iam.Where, key_names: Any, token_owner: Any, *, report: bool = True
+) -> None:
     """Credentials for every deployed function with a role; enforcement starts now."""
     REGISTRY.where = where
     REGISTRY.key_names = key_names
@@ -394,4 +432,6 @@ def assume_all(specs: Any, sts: Any, where: iam.Where, key_names: Any, token_own
         if spec.role_arn:
             spec.identity = FunctionIdentity(spec.logical_id, spec.name, spec.role_arn).assume(sts)
             REGISTRY.add(spec.identity)
+            if report:  # the project's own template (not a test's edited copy)
+                GRANTED[spec.logical_id] = _role_policies(spec.role_arn)
     log.debug("assumed %d function roles in %.2fs", len(REGISTRY.by_key), time.monotonic() - started)

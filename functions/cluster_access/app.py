@@ -18,8 +18,10 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     eks = EksAdapter()
     principals = install.control_plane_principals(install.kubernetes_functions(), get_client("lambda"))
     me = install.canonical_principal(get_client("sts").get_caller_identity()["Arn"])
-    with install.installer_admin(request.cluster, me, eks):
-        with KubeAdapter(request.cluster.eks_cluster_name, eks=eks) as kube:
-            if request.action == "remove":
-                return install.remove_access(request.cluster, principals, eks, kube).dump()
-            return install.ensure_access(request.cluster, principals, eks, kube).dump()
+    with (
+        install.installer_admin(request.cluster, me, eks, keep=request.action != "remove"),
+        KubeAdapter(request.cluster.eks_cluster_name, eks=eks) as kube,
+    ):
+        if request.action == "remove":
+            return install.remove_access(request.cluster, principals, eks, kube).dump()
+        return install.ensure_access(request.cluster, principals, eks, kube).dump()

@@ -392,6 +392,13 @@ class _EntryAuthorizer:
         raise NotImplementedError
 
     def decide(self, identity: CallerIdentity, attrs: RequestAttributes) -> Decision:
+        decision = self._decide(identity, attrs)
+        from sandbox.identity import record_kube
+
+        record_kube(identity.arn, attrs, decision.allowed, decision.status)
+        return decision
+
+    def _decide(self, identity: CallerIdentity, attrs: RequestAttributes) -> Decision:
         try:
             arn = identity.principal_arn
         except ValueError as exc:

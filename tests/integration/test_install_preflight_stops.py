@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from hpctl.install import summary
-from hyperpod_control.models.install import ADDON_NAME, CONTROL_PLANE_GROUP, JOB_CRD, OPERATOR_NAMESPACE
+from hyperpod_control.models.install import (
+    ACCESS_TIERS,
+    ADDON_NAME,
+    CONTROL_PLANE_GROUP,
+    JOB_CRD,
+    OPERATOR_NAMESPACE,
+    tier_group,
+)
 from hyperpod_control.services.install import role_prefix
 from sandbox import Sandbox, SandboxConfig
 from sandbox.kube.cluster import ClusterSeed
@@ -37,6 +44,9 @@ class Case:
     seed: ClusterSeed | None = None
     #: More of the workflow's input than the cluster's name.
     request: dict[str, Any] = field(default_factory=dict)
+    #: Where it stops: Kubernetes-side checks run once the control plane has its access entries
+    #: (PreflightKubernetes, after EnsureAccess, which is then taken back); the others in Preflight.
+    step: str = "Preflight"
 
 
 CASES = {
@@ -45,6 +55,7 @@ CASES = {
         "k8s.cert-manager",
         ("certificates.cert-manager.io missing", "no webhook Deployment"),
         seed=ClusterSeed(cert_manager=False),
+        step="PreflightKubernetes",
     ),
     # Private subnets without the interface endpoints the operator needs.
     "no-interface-endpoints": Case(
@@ -94,6 +105,9 @@ def _operator_item(sb: Sandbox) -> Any:
     )
 
 
+RBAC_NAMES = [CONTROL_PLANE_GROUP, *(tier_group(t) for t in ACCESS_TIERS)]
+
+
 def _snapshot(sb: Sandbox) -> dict[str, Any]:
     """Everything an install would create, AWS side and Kubernetes side."""
     eks, iam, cluster = sb.client("eks"), sb.client("iam"), sb.world.eks_cluster_name
@@ -106,12 +120,14 @@ def _snapshot(sb: Sandbox) -> dict[str, Any]:
         "associations": eks.list_pod_identity_associations(clusterName=cluster)["associations"],
         "access_entries": sorted(eks.list_access_entries(clusterName=cluster)["accessEntries"]),
         "operator_item": _operator_item(sb),
-        "cluster_role": store.find(
-            store.rt("rbac.authorization.k8s.io", "clusterroles"), None, CONTROL_PLANE_GROUP
-        ),
-        "binding": store.find(
-            store.rt("rbac.authorization.k8s.io", "clusterrolebindings"), None, CONTROL_PLANE_GROUP
-        ),
+        "cluster_role": [
+            store.find(store.rt("rbac.authorization.k8s.io", "clusterroles"), None, name)
+            for name in RBAC_NAMES
+        ],
+        "binding": [
+            store.find(store.rt("rbac.authorization.k8s.io", "clusterrolebindings"), None, name)
+            for name in RBAC_NAMES
+        ],
         "namespace": store.find(store.rt("", "namespaces"), None, OPERATOR_NAMESPACE),
         "crd": store.find(store.rt("apiextensions.k8s.io", "customresourcedefinitions"), None, JOB_CRD),
     }
@@ -131,9 +147,13 @@ def test_a_failing_prerequisite_stops_the_install_in_preflight_and_nothing_is_cr
     assert outcome.status == "FAILED"
     assert outcome.error == "PreflightFailedError", (outcome.error, outcome.cause)
     states = outcome.states_entered()
-    assert "PreflightFailed" in states and "PreflightPassed" not in states
-    assert "AcquireLock" not in states and "EnsureAccess" not in states
-    assert summary(outcome, "install").startswith("install FAILED at Preflight: PreflightFailedError: ")
+    assert f"{case.step}Failed" in states and f"{case.step}Passed" not in states
+    if case.step == "Preflight":
+        assert "AcquireLock" not in states and "EnsureAccess" not in states
+    else:  # the Kubernetes side: read with the control plane's own entries, taken back after
+        assert "EnsureAccess" in states and "RemoveAccessAfterPreflight" in states
+        assert "ChooseOperator" not in states
+    assert summary(outcome, "install").startswith(f"install FAILED at {case.step}: PreflightFailedError: ")
     # The cause lists every failed error check, "- [id] resource: message Fix: remedy": this one alone.
     assert set(re.findall(r"^- \[([a-z0-9.-]+)\]", outcome.cause, re.M)) == {case.check_id}, outcome.cause
     line = next(line for line in outcome.cause.splitlines() if line.startswith(f"- [{case.check_id}]"))
@@ -142,10 +162,15 @@ def test_a_failing_prerequisite_stops_the_install_in_preflight_and_nothing_is_cr
     assert " Fix: " in line
 
     after = _snapshot(sb)
+    if case.step != "Preflight":  # the lock was taken: the OPERATOR item stays, unlocked
+        item = after.pop("operator_item")
+        assert item is not None and item.lock_owner is None, item
+        before.pop("operator_item")
     assert after == before
     assert ADDON_NAME not in after["addons"]
     assert not [r for r in after["roles"] if r.startswith(role_prefix())]
     assert after["associations"] == []
     assert after["access_entries"] == [creator]
-    assert after["operator_item"] is None  # no OPERATOR item, so no lock either
-    assert (after["cluster_role"], after["binding"], after["namespace"], after["crd"]) == (None,) * 4
+    assert after.get("operator_item") is None  # no OPERATOR item, so no lock either
+    assert after["cluster_role"] == after["binding"] == [None] * len(RBAC_NAMES)
+    assert (after["namespace"], after["crd"]) == (None, None)

@@ -59,6 +59,7 @@ def sb() -> Iterator[Sandbox]:
             ),
             expected_version=None,
         )
+        sandbox.grant_control_plane_access()  # as the install's EnsureAccess leaves it
         # a reboot stays in progress for the test's duration: its status can be read
         set_delays(node_reboot=10_000_000)
         yield sandbox

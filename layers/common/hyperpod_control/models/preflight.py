@@ -70,6 +70,11 @@ class PreflightInput(TaskModel):
         description="The install's roleArn, the user's own operator role (checked against the roles the "
         "stack may pass).",
     )
+    kubernetes_access: bool = Field(
+        default=False,
+        description="True once the install's EnsureAccess step has given the control plane its access "
+        "entries: a 401 from the cluster is then EKS still applying them (retried), not a missing entry.",
+    )
 
 
 class PreflightReport(TaskModel):

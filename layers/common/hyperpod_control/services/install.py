@@ -731,10 +731,13 @@ def canonical_principal(arn: str) -> str:
 
 
 @contextmanager
-def installer_admin(cluster: ClusterRef, principal: str, eks: EksAdapter) -> Iterator[None]:
+def installer_admin(
+    cluster: ClusterRef, principal: str, eks: EksAdapter, *, keep: bool = True
+) -> Iterator[None]:
     """Cluster-admin for the installer's own role only while it writes or deletes RBAC (Kubernetes'
     escalation rule: it must hold what it grants), removed again however the block ends. Its entry
-    stays, without any policy or group, so the next install finds it."""
+    stays, without any policy or group, unless ``keep`` is False (removing the control plane's
+    access: then the entry goes too, when the block succeeded)."""
     name = cluster.eks_cluster_name
     if eks.describe_access_entry(name, principal) is None:
         eks.create_access_entry(name, principal, [], {MANAGED_TAG: MANAGED_BY})
@@ -746,6 +749,9 @@ def installer_admin(cluster: ClusterRef, principal: str, eks: EksAdapter) -> Ite
         raise KubernetesAccessPendingError(
             f"the installer's cluster-admin access on {name} is not applied yet: {exc}"
         ) from exc
+    else:
+        if not keep:
+            eks.delete_access_entry(name, principal)  # its policy goes with it
     finally:
         eks.disassociate_access_policy(name, principal, CLUSTER_ADMIN_POLICY)
 

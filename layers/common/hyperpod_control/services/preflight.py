@@ -589,7 +589,7 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
     _gather_network(facts, adapters)
     _gather_quotas(facts, adapters)
     if eks_cluster is not None and adapters.kube_factory is not None:
-        _gather_kube(facts, adapters, eks_cluster)
+        _gather_kube(facts, adapters, eks_cluster, access_expected=request.kubernetes_access)
     _gather_fsx(facts, adapters)
     return facts
 
@@ -693,38 +693,45 @@ def _instances_in_use(sagemaker: Any, types: list[str]) -> dict[str, int]:
     return used
 
 
-def _gather_kube(facts: ClusterFacts, adapters: PreflightAdapters, eks_cluster: dict[str, Any]) -> None:
+def _unauthorized(
+    facts: ClusterFacts, adapters: PreflightAdapters, eks_cluster: dict[str, Any], error: str
+) -> None:
+    """What a 401 means: EKS answers it to a principal without an access entry. Before the
+    install's EnsureAccess step has run, the control plane's roles have none: not a failure."""
+    facts.gaps["kube"] = error
+    facts.gaps["kube.kind"] = "unauthorized"
+    if adapters.principal is None:
+        return
+    principal = _attempt(facts, "kube.principal", adapters.principal)
+    if not principal:
+        return
+    name = eks_cluster.get("name") or ""
+    entry = _attempt(facts, "kube.entry", lambda: adapters.eks.describe_access_entry(name, principal))
+    if entry is None and "kube.entry" not in facts.gaps:
+        facts.gaps["kube.kind"] = "no-entry"
+        facts.gaps["kube.principal"] = principal
+
+
+def _gather_kube(
+    facts: ClusterFacts,
+    adapters: PreflightAdapters,
+    eks_cluster: dict[str, Any],
+    access_expected: bool = False,
+) -> None:
     try:
         kube = adapters.kube_factory(eks_cluster, adapters.region)  # type: ignore[misc]
         crds = kube.crd_names()
     except ThrottledError:
         raise
+    except KubernetesAccessPendingError as exc:
+        if access_expected:  # the entry was just made: EKS applies it within seconds (Retry)
+            raise
+        _unauthorized(facts, adapters, eks_cluster, str(exc))
+        return
     except ControlPlaneError as exc:
         # An unreachable or refusing API is a finding (access.kubernetes), not a reason to retry.
         facts.gaps["kube"] = str(exc)
-        facts.gaps["kube.kind"] = (
-            "unauthorized"
-            if isinstance(exc, KubernetesAccessPendingError)
-            else "forbidden"
-            if isinstance(exc, AccessDeniedError)
-            else "unreachable"
-        )
-        if facts.gaps["kube.kind"] == "unauthorized" and adapters.principal is not None:
-            # EKS answers 401 to a principal without an access entry. Before the install's
-            # EnsureAccess step has run, the control plane's roles have none: not a failure.
-            principal = _attempt(facts, "kube.principal", adapters.principal)
-            if (
-                principal
-                and _attempt(
-                    facts,
-                    "kube.entry",
-                    lambda: adapters.eks.describe_access_entry(eks_cluster.get("name") or "", principal),
-                )
-                is None
-                and "kube.entry" not in facts.gaps
-            ):
-                facts.gaps["kube.kind"] = "no-entry"
-                facts.gaps["kube.principal"] = principal
+        facts.gaps["kube.kind"] = "forbidden" if isinstance(exc, AccessDeniedError) else "unreachable"
         return
     kf = KubeFacts(crds=sorted(crds))
 
