@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,3 +26,18 @@ def eventually(
         time.sleep(delay)
         if interval is None:
             delay = min(delay * 2, 0.25)
+
+
+def client_as(sb: Any, service: str, role_arn: str, session_name: str = "test") -> Any:
+    """A boto3 client of the sandbox acting as ``role_arn`` (its credentials from the sandbox's
+    STS), for a test that must call as a given principal: the agents' pushes, say, which the
+    control plane's bus takes from its agent role only."""
+    import boto3
+
+    creds = sb.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session_name)["Credentials"]
+    return boto3.session.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=sb.config.region,
+    ).client(service, endpoint_url=sb.endpoint_url)

@@ -11,7 +11,9 @@ moto's server alike:
   software update and node status over time (``sagemaker_hyperpod``);
 - Service Quotas for SageMaker cluster usage and the VPC ENI quota (``quotas``), and the AWS
   managed IAM policies the project attaches (``iam_policies``);
-- a fault hook: the next N calls of any operation throttle or fail (``faults``).
+- a fault hook: the next N calls of any operation throttle or fail (``faults``);
+- an event bus's resource policy evaluated on ``PutEvents`` (``event_bus_policy``), each call's
+  caller recorded.
 
 Asynchronous changes run on sandbox time (``configure(clock=..., scale=...)``, ``set_delays``)
 and are applied lazily when a resource is read: no background thread.
@@ -62,9 +64,12 @@ def configure(
 
 def reset() -> None:
     """Back to defaults: sandbox clock, delays, no armed faults (moto's reset clears the rest)."""
+    from sandbox.aws_ext import event_bus_policy
+
     clock.configure(None, None)
     reset_delays()
     faults.clear()
+    event_bus_policy.clear()
 
 
 def install() -> None:
@@ -79,6 +84,7 @@ def install() -> None:
             access_entries,
             eks_addons,
             eks_cluster,
+            event_bus_policy,
             pod_identity,
             quotas,
             sagemaker_hyperpod,
@@ -90,5 +96,6 @@ def install() -> None:
                 eks_urls.url_paths.setdefault(route, EKSResponse.dispatch)
         sagemaker_hyperpod.install()
         quotas.install()
+        event_bus_policy.install()
         faults.install()
         _installed = True

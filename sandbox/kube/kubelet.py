@@ -26,9 +26,15 @@ What the pod status says follows what happened, as upstream reports it:
   with grace 0 (the store keeps a deleted pod until then, ``Store.graceful_pods``). A pod removed
   at once (force deletion) has its processes killed at once.
 
+A container's environment is built from scratch: the node's base (PATH, HOME, the API server's
+address, and the emulated AWS endpoint and Region, which stand for the network and the instance
+metadata a real node has) and what the pod declares; nothing of the sandbox process's own (its
+AWS credentials least of all) reaches a pod. A pod EKS Pod Identity mutated gets its token file
+and the node's Pod Identity Agent (``pod_identity.py``).
+
 Not modelled: init containers, sidecars, probes (a running container is ready), volumes (each pod
-gets a fresh working directory), ``hostNetwork`` (a pod always gets its own address), image
-pull errors, ephemeral containers, and node status heartbeats.
+gets a fresh working directory; the Pod Identity token aside), ``hostNetwork`` (a pod always gets
+its own address), image pull errors, ephemeral containers, and node status heartbeats.
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class KubeletConfig:
     image_entrypoints: dict[str, list[str]] = field(default_factory=dict)
     #: base environment of every container (PATH, HOME, KUBERNETES_SERVICE_HOST, ...)
     base_env: dict[str, str] = field(default_factory=dict)
+    #: the node's EKS Pod Identity Agent (``pod_identity.PodIdentityAgent``); None: not installed
+    pod_identity: Any = None
 
 
 def default_base_env(api_host: str | None = None, api_port: int | None = None) -> dict[str, str]:
@@ -416,6 +424,8 @@ class PodWorker:
             self._kill_all()
         finally:
             # a dead node reports nothing and frees nothing: Kubelet.fail() cleans up after it
+            if self.kubelet.config.pod_identity is not None:
+                self.kubelet.config.pod_identity.revoke_pod(self.uid)
             if not self._lost:
                 self.kubelet.addresses.release(self.uid)
                 shutil.rmtree(self.dir, ignore_errors=True)
@@ -480,6 +490,8 @@ class PodWorker:
         declared = container_env(pod, slot.spec, self.kubelet.lookup, self.kubelet.allocatable)
         config = self.kubelet.config
         env = {**config.base_env, "HOSTNAME": self.name, **declared}
+        if config.pod_identity is not None:
+            config.pod_identity.container_env(self.pod, slot.spec, env, self.dir)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PODNET), declared.get("PYTHONPATH", "")) if p)
         env["SANDBOX_POD_IP"] = self.ip or ""
         env["SANDBOX_POD_UID"] = self.uid

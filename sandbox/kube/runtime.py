@@ -23,6 +23,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sandbox.kube import proxy
 from sandbox.kube.kubelet import Kubelet, KubeletConfig, PodAddresses, PodWorker, default_base_env
@@ -31,6 +32,9 @@ from sandbox.kube.server import KubeApiServer
 from sandbox.kube.store import ApiError
 
 log = logging.getLogger("sandbox.kube.runtime")
+
+#: What a node may give its pods of AWS: where AWS is and which Region (instance metadata).
+NODE_AWS_ENV = frozenset({"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"})
 
 
 class KubeRuntime:
@@ -43,12 +47,24 @@ class KubeRuntime:
         image_entrypoints: dict[str, list[str]] | None = None,
         workdir: str | os.PathLike[str] | None = None,
         stop_grace: float = 0.0,
+        aws_env: dict[str, str] | None = None,
+        pod_identity: Any = None,
     ) -> None:
         """``start_delay``: seconds each pod waits before its containers start (image pull and
         container start; a pod's ``sandbox.hyperpod.aws/start-delay-seconds`` annotation wins);
         ``restart_backoff``: crash-loop back-off base (10 s on a real kubelet);
         ``image_entrypoints``: image -> entrypoint for containers without a command;
-        ``stop_grace``: seconds ``stop()`` gives pods between SIGTERM and SIGKILL."""
+        ``stop_grace``: seconds ``stop()`` gives pods between SIGTERM and SIGKILL;
+        ``aws_env``: what a node gives every pod of AWS (``AWS_ENDPOINT_URL``, the Region; never
+        credentials, which pods get from EKS Pod Identity only); ``pod_identity``: the nodes' Pod
+        Identity Agent (``pod_identity.PodIdentityAgent``)."""
+        leaked = sorted(set(aws_env or {}) - NODE_AWS_ENV)
+        if leaked:
+            raise ValueError(
+                f"aws_env: {', '.join(leaked)} must not reach pods (allowed: {sorted(NODE_AWS_ENV)})"
+            )
+        self.aws_env = dict(aws_env or {})
+        self.pod_identity = pod_identity
         self.server = server
         self.store = server.store
         self.stop_grace = stop_grace
@@ -82,7 +98,8 @@ class KubeRuntime:
             addresses=self.addresses,
             lifeline_fd=self._lifeline_r,
             runtime_id=self.runtime_id,
-            base_env=default_base_env(self.server.host, self.server.port),
+            base_env={**default_base_env(self.server.host, self.server.port), **self.aws_env},
+            pod_identity=self.pod_identity,
             **self._settings,  # type: ignore[arg-type]
         )
         self.store.graceful_pods = True

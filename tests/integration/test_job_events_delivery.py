@@ -17,7 +17,7 @@ from install_support import install_sandbox, run_install
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.records import JobPhase, JobRecord, OperatorMode, PodSlot
 from sandbox import Sandbox
-from sandbox.testing import eventually
+from sandbox.testing import client_as, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +67,20 @@ def job(sb: Sandbox) -> JobRecord:
 
 
 def put(sb: Sandbox, source: str, detail_type: str, detail: object) -> None:
+    """Put an event as its sender does: the agent's with AgentPodRole's credentials (what its pod
+    gets from EKS Pod Identity; the bus refuses that source from anyone else)."""
     entry = {
         "Source": source,
         "DetailType": detail_type,
         "Detail": json.dumps(detail),
         "EventBusName": sb.output("EventBusName"),
     }
-    result = sb.client("events").put_events(Entries=[entry])
+    events = (
+        client_as(sb, "events", sb.output("AgentPodRoleArn"), "eks-pod")
+        if source == "hyperpod-control.agent"
+        else sb.client("events")
+    )
+    result = events.put_events(Entries=[entry])
     assert result["FailedEntryCount"] == 0, result
     sb.wait_idle()
 
