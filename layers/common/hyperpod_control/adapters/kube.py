@@ -42,7 +42,7 @@ from hyperpod_control.exceptions import (
     VersionConflictError,
     WatchExpiredError,
 )
-from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 
 TOKEN_PREFIX = "k8s-aws-v1."
 CLUSTER_ID_HEADER = "x-k8s-aws-id"

@@ -14,6 +14,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+# The HyperPodPyTorchJob resource and the control plane's marks: models/names.py (no models there,
+# so the fault path's handlers import them without these), re-exported here.
+from hyperpod_control.models.names import JOB_CRD as JOB_CRD
+from hyperpod_control.models.names import JOB_GROUP as JOB_GROUP
+from hyperpod_control.models.names import JOB_KIND as JOB_KIND
+from hyperpod_control.models.names import JOB_PLURAL as JOB_PLURAL
+from hyperpod_control.models.names import JOB_VERSION as JOB_VERSION
+from hyperpod_control.models.names import MANAGED_BY as MANAGED_BY
+from hyperpod_control.models.names import MANAGED_LABEL as MANAGED_LABEL
 from hyperpod_control.models.records import OperatorMode
 from hyperpod_control.models.tasks import TaskModel
 
@@ -24,12 +33,6 @@ OPERATOR_POLICY_NAME = "AmazonSageMakerHyperPodTrainingOperatorAccess"
 #: The label the operator's controller Deployment (``hp-training-operator-hp-training-controller-
 #: manager``) and its pods carry; the HyperPod CLI finds the operator by it.
 OPERATOR_SELECTOR = "hp-training-control-plane=controller-manager"
-#: The HyperPodPyTorchJob resource (hyperpod-facts.md 2).
-JOB_GROUP = "sagemaker.amazonaws.com"
-JOB_VERSION = "v1"
-JOB_PLURAL = "hyperpodpytorchjobs"
-JOB_KIND = "HyperPodPyTorchJob"
-JOB_CRD = f"{JOB_PLURAL}.{JOB_GROUP}"
 #: Kubernetes identity of the control plane: the prefix of its groups and ClusterRoles.
 CONTROL_PLANE_GROUP = "hyperpod-control-plane"
 #: What each function needs in a cluster, least first. A function's role is in exactly one tier:
@@ -40,8 +43,8 @@ ACCESS_TIERS = ("reader", "node-handler", "supervisor", "crd-owner")
 
 def tier_group(tier: str) -> str:
     return f"{CONTROL_PLANE_GROUP}:{tier}"
-MANAGED_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "hyperpod-control-plane"
+
+
 EVENT_SOURCE = "hyperpod.control-plane"
 
 #: ``v1.2.1`` or ``v1.2.1-eksbuild.1``, as DescribeAddonVersions spells them.
@@ -428,6 +431,7 @@ class RecordUninstallInput(LockedClusterInput):
 class ClusterActionInput(LockedClusterInput):
     """Steps that ensure or remove one thing in the cluster (EnsureAccess/RemoveAccess,
     EnsureCRD/RemoveCRD): one function each, so one role holds the rights for both ways."""
+
     action: Literal["ensure", "remove"] = "ensure"
 
 

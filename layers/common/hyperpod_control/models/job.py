@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel, to_snake
 
 from hyperpod_control.exceptions import InvalidInputError
-from hyperpod_control.models.install import JOB_GROUP, JOB_KIND, JOB_VERSION
+from hyperpod_control.models.names import JOB_GROUP, JOB_KIND, JOB_VERSION
 
 #: Both spellings are in use: ``HyperPodPyTorchJob`` in the SDK and most docs, ``HyperPodPytorchJob``
 #: in Kueue's ``externalFrameworks`` string and the task-governance sample (hyperpod-facts 1.13).

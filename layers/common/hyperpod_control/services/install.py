@@ -81,12 +81,12 @@ from hyperpod_control.models.install import (
     version_key,
 )
 from hyperpod_control.models.job_schema import job_schema
+from hyperpod_control.models.names import MANAGED_TAG as MANAGED_TAG  # re-exported
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
 from hyperpod_control.models.validation import parse_input
 
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
-MANAGED_TAG = "hyperpod-control-plane:managed-by"
 BUSY = ("CREATING", "UPDATING", "DELETING")
 BROKEN = ("CREATE_FAILED", "UPDATE_FAILED", "DEGRADED", "DELETE_FAILED")
 DONE = {"create": "created", "update": "updated", "unchanged": "unchanged"}

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.exceptions import ControlPlaneError, NodeActionError, VersionConflictError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.node_health import (
     CORDONED_BY_ANNOTATION,
     HEALTH_LABEL,

@@ -30,7 +30,6 @@ from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClie
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError, PermanentError
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState
-from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION, MANAGED_BY
 from hyperpod_control.models.job import (
     CleanPodPolicy,
     HyperPodPytorchJob,
@@ -40,6 +39,7 @@ from hyperpod_control.models.job import (
     set_condition,
     validation_message,
 )
+from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION, MANAGED_BY, MANAGED_TAG
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -51,7 +51,6 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.faults import JobFault
-from hyperpod_control.services.install import MANAGED_TAG
 from hyperpod_control.services.remediation import (
     Action,
     Decision,
