@@ -236,13 +236,35 @@ def _patch_signer() -> None:
     RequestSigner._credentials = property(get, set_)  # type: ignore[attr-defined]
 
 
+#: Code whose threads are the AWS services' own, not the function's (moto's Step Functions
+#: interpreter, the sandbox's EventBridge deliveries and Lambda runtime), even when a function's
+#: call started them in process: they act with the service's identity, not the caller's.
+_SERVICE_PACKAGES = {"moto", "sandbox", "werkzeug"}  # handlers' modules are "sandbox_functions.*"
+_PLUMBING = {"threading", "concurrent"}
+
+
+def _started_by_handler() -> bool:
+    """Whether the code starting a thread is the handler's (its pools), not a service's."""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        top = module.split(".", 1)[0]
+        if top not in _PLUMBING and module != __name__:
+            return top not in _SERVICE_PACKAGES
+        frame = frame.f_back
+    return False
+
+
 def _patch_threads() -> None:
     original_init = threading.Thread.__init__
     original_run = threading.Thread.run
 
     def init(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        self._sandbox_identity = current()  # type: ignore[attr-defined]
+        inherit = current() is not None and _started_by_handler()
+        self._sandbox_identity = current() if inherit else None  # type: ignore[attr-defined]
         self._sandbox_expect = getattr(_local, "expect_denial", False)  # type: ignore[attr-defined]
 
     def run(self: threading.Thread) -> None:

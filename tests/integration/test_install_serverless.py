@@ -13,8 +13,8 @@ from install_support import (
 
 from hyperpod_control.models.install import (
     ADDON_NAME,
-    CONTROL_PLANE_GROUP,
     JOB_CRD,
+    tier_group,
 )
 
 pytestmark = pytest.mark.integration
@@ -28,27 +28,36 @@ def test_serverless_on_a_fresh_sandbox_gives_access_rbac_and_crd_and_no_addon():
         assert "CreateOrUpdateAddon" not in outcome.states_entered()
         eks = sb.client("eks")
         assert ADDON_NAME not in eks.list_addons(clusterName=sb.world.eks_cluster_name)["addons"]
-        # The Kubernetes-calling functions' role (one sandbox role for all) has an entry in the group.
-        role = sb.client("lambda").get_function_configuration(
-            FunctionName=sb.stack.resources["VerifyOperatorFunction"]
-        )["Role"]
-        entry = eks.describe_access_entry(clusterName=sb.world.eks_cluster_name, principalArn=role)[
-            "accessEntry"
-        ]
-        assert entry["kubernetesGroups"] == [CONTROL_PLANE_GROUP]
+        # Each Kubernetes-calling function's own role has an entry in its tier's group.
         store = sb.kube.store
-        cluster_role = store.find(
-            store.rt("rbac.authorization.k8s.io", "clusterroles"), None, CONTROL_PLANE_GROUP
+        for function, tier in (("VerifyOperatorFunction", "reader"), ("SuperviseJobFunction", "supervisor")):
+            role = sb.client("lambda").get_function_configuration(FunctionName=sb.stack.resources[function])[
+                "Role"
+            ]
+            entry = eks.describe_access_entry(clusterName=sb.world.eks_cluster_name, principalArn=role)[
+                "accessEntry"
+            ]
+            assert entry["kubernetesGroups"] == [tier_group(tier)]
+            cluster_role = store.find(
+                store.rt("rbac.authorization.k8s.io", "clusterroles"), None, tier_group(tier)
+            )
+            binding = store.find(
+                store.rt("rbac.authorization.k8s.io", "clusterrolebindings"), None, tier_group(tier)
+            )
+            assert cluster_role is not None and binding is not None
+            assert binding["subjects"] == [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": tier_group(tier)}
+            ]
+            resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+            assert "secrets" not in resources and "*" not in resources
+        # The installer keeps its entry, without cluster-admin once the RBAC is written.
+        installer = sb.client("lambda").get_function_configuration(
+            FunctionName=sb.stack.resources["ClusterAccessFunction"]
+        )["Role"]
+        policies = eks.list_associated_access_policies(
+            clusterName=sb.world.eks_cluster_name, principalArn=installer
         )
-        binding = store.find(
-            store.rt("rbac.authorization.k8s.io", "clusterrolebindings"), None, CONTROL_PLANE_GROUP
-        )
-        assert cluster_role is not None and binding is not None
-        assert binding["subjects"] == [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": CONTROL_PLANE_GROUP}
-        ]
-        resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-        assert "secrets" not in resources and "*" not in resources
+        assert policies["associatedAccessPolicies"] == []
         crd = store.find(store.rt("apiextensions.k8s.io", "customresourcedefinitions"), None, JOB_CRD)
         assert crd is not None
         item = operator_item(sb)
