@@ -101,3 +101,26 @@ def test_a_function_without_an_access_entry_is_unauthorized(sb):
     ):
         kube.nodes()
     assert "401" in str(exc.value)
+
+
+def test_an_install_passes_preflight_where_only_the_stacks_own_entries_exist(sb):
+    eks, name = sb.client("eks"), sb.world.eks_cluster_name
+    creator = sb.client("sts").get_caller_identity()["Arn"].replace(":sts::", ":iam::")
+    eks.delete_access_entry(clusterName=name, principalArn=creator)  # the cluster creator's admin entry
+    outcome = sb.run_execution(
+        "InstallOperatorStateMachine",
+        {"clusterName": sb.world.hyperpod_cluster_name, "operator": "serverless"},
+    )
+    assert outcome.ok, (outcome.error, outcome.cause)
+    assert "PreflightKubernetes" in outcome.states_entered()
+    entries = eks.list_access_entries(clusterName=name)["accessEntries"]
+    stack_roles = {s.role_arn for s in sb.runtime.functions.values()}
+    assert entries and set(entries) <= stack_roles  # nobody else's entry, and the install needed none
+    # Both Preflights read the Kubernetes API with their own entry: the check passed, not skipped.
+    statuses = []
+    for event in outcome.history:
+        output = (event.get("taskSucceededEventDetails") or {}).get("output")
+        payload = json.loads(output).get("Payload") if output else None
+        if isinstance(payload, dict) and "results" in payload:
+            statuses += [r["status"] for r in payload["results"] if r["id"] == "access.kubernetes"]
+    assert statuses == ["passed", "passed"]
