@@ -1,5 +1,5 @@
 """Job events (remediation issue, item 2): what wakes a job besides its own poll, parsed with
-Powertools' parser (``EventBridgeModel`` subclasses whose ``detail`` is one of the models here).
+pydantic models (``EventBridgeEnvelope`` subclasses whose ``detail`` is one of the models here).
 
 Two producers put them on EventBridge:
 
@@ -36,9 +36,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hyperpod_control.models.events import EventBridgeEnvelope
 from hyperpod_control.models.tasks import TaskModel
 
 #: The agent's push (agent/hyperpod_agent/events.py SOURCE and DETAIL_TYPE).
@@ -78,9 +78,7 @@ class AgentStateDetail(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
-class AgentStateEvent(EventBridgeModel):
-    model_config = ConfigDict(defer_build=True)  # merged with EventBridgeModel's
-
+class AgentStateEvent(EventBridgeEnvelope):
     source: Literal["hyperpod-control.agent"]
     detail_type: Literal["HyperPod Agent State Change"] = Field(alias="detail-type")
     detail: AgentStateDetail
@@ -145,10 +143,8 @@ class KubernetesEventDetail(BaseModel):
         )
 
 
-class PodEvent(EventBridgeModel):
+class PodEvent(EventBridgeEnvelope):
     """Any source and detail-type (the rule selects them; see POD_EVENT_SOURCE)."""
-
-    model_config = ConfigDict(defer_build=True)
 
     detail: KubernetesEventDetail
 

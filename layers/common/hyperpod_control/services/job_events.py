@@ -3,7 +3,7 @@ way a node's fault does (``services/faults.report_fault``: the fault on the JOB 
 ``pending_faults``, conditional on its version, then ``SendTaskSuccess`` on the Monitor state's
 token).
 
-- **Parsing** (``parse_job_event``): Powertools' parser into ``models/job_events``. The agent's
+- **Parsing** (``parse_job_event``): pydantic validation into ``models/job_events``. The agent's
   source or detail-type selects the agent model; anything else the rule let through is a
   Kubernetes Event. A malformed event raises ``MalformedJobEvent`` naming the field; the handler
   logs it and returns ``accepted: false`` without raising, since a retry would send the same bytes
@@ -107,8 +107,6 @@ class JobEventAdapters:
 
 def parse_job_event(event: Any) -> AgentStateEvent | PodEvent:
     """The event as a model, or ``MalformedJobEvent`` naming what is wrong."""
-    from aws_lambda_powertools.utilities.parser import parse
-
     if not isinstance(event, dict):
         raise MalformedJobEvent(f"(event): not a JSON object but {type(event).__name__}")
     is_agent = (
@@ -116,7 +114,9 @@ def parse_job_event(event: Any) -> AgentStateEvent | PodEvent:
     )
     model: type[AgentStateEvent] | type[PodEvent] = AgentStateEvent if is_agent else PodEvent
     try:
-        return parse(event=event, model=model)
+        # What Powertools' parser ``parse`` does for a dict, without importing the parser (about
+        # 35 ms of job_events' cold start, README "Performance").
+        return model.model_validate(event)
     except ValidationError as exc:
         raise MalformedJobEvent(describe_errors(exc)) from None
 
