@@ -70,17 +70,20 @@ def budget(name: str) -> int:
 
 
 def measure(names: tuple[str, ...], runs: int) -> dict[str, tuple[float, float]]:
-    """``{handler: (median wall ms, median CPU ms)}``."""
+    """``{handler: (median wall ms, median CPU ms)}``. The runs go round the handlers (one sample
+    of each, then the next), so a burst of other work on a shared machine spoils one sample of
+    several handlers, which the median drops, rather than every sample of one."""
     envs = function_environments()
-    medians = {}
     for name in names:
         time_import(name, envs[name])  # bytecode caches written: the "second run" is measured
-        samples = [time_import(name, envs[name]) for _ in range(runs)]
-        medians[name] = (
-            statistics.median(s[0] for s in samples),
-            statistics.median(s[1] for s in samples),
-        )
-    return medians
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for _ in range(runs):
+        for name in names:
+            samples[name].append(time_import(name, envs[name]))
+    return {
+        name: (statistics.median(s[0] for s in got), statistics.median(s[1] for s in got))
+        for name, got in samples.items()
+    }
 
 
 def time_statement(statement: str, runs: int) -> float:
