@@ -15,8 +15,9 @@ keys ``request_context`` derives from the request: ``aws:PrincipalArn``, ``aws:P
 ``iam:PassedToService``, ``iam:PolicyARN``, ``iam:PermissionsBoundary``, ``eks:policyArn``,
 ``eks:principalArn``, ``events:source``, ``events:detail-type``.
 
-Not evaluated: resource policies (S3 bucket, SQS queue, event bus, Lambda permissions: the
-sandbox's own deliveries stand in for the services that use them), permission boundaries, SCPs,
+Not evaluated: resource policies (S3 bucket, SQS queue, Lambda permissions: the sandbox's own
+deliveries stand in for the services that use them; the event bus's policy is evaluated on
+PutEvents by ``sandbox/aws_ext/event_bus_policy.py``), permission boundaries, SCPs,
 session policies, tags (``aws:ResourceTag``), and policy variables (``${aws:username}``). Where
 the sandbox cannot name a request's resource (``RESOURCE_UNKNOWN``) the action alone is checked
 and the report says so.
