@@ -484,7 +484,7 @@ class Store:
         if rt.group == "rbac.authorization.k8s.io":
             # RBAC objects take path segment names (ValidateRBACName): "system:controller:x" is one.
             if name in (".", "..") or any(c in name for c in "/%"):
-                causes.append(("metadata.name", f'Invalid value: "{name}": may not contain \'/\' or \'%\''))
+                causes.append(("metadata.name", f"Invalid value: \"{name}\": may not contain '/' or '%'"))
         elif len(name) > limit or not pattern.match(name):
             causes.append(
                 (
