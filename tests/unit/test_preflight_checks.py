@@ -281,6 +281,10 @@ def test_pod_identity_agent():
     lagging = healthy().kube.model_copy(update={"pod_identity_ready": 1})
     assert_failed(run(check, healthy(kube=lagging)), "1/4")
     assert_skipped(run(check, healthy(addons=None, gaps={"addons": "denied"})), "denied")
+    # serverless: the agents' fault pushes need it, polling does not: a warning, not an error
+    serverless = run(check, healthy(operator=OperatorMode.SERVERLESS, addons=without.addons))
+    assert_failed(serverless, "not installed", "push their faults", severity=Severity.WARNING)
+    assert run(check, healthy(operator=OperatorMode.SERVERLESS)).status is CheckStatus.PASSED
 
 
 def test_endpoint_access():

@@ -1071,11 +1071,18 @@ def check_cert_manager(facts: ClusterFacts, options: PreflightOptions) -> CheckR
 
 
 def check_pod_identity_agent(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
-    cid, sev = "addon.pod-identity-agent", Severity.ERROR
+    # The add-on's controller cannot work without it; serverless jobs can (their agents' fault
+    # pushes need it, and without them faults are found by the supervisor's polls, later).
+    serverless = facts.operator is OperatorMode.SERVERLESS
+    cid, sev = "addon.pod-identity-agent", Severity.WARNING if serverless else Severity.ERROR
     c = _Check(facts, cid, sev)
     resource = f"{POD_IDENTITY_AGENT} on {_eks_name(facts)}"
-    if facts.operator is OperatorMode.SERVERLESS:
-        return c.skip(resource, "the Pod Identity Agent is a prerequisite of the add-on only.")
+    needs = (
+        "the training pods' agents push their faults to the control plane with Pod Identity credentials; "
+        "without them a fault is found by the supervisor's next poll (SupervisorPollSeconds)"
+        if serverless
+        else "the operator's controller gets its AWS credentials through Pod Identity"
+    )
     if facts.addons is None:
         return c.skip(resource, facts.gap("addons", "eks", "hyperpod"))
     remedy = f"aws eks create-addon --cluster-name {_eks_name(facts)} --addon-name {POD_IDENTITY_AGENT}"
@@ -1083,9 +1090,7 @@ def check_pod_identity_agent(facts: ClusterFacts, options: PreflightOptions) -> 
     if addon is None:
         return c.fail(
             resource,
-            f"the EKS Pod Identity Agent add-on is not installed on EKS cluster {_eks_name(facts)}; the "
-            "operator's "
-            "controller gets its AWS credentials through Pod Identity.",
+            f"the EKS Pod Identity Agent add-on is not installed on EKS cluster {_eks_name(facts)}; {needs}.",
             remedy,
         )
     if addon.status != "ACTIVE":
