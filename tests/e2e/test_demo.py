@@ -29,7 +29,7 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     assert "node_health ran 2 times" in text and "NODE item: Unhealthy (version 1)" in text
     assert "NODE item unchanged: Unhealthy (version 1)" in text
     assert "node Ready=True; NODE item: Healthy (version 2)" in text
-    assert re.search(r"-> 23 checks: \d+ passed, 0 failed, \d+ skipped", text), "preflight found a failure"
+    assert re.search(r"-> 24 checks: \d+ passed, 0 failed, \d+ skipped", text), "preflight found a failure"
     assert re.search(r"-> SUCCEEDED: \d+ states .*ending in Installed", text)
     assert (
         "add-on ACTIVE at v1.2.1-eksbuild.1; 1 Pod Identity association; controller Deployment available"
@@ -52,3 +52,10 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     assert "-> job condition Completed: all 2 ranks completed" in text
     assert re.search(r"history: Admitted -> PodsCreated -> Started -> Remediated -> .*Completed", text)
     assert "events in the dead-letter queue: 0; executions: 2 FAILED, 5 SUCCEEDED" in text
+    # Rank 1's output while the job runs, read through the cluster's Kubernetes API.
+    assert re.search(r"hpctl jobs logs tiny-regression --rank 1: .*step \d+", text), text
+    # It ends with the job's timeline drawn, and where its HTML page was written.
+    assert re.search(r"\nfaults +\S", text) and re.search(r"\ndecisions +\S", text), text
+    assert re.search(r"timeline written to \S+\.html\n", text)
+    # The functions' metrics (EMF) and logs went to their log groups, never to the console.
+    assert '"_aws"' not in text and '"_aws"' not in out.stderr
