@@ -396,6 +396,16 @@ def passed_roles(service: str, operation: str, params: dict) -> list[tuple[str, 
     return passed
 
 
+def tag_on_create(service: str, operation: str, params: dict, request: Request) -> Request | None:
+    """Tags given with a create call need the service's tagging permission as well, on what is
+    created (EKS: ``eks:TagResource``; IAM roles: ``iam:TagRole``), as AWS checks them."""
+    tags = params.get("tags") if service == "eks" else params.get("Tags") if service == "iam" else None
+    if not tags or not operation.startswith("Create"):
+        return None
+    action = "eks:TagResource" if service == "eks" else "iam:TagRole"
+    return Request(action, request.resources, request.context)
+
+
 def pass_role_request(role_arn: str, passed_to: str, principal_arn: str, where: Where) -> Request:
     return Request(
         "iam:PassRole",
