@@ -143,7 +143,35 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the control plane's record of a cluster")
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     _jobs_commands(sub)
+    _operations_commands(sub)
     return parser
+
+
+def _operations_commands(sub: Any) -> None:
+    """``hpctl dlq show|redrive`` and ``hpctl unlock`` (docs/runbooks.md)."""
+    dlq = sub.add_parser("dlq", help="the events dead-letter queue: show its messages, or redrive them")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
+    show = dlq_sub.add_parser(
+        "show", help="list the dead letters: each event, its target and the error that put it there"
+    )
+    show.add_argument("--max", type=int, default=10, help="at most this many messages (default 10)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    redrive = dlq_sub.add_parser(
+        "redrive",
+        help="hand each dead letter's event to its function again (asynchronously); delete those accepted",
+    )
+    redrive.add_argument("--max", type=int, default=100, help="at most this many messages (default 100)")
+    unlock = sub.add_parser(
+        "unlock",
+        help="release a cluster's workflow lock whose execution has ended (aborted or timed out)",
+        description="Release the cluster's lock (its OPERATOR item's lock_owner) when the install, "
+        "uninstall or upgrade execution holding it has ended without releasing it; an install it "
+        "interrupted is marked FAILED. The next install takes such a lock over by itself.",
+    )
+    unlock.add_argument("--cluster", required=True, help="HyperPod cluster name")
+    unlock.add_argument(
+        "--force", action="store_true", help="release it even while its execution runs (stop that first)"
+    )
 
 
 def _jobs_commands(sub: Any) -> None:
@@ -169,14 +197,39 @@ def _jobs_commands(sub: Any) -> None:
         "shown with the reason. Exit 1 for an unknown job, 2 when several clusters have one of that "
         "name (pass --cluster).",
     )
-    describe.add_argument("name", help="the HyperPodPyTorchJob's name (metadata.name)")
-    describe.add_argument("--namespace", "-n", default="default", help="its namespace (default: default)")
-    # SUPPRESS: given after `describe` or before it (hpctl jobs --cluster X describe NAME), both count.
-    describe.add_argument(
-        "--cluster", default=argparse.SUPPRESS, help="the HyperPod cluster (name or ARN) that runs it"
-    )
+    _one_job_arguments(describe)
     describe.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
+    )
+    timeline = jobs_sub.add_parser(
+        "timeline",
+        help="the job's faults, decisions and recoveries over time (terminal; --out FILE.html too)",
+        description="Draw the job's recorded history on four lanes - lifecycle, faults, remediation "
+        "decisions, recoveries - over time, and list its entries; --out also writes it as an HTML page.",
+    )
+    _one_job_arguments(timeline)
+    timeline.add_argument("--out", dest="out_file", default=None, help="also write an HTML page here")
+    logs = jobs_sub.add_parser(
+        "logs",
+        help="one rank's output (its pod's log, through the cluster's Kubernetes API)",
+        description="Print the output of the pod that holds a rank of the job (rank 0 by default), as "
+        "`kubectl logs` reads it; --follow keeps printing until the pod stops running.",
+    )
+    _one_job_arguments(logs)
+    logs.add_argument("--rank", type=int, default=0, help="whose output (default 0)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing while the pod runs")
+    logs.add_argument(
+        "--previous", action="store_true", help="the output of the container's run before its last restart"
+    )
+
+
+def _one_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """NAME, --namespace and --cluster of the commands about one job."""
+    parser.add_argument("name", help="the HyperPodPyTorchJob's name (metadata.name)")
+    parser.add_argument("--namespace", "-n", default="default", help="its namespace (default: default)")
+    # SUPPRESS: given after the subcommand or before it (hpctl jobs --cluster X describe NAME), both count.
+    parser.add_argument(
+        "--cluster", default=argparse.SUPPRESS, help="the HyperPod cluster (name or ARN) that runs it"
     )
 
 
@@ -352,7 +405,24 @@ def main(argv: list[str] | None = None) -> int:
                 namespace=getattr(args, "namespace", "default"),
                 cluster=args.cluster,
                 as_json=args.json,
+                rank=getattr(args, "rank", 0),
+                follow=getattr(args, "follow", False),
+                previous=getattr(args, "previous", False),
+                out_file=getattr(args, "out_file", None),
             )
+        if args.command == "dlq":
+            from hpctl import operations
+
+            if args.dlq_command == "show":
+                operations.dlq_show(stack, args.max, as_json=args.json)
+                return 0
+            counts = operations.dlq_redrive(stack, args.max)
+            return 0 if counts["left"] == 0 else 1
+        if args.command == "unlock":
+            from hpctl.operations import unlock
+
+            unlock(stack, args.cluster, force=args.force)
+            return 0
         if args.command == "status":
             from hpctl.commands import status
 

@@ -191,6 +191,14 @@ def run_demo(time_scale: float = 0.01, out: TextIO = sys.stdout) -> int:
             QueueUrl=sb.output("EventsDeadLetterQueueUrl"), AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]["ApproximateNumberOfMessages"]
         timeline.say(f"events in the dead-letter queue: {dead}; executions: {_count_executions(sfn)}")
+        import tempfile
+        from pathlib import Path
+
+        from hpctl.jobs import job_timeline
+
+        page = Path(tempfile.gettempdir()) / "hyperpod-demo-timeline.html"
+        timeline.say(f"14. hpctl jobs timeline tiny-regression --out {page}")
+        job_timeline(stack, "tiny-regression", out_file=str(page), out=out)
     timeline.say("sandbox stopped; nothing left running")
     return 0
 
@@ -251,6 +259,14 @@ def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
     )
     step = running.progress["tiny"]["progressCount"]
     victim = running.ranked()[1]
+    import io
+
+    from hpctl.jobs import job_logs
+
+    rank_log = io.StringIO()
+    job_logs(stack, "tiny-regression", rank=1, tail=2, out=rank_log)
+    for line in rank_log.getvalue().splitlines():
+        timeline.say(f"  hpctl jobs logs tiny-regression --rank 1: {line}")
     timeline.say(
         f"12. hpctl sandbox fail-node {victim.node} (under rank 1, {victim.pod}; every rank has "
         f"checkpointed step {step})"

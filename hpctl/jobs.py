@@ -397,6 +397,108 @@ def describe_text(doc: dict[str, Any]) -> str:
 # -- the command ------------------------------------------------------------------------------------
 
 
+def job_timeline(
+    stack: str,
+    name: str,
+    namespace: str = "default",
+    cluster: str | None = None,
+    *,
+    out_file: str | None = None,
+    out: TextIO | None = None,
+    dynamodb: Any = None,
+) -> str:
+    """Draw the job's faults, decisions and recoveries over time from its recorded history (to
+    ``out``; with ``out_file``, also as an HTML page there). Returns the text drawn."""
+    from pathlib import Path
+
+    from hpctl.timeline import marks, timeline_html, timeline_text
+
+    out = out or sys.stdout
+    store = _store(stack, dynamodb)
+    operator, job = _find(_clusters(store, cluster), name, namespace, cluster)
+    entries = marks(store.job_history(job.uid))
+    title = (
+        f"job {job.namespace}/{job.name} on {operator.cluster_name} "
+        f"({job.phase}, {job.restart_count} restart(s))"
+    )
+    text = timeline_text(title, entries)
+    print(text, file=out)
+    if out_file:
+        path = Path(out_file)
+        path.write_text(timeline_html(title, entries), encoding="utf-8")
+        print(f"timeline written to {path.resolve()}", file=out)
+    return text
+
+
+def _pod_of_rank(job: Any, rank: int) -> str:
+    for slot in job.ranked():
+        if slot.rank == rank:
+            return str(slot.pod)
+    held = (
+        ", ".join(f"{slot.rank} ({slot.pod})" for slot in job.ranked())
+        or "none yet: its agents have not started"
+    )
+    raise JobLookupError(f"job {job.namespace}/{job.name} has no rank {rank}; its ranks: {held}.", 1)
+
+
+def job_logs(
+    stack: str,
+    name: str,
+    namespace: str = "default",
+    cluster: str | None = None,
+    *,
+    rank: int = 0,
+    follow: bool = False,
+    previous: bool = False,
+    tail: int | None = None,
+    poll_seconds: float = 2.0,
+    out: TextIO | None = None,
+    dynamodb: Any = None,
+    kube: Any = None,
+    sagemaker: Any = None,
+) -> str:
+    """Print the output of the pod that holds ``rank`` (the job's JOB item says which), read
+    through the cluster's Kubernetes API (``pods/{name}/log``, as ``kubectl logs``); ``previous``:
+    its container's run before the last restart. ``follow`` reads again every ``poll_seconds``
+    and prints what is new until the pod stops running. Returns the pod's name."""
+    import time
+
+    from hyperpod_control.adapters.kube import KubeAdapter
+
+    out = out or sys.stdout
+    store = _store(stack, dynamodb)
+    operator, job = _find(_clusters(store, cluster), name, namespace, cluster)
+    pod = _pod_of_rank(job, rank)
+    kube = kube or KubeAdapter(_eks_cluster_name(operator, sagemaker))
+    core = kube._api("CoreV1Api")
+
+    def read() -> tuple[str, str | None]:
+        kwargs: dict[str, Any] = {"previous": previous}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        text = kube._call(
+            f"Pod {namespace}/{pod} log", core.read_namespaced_pod_log, pod, namespace, **kwargs
+        )
+        phase = None
+        if follow:
+            found = kube.pods(namespace, field_selector=f"metadata.name={pod}")
+            phase = (found[0].get("status") or {}).get("phase") if found else None
+        return text or "", phase
+
+    printed = 0
+    while True:
+        text, phase = read()
+        # A log rotated or restarted under us is shorter: print it whole.
+        new = text[printed:] if len(text) >= printed else text
+        if new:
+            out.write(new)
+            out.flush()
+        printed = len(text)
+        if not follow or phase not in ("Pending", "Running"):
+            return pod
+        time.sleep(poll_seconds)
+
+
 def run(
     stack: str,
     command: str | None,
@@ -407,12 +509,22 @@ def run(
     as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    rank: int = 0,
+    follow: bool = False,
+    previous: bool = False,
+    out_file: str | None = None,
 ) -> int:
-    """``hpctl jobs [describe NAME]``: print, and return the exit status (0, 1 unknown, 2 ambiguous)."""
+    """``hpctl jobs [describe|logs NAME]``: print, and return the exit status (0, 1 unknown, 2 ambiguous)."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        if command == "describe":
+        if command == "timeline":
+            assert name is not None
+            job_timeline(stack, name, namespace, cluster, out_file=out_file, out=out)
+        elif command == "logs":
+            assert name is not None
+            job_logs(stack, name, namespace, cluster, rank=rank, follow=follow, previous=previous, out=out)
+        elif command == "describe":
             assert name is not None
             doc = describe_job(stack, name, namespace, cluster)
             print(json.dumps(doc, indent=2, default=str) if as_json else describe_text(doc), file=out)

@@ -52,10 +52,12 @@ BASE_ENV = {
 }
 #: A directory: every sandbox of this process writes there what its functions used (``make iam-report``).
 IAM_USAGE_ENV = "SANDBOX_IAM_USAGE_DIR"
-#: Only for the handlers running in process: no X-Ray daemon, no EMF noise on stdout.
+#: Only for the handlers running in process: no X-Ray daemon. Metrics stay on: their EMF goes to
+#: the function's log group and moto's CloudWatch, as on Lambda (``sandbox.cloudwatch``), where the
+#: alarms read them. (Disabled, Powertools never clears them and prints all 100 at once anyway.)
 HANDLER_ENV = {
     "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "false",
 }
 
 
@@ -87,6 +89,9 @@ class SandboxConfig:
     pod_start_delay: float = 0.0
     #: Serve the fault injector to other processes (``hpctl sandbox fail-node``...).
     control: bool = False
+    #: Where each function's output goes, one ``<function>.log`` each (default: a new temporary
+    #: directory, kept after the sandbox stops); also in moto's CloudWatch Logs.
+    log_dir: Path | None = None
 
 
 class Sandbox:
@@ -117,6 +122,8 @@ class Sandbox:
         self._saved_sfn_config: bool | None = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
+        #: the functions' logs and metrics, AWS's own metrics (``sandbox.cloudwatch``)
+        self.monitor: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class Sandbox:
             self._mock = mock_aws(config=moto_config)
             self._mock.start()
         self._forget_cached_clients()
+        self._start_monitor()
         deployer = StackDeployer(
             cfg.template, cfg.stack_name, cfg.region, self.client, self.runtime, self._parameters()
         )
@@ -200,6 +208,36 @@ class Sandbox:
             raise ValueError(
                 "SandboxConfig.kube needs a world (SandboxConfig.world) whose EKS cluster it serves"
             )
+
+    def _start_monitor(self) -> None:
+        import tempfile
+
+        from sandbox import cloudwatch
+
+        cloudwatch.install()
+        log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="hyperpod-sandbox-logs-"))
+        self.monitor = cloudwatch.Monitor(self.config.region, self.clock.now, log_dir)
+        self.runtime.monitor = self.monitor
+        cloudwatch.activate(self.monitor)
+
+    @property
+    def log_dir(self) -> Path | None:
+        """The directory of the functions' log files (``<function name>.log``)."""
+        return self.monitor.log_dir if self.monitor is not None else None
+
+    def alarm(self, name: str) -> dict:
+        """An alarm of the stack (its logical id or name) as DescribeAlarms returns it."""
+        assert self.stack is not None, "sandbox not started"
+        alarm_name = self.stack.resources.get(name, name)
+        (alarm,) = self.client("cloudwatch").describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
+        return alarm
+
+    def alarm_breaching(self, name: str) -> list[Any]:
+        """The periods in which the alarm's metric (moto's data, which the sandbox's services and
+        functions put there) crossed its threshold; empty: it would not fire."""
+        from sandbox import cloudwatch
+
+        return cloudwatch.breaching_periods(self.config.region, self.alarm(name))
 
     def _assume_function_roles(self) -> None:
         """From here on every function acts as its own role (``sandbox.identity``)."""
@@ -262,6 +300,12 @@ class Sandbox:
         if os.environ.get(IAM_USAGE_ENV):
             dump_usage(os.environ[IAM_USAGE_ENV])
         REGISTRY.clear()
+        if self.monitor is not None:
+            from sandbox import cloudwatch
+
+            cloudwatch.activate(None)
+            self.monitor.close()
+            self.runtime.monitor = None
         aws_ext.reset()  # armed faults, delays and clock overrides; moto's reset clears the rest
         if self._mock is not None:
             self._mock.stop()
@@ -360,6 +404,14 @@ class Sandbox:
 
     def invoke_lambda(self, function_name: str, event: Any) -> tuple[Any, str | None]:
         return self.runtime.invoke(function_name, event)
+
+    def invoke_lambda_event(self, function_name: str, event: Any) -> None:
+        """An asynchronous Invoke (``InvocationType=Event``), accepted at once: Lambda's event
+        queue runs it, with its two retries and then the function's dead-letter queue."""
+        self.delivery.submit(
+            lambda: self.runtime.invoke_async(function_name, event, self._lambda_dead_letter),
+            f"invoke/{function_name}",
+        )
 
     def deliver_to_target(self, rule: Any, target: dict, event: Any) -> None:
         """An EventBridge rule's target gets ``event`` (already shaped by Input/InputPath)."""

@@ -15,7 +15,14 @@ AWS's limits hold (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-l
   ends first); whatever it does after the timeout is discarded, as a frozen sandbox's would be;
 - a synchronous request or response over 6 MB, an asynchronous event over 256 KB: the handler
   never runs (``RequestEntityTooLargeException``, not retried) or its result is replaced by
-  ``Function.ResponseSizeTooLarge``.
+  ``Function.ResponseSizeTooLarge``;
+- a function's ``ReservedConcurrentExecutions`` caps its concurrent invocations: one more is
+  throttled (``TooManyRequestsException``, "Rate Exceeded."), which a synchronous caller gets as
+  its error and an asynchronous event waits out, retried with back-off for up to six hours
+  without using up its two retries (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html).
+
+What a handler prints and logs, its metrics (EMF) and AWS/Lambda's own metrics go where Lambda
+sends them, through ``LambdaRuntime.monitor`` (``sandbox.cloudwatch``), not to the console.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from typing import Any
 log = logging.getLogger("sandbox.lambda")
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # request and response of a synchronous invocation
+THROTTLED = "TooManyRequestsException"
+#: How long Lambda keeps retrying an asynchronous event it throttles (sandbox seconds).
+THROTTLED_EVENT_MAX_AGE = 6 * 3600
 ASYNC_EVENT_LIMIT = 256 * 1024  # the event of an asynchronous invocation
 TIMED_OUT = "Sandbox.Timedout"
 
@@ -72,6 +82,8 @@ class FunctionSpec:
     #: deployed (``sandbox.identity``); None: it acts as the sandbox itself.
     role_arn: str = ""
     identity: Any = None
+    #: ``ReservedConcurrentExecutions``: at most this many invocations at once (None: no cap).
+    reserved_concurrency: int | None = None
 
 
 @dataclass
@@ -108,8 +120,11 @@ class LambdaRuntime:
     invocations: list[Invocation] = field(default_factory=list)
     #: Called with the seconds Lambda would wait between async retries; the sandbox scales it.
     sleep: Callable[[float], None] = time.sleep
+    #: Where each invocation's output, EMF metrics and AWS/Lambda metrics go (``sandbox.cloudwatch``).
+    monitor: Any = None
     _handlers: dict[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _running: dict[str, int] = field(default_factory=dict)
 
     def register(self, spec: FunctionSpec) -> None:
         self.functions[spec.name] = spec
@@ -159,16 +174,37 @@ class LambdaRuntime:
                 request_id,
             )
             return self._done(record, payload, "RequestEntityTooLargeException")
+        if not self._admit(spec):
+            return self._done(record, _error_payload(THROTTLED, "Rate Exceeded.", request_id), THROTTLED)
+        try:
+            return self._run(spec, record, event)
+        finally:
+            with self._lock:
+                self._running[spec.name] -= 1
+
+    def _admit(self, spec: FunctionSpec) -> bool:
+        """One more concurrent invocation of ``spec``, unless its reserved concurrency is reached."""
+        with self._lock:
+            running = self._running.get(spec.name, 0)
+            if spec.reserved_concurrency is not None and running >= spec.reserved_concurrency:
+                return False
+            self._running[spec.name] = running + 1
+            return True
+
+    def _run(self, spec: FunctionSpec, record: Invocation, event: Any) -> tuple[Any, str | None]:
+        request_id = record.request_id
         os.environ.update(spec.environment)
         outcome: dict[str, Any] = {}
         handler = self._handler(spec)
         context = LambdaContext(spec, request_id)
+        monitor = self.monitor
 
         def run() -> None:
             from sandbox.identity import acting_as
 
+            output = monitor.invocation(spec, request_id) if monitor else contextlib.nullcontext()
             try:
-                with acting_as(spec.identity):
+                with output, acting_as(spec.identity):
                     outcome["result"] = handler(event, context)
             except LambdaTimedOut:
                 pass  # the invocation already answered Sandbox.Timedout
@@ -209,6 +245,8 @@ class LambdaRuntime:
         record.duration = time.time() - record.started
         with self._lock:
             self.invocations.append(record)
+        if self.monitor is not None:
+            self.monitor.finished(self.functions[record.function], record)
         return payload, error
 
     def invoke_async(
@@ -222,12 +260,21 @@ class LambdaRuntime:
             message = f"Request must be smaller than {ASYNC_EVENT_LIMIT} bytes for the Invoke operation"
             on_failure(spec, event, _error_payload("RequestEntityTooLargeException", message, ""))
             return
-        for attempt in range(spec.async_max_retries + 1):
+        attempt, throttled_for, backoff = 0, 0.0, 1.0
+        while True:
             payload, error = self.invoke(spec.name, event)
             if error is None:
                 return
-            if attempt < spec.async_max_retries:
-                self.sleep(60.0 * (attempt + 1))
+            if error == THROTTLED and throttled_for < THROTTLED_EVENT_MAX_AGE:
+                # Throttled events wait for concurrency, not counted as retries.
+                self.sleep(backoff)
+                throttled_for += backoff
+                backoff = min(backoff * 2, 300.0)
+                continue
+            if attempt >= spec.async_max_retries:
+                break
+            attempt += 1
+            self.sleep(60.0 * attempt)
         on_failure(spec, event, payload)
 
     @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """The few places where moto is bent to run the project for real, installed once per process.
 
 moto's backends are process-wide, so these patches consult the *active* sandbox (one at a time):
-- ``LambdaFunction._invoke_lambda``: call the real handler in process, not in Docker;
+- ``LambdaFunction._invoke_lambda``: call the real handler in process, not in Docker; an
+  ``InvocationType=Event`` invoke is accepted at once and run later with Lambda's retries and
+  dead-letter queue (moto runs it inside the request);
 - the ASL interpreter's Wait, Retry back-off, task timeout and heartbeat: scaled by the
   sandbox's ``time_scale``, so a 30 s Wait takes 0.3 s at 0.01 (``TimeoutSeconds``,
   ``TimeoutSecondsPath`` and ``HeartbeatSeconds`` alike; history events show the scaled value);
@@ -38,6 +40,8 @@ class ActiveSandbox(Protocol):
     time_scale: float
 
     def invoke_lambda(self, function_name: str, event: Any) -> tuple[Any, str | None]: ...
+
+    def invoke_lambda_event(self, function_name: str, event: Any) -> None: ...
 
     def deliver_to_target(self, rule: Any, target: dict, event: dict) -> None: ...
 
@@ -103,6 +107,19 @@ def _patch_lambda() -> None:
         return json.dumps(payload), error is not None, ""
 
     LambdaFunction._invoke_lambda = _invoke_lambda
+    synchronous_invoke = LambdaFunction.invoke
+
+    def invoke(self: Any, body: Any, request_headers: Any, response_headers: Any) -> Any:
+        """``InvocationType=Event``: Lambda queues the event and answers 202 at once; the handler
+        runs later, retried twice and then dead-lettered (moto runs it inside the request)."""
+        headers = request_headers or {}
+        kind = headers.get("X-Amz-Invocation-Type") or headers.get("x-amz-invocation-type")
+        if kind != "Event":
+            return synchronous_invoke(self, body, request_headers, response_headers)
+        active().invoke_lambda_event(self.function_name, json.loads(body) if body else {})
+        return ""
+
+    LambdaFunction.invoke = invoke
 
 
 def _patch_terminal_errors() -> None:

@@ -11,7 +11,9 @@ not emulated. EventBridge Scheduler schedules (``AWS::Scheduler::Schedule``, SAM
 events) are created in moto's scheduler backend and fired by the sandbox's scheduler (see
 ``sandbox.eventbus``); a ``ScheduleV2`` without ``RoleArn`` gets a sandbox role where SAM would
 create one. The stack is also registered with moto's CloudFormation, outputs included, so
-``hpctl`` finds it with ``describe_stacks`` as it would on AWS.
+``hpctl`` finds it with ``describe_stacks`` as it would on AWS. CloudWatch alarms and dashboards,
+SNS topics and subscriptions, and log groups with their retention are created in moto, which
+stores them (``sandbox.cloudwatch`` evaluates the alarms).
 """
 
 from __future__ import annotations
@@ -38,8 +40,6 @@ NOT_EMULATED = {
     "AWS::Lambda::Permission",
     "AWS::SQS::QueuePolicy",
     "AWS::SNS::TopicPolicy",
-    "AWS::CloudWatch::Alarm",
-    "AWS::CloudWatch::Dashboard",
     "AWS::S3::BucketPolicy",
 }
 
@@ -153,7 +153,7 @@ class StackDeployer:
 
         for logical in resources:
             visit(logical, [])
-        return order
+        return _as_soon_as_ready(order, deps)
 
     def _role(self, service: str) -> str:
         """One sandbox role per service principal; moto checks a function's role exists."""
@@ -264,9 +264,77 @@ class StackDeployer:
         self._set(logical, name, Arn=f"arn:aws:s3:::{name}", DomainName=f"{name}.s3.amazonaws.com")
 
     def _create_AWS_Logs_LogGroup(self, logical: str, props: dict, res: dict) -> None:
+        """A log group and its retention; a name that exists fails as CloudFormation does
+        (ResourceAlreadyExistsException: a function's group Lambda created before the stack did)."""
         name = props.get("LogGroupName") or f"/sandbox/{self.stack_name}/{logical}"
-        self.client("logs").create_log_group(logGroupName=name)
+        logs = self.client("logs")
+        logs.create_log_group(logGroupName=name)
+        if props.get("RetentionInDays") is not None:
+            logs.put_retention_policy(logGroupName=name, retentionInDays=int(props["RetentionInDays"]))
         self._set(logical, name, Arn=f"arn:aws:logs:{self.region}:{ACCOUNT}:log-group:{name}:*")
+
+    def _create_AWS_SNS_Topic(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("TopicName") or f"{self.stack_name}-{logical}"[:256]
+        attributes = {k: str(props[k]) for k in ("DisplayName", "KmsMasterKeyId") if props.get(k)}
+        arn = self.client("sns").create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        self._set(logical, arn, TopicArn=arn, TopicName=name)
+
+    def _create_AWS_SNS_Subscription(self, logical: str, props: dict, res: dict) -> None:
+        """The topic's subscription (moto records it; the sandbox sends no e-mail)."""
+        arn = self.client("sns").subscribe(
+            TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"]
+        )["SubscriptionArn"]
+        self._set(logical, arn)
+
+    def _create_AWS_CloudWatch_Dashboard(self, logical: str, props: dict, res: dict) -> None:
+        name = props.get("DashboardName") or f"{self.stack_name}-{logical}"
+        body = props["DashboardBody"]
+        try:
+            json.loads(body)
+        except ValueError as exc:  # PutDashboard refuses it (InvalidParameterInput)
+            raise TemplateError(f"{logical}: DashboardBody is not JSON after substitution: {exc}") from None
+        self.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=body)
+        self._set(logical, name)
+
+    def _create_AWS_CloudWatch_Alarm(self, logical: str, props: dict, res: dict) -> None:
+        """The alarm in moto's CloudWatch, which stores it and the metrics it reads; the sandbox
+        evaluates it against that data (``sandbox.cloudwatch.alarm_values``)."""
+        name = props.get("AlarmName") or f"{self.stack_name}-{logical}"
+        kwargs: dict[str, Any] = {"AlarmName": name}
+        for key in (
+            "AlarmDescription",
+            "ActionsEnabled",
+            "AlarmActions",
+            "OKActions",
+            "InsufficientDataActions",
+            "Namespace",
+            "MetricName",
+            "Dimensions",
+            "Statistic",
+            "ExtendedStatistic",
+            "Unit",
+            "TreatMissingData",
+            "ComparisonOperator",
+        ):
+            if props.get(key) is not None:
+                kwargs[key] = props[key]
+        for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if props.get(key) is not None:
+                kwargs[key] = int(props[key])
+        kwargs["Threshold"] = float(props["Threshold"])
+        if props.get("Metrics"):
+            metrics = []
+            for query in props["Metrics"]:
+                query = dict(query)
+                if "MetricStat" in query:
+                    stat = dict(query["MetricStat"])
+                    stat["Period"] = int(stat["Period"])
+                    query["MetricStat"] = stat
+                metrics.append(query)
+            kwargs["Metrics"] = metrics
+        self.client("cloudwatch").put_metric_alarm(**kwargs)
+        arn = f"arn:aws:cloudwatch:{self.region}:{ACCOUNT}:alarm:{name}"
+        self._set(logical, name, Arn=arn)
 
     def _create_AWS_Events_EventBus(self, logical: str, props: dict, res: dict) -> None:
         name = props["Name"]
@@ -386,6 +454,11 @@ class StackDeployer:
             Environment={"Variables": env},
             **self._vpc_config(logical, props),
         )["FunctionArn"]
+        reserved = props.get("ReservedConcurrentExecutions")
+        if reserved is not None:
+            self.client("lambda").put_function_concurrency(
+                FunctionName=name, ReservedConcurrentExecutions=int(reserved)
+            )
         invoke_config = props.get("EventInvokeConfig", {})
         dlq = props.get("DeadLetterQueue", {})
         on_failure = invoke_config.get("DestinationConfig", {}).get("OnFailure", {})
@@ -402,6 +475,7 @@ class StackDeployer:
                 async_max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
                 dead_letter_arn=on_failure.get("Destination") or dlq.get("TargetArn"),
                 role_arn=role,
+                reserved_concurrency=int(reserved) if reserved is not None else None,
             )
         )
         self._set(logical, name, Arn=arn)
@@ -512,10 +586,37 @@ class StackDeployer:
         for key in ("Input", "InputPath", "RetryPolicy"):
             if key in eprops:
                 target[key] = eprops[key]
-        if "Arn" in eprops.get("DeadLetterConfig", {}):
-            target["DeadLetterConfig"] = {"Arn": eprops["DeadLetterConfig"]["Arn"]}
+        dlq_arn = self._sam_dead_letter_queue(logical, event_id, eprops.get("DeadLetterConfig"))
+        if dlq_arn:
+            target["DeadLetterConfig"] = {"Arn": dlq_arn}
         rule["Targets"] = [target]
         self._create_AWS_Events_Rule(f"{logical}{event_id}", rule, {})
+
+    def _sam_dead_letter_queue(self, logical: str, event_id: str, config: dict | None) -> str | None:
+        """A SAM event's ``DeadLetterConfig`` as SAM reads it: ``Arn`` (a queue of the stack) or
+        ``Type: SQS`` (SAM creates ``QueueLogicalId``, by default ``<function><event>Queue``),
+        never both. Any other key SAM ignores silently, leaving the target without the queue its
+        author meant: refused here, so a template that relies on one fails in the sandbox."""
+        if not config:
+            return None
+        unknown = set(config) - {"Arn", "Type", "QueueLogicalId"}
+        if unknown:
+            raise TemplateError(
+                f"{logical}.Events.{event_id}.DeadLetterConfig: SAM ignores {', '.join(sorted(unknown))}; "
+                "use Arn (an existing queue) or Type: SQS (a queue SAM creates)"
+            )
+        if "Arn" in config and "Type" in config:
+            raise TemplateError(
+                f"{logical}.Events.{event_id}.DeadLetterConfig: specify either Type or Arn, not both"
+            )
+        if config.get("Arn"):
+            return str(config["Arn"])
+        if config.get("Type") == "SQS":
+            queue_logical = config.get("QueueLogicalId") or f"{logical}{event_id}Queue"
+            self._create_AWS_SQS_Queue(queue_logical, {}, {})
+            self.stack.types[queue_logical] = "AWS::SQS::Queue"
+            return self.resolver.attrs[queue_logical]["Arn"]
+        return None
 
     def _sam_schedule_v2(self, logical: str, event_id: str, eprops: dict, target_arn: str) -> None:
         """SAM's ScheduleV2 event: an AWS::Scheduler::Schedule named ``<logical><event>`` by default,
@@ -525,14 +626,9 @@ class StackDeployer:
         for key in ("Input", "RetryPolicy"):
             if key in eprops:
                 target[key] = eprops[key]
-        dlq = eprops.get("DeadLetterConfig") or {}
-        if dlq.get("Arn"):
-            target["DeadLetterConfig"] = {"Arn": dlq["Arn"]}
-        elif dlq.get("Type") == "SQS":  # SAM creates the queue
-            queue_logical = dlq.get("QueueLogicalId") or f"{generated}Queue"
-            self._create_AWS_SQS_Queue(queue_logical, {}, {})
-            self.stack.types[queue_logical] = "AWS::SQS::Queue"
-            target["DeadLetterConfig"] = {"Arn": self.resolver.attrs[queue_logical]["Arn"]}
+        dlq_arn = self._sam_dead_letter_queue(logical, event_id, eprops.get("DeadLetterConfig"))
+        if dlq_arn:
+            target["DeadLetterConfig"] = {"Arn": dlq_arn}
         schedule = {k: v for k, v in eprops.items() if k in _SCHEDULE_KEYS}
         if not eprops.get("OmitName"):
             schedule.setdefault("Name", generated)
@@ -613,6 +709,31 @@ class StackDeployer:
             name=name, definition=definition, roleArn=self._role("states.amazonaws.com"), type=sm_type
         )["stateMachineArn"]
         self._set(logical, arn, Arn=arn, Name=name)
+
+
+def _as_soon_as_ready(order: list[str], deps: dict[str, set[str]]) -> list[str]:
+    """``order`` (dependencies first) with each resource moved up to right after the last of
+    its dependencies, as CloudFormation creates a resource as soon as what it refers to exists.
+    So a function's log group exists before the function's schedule can fire on the sandbox's
+    fast clock (Lambda would create the group itself, and the stack's would then fail)."""
+    dependents: dict[str, list[str]] = {n: [] for n in order}
+    for node in order:
+        for dep in deps[node]:
+            dependents[dep].append(node)
+    emitted: set[str] = set()
+    result: list[str] = []
+
+    def emit(node: str) -> None:
+        emitted.add(node)
+        result.append(node)
+        for dependent in dependents[node]:
+            if dependent not in emitted and deps[dependent] <= emitted:
+                emit(dependent)
+
+    for node in order:
+        if node not in emitted:
+            emit(node)
+    return result
 
 
 _TARGET_KEYS = {

@@ -3,6 +3,7 @@
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hyperpod_control.adapters.eks import EksAdapter
+from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.install import AcquireLockInput
 from hyperpod_control.models.validation import parse_input
@@ -15,4 +16,12 @@ from hyperpod_control.settings import get_settings
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_input(AcquireLockInput, event)
-    return install.acquire_lock(request, Store(get_settings().table_name), EksAdapter()).dump()
+    outcome = install.acquire_lock(
+        request, Store(get_settings().table_name), EksAdapter(), StepFunctionsAdapter()
+    )
+    if outcome.taken_over_from:
+        logger.warning(
+            "cluster lock taken over from an execution that ended without releasing it",
+            extra={"cluster": request.cluster.cluster_name, "previousOwner": outcome.taken_over_from},
+        )
+    return outcome.dump()

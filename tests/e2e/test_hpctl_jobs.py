@@ -168,6 +168,45 @@ def test_describe_shows_ranks_spare_conditions_pods_and_history(serverless, fini
     assert {"Admitted", "PodsCreated", "Started", "Completed"} <= {e["kind"] for e in doc["history"]}
 
 
+def test_logs_prints_a_ranks_output_through_the_kubernetes_api(serverless, finished_job, hpctl):
+    _, described, _ = hpctl(
+        "jobs", "describe", JOB, "--cluster", serverless.world.hyperpod_cluster_name, "--json"
+    )
+    (pod,) = [p["pod"] for p in json.loads(described)["pods"] if p["rank"] == 0]
+    code, out, err = hpctl(
+        "jobs", "--cluster", serverless.world.hyperpod_cluster_name, "logs", JOB, "--rank", "0"
+    )
+    assert code == 0, err
+    assert any(line.startswith("step ") for line in out.splitlines()), out[-2000:]
+    # The same text the cluster's API serves for the pod holding rank 0 (as `kubectl logs` reads it).
+    from kubernetes import client, config
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(serverless.kubeconfig)))
+    assert out == core.read_namespaced_pod_log(pod, "default")
+
+    code, out, err = hpctl(
+        "jobs", "--cluster", serverless.world.hyperpod_cluster_name, "logs", JOB, "--rank", "1"
+    )
+    assert code == 1 and out == ""
+    assert "has no rank 1" in err and f"0 ({pod})" in err
+
+
+def test_the_supervisor_leaves_kubernetes_events_on_the_job(serverless, finished_job):
+    """What `kubectl describe hyperpodpytorchjob` shows under Events: why the job is where it is."""
+    from kubernetes import client, config
+
+    from hyperpod_control.services.supervisor import EVENT_SOURCE_COMPONENT
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(serverless.kubeconfig)))
+    events = [e for e in core.list_namespaced_event("default").items if e.involved_object.uid == finished_job]
+    by_reason = {e.reason: e for e in events}
+    assert {"Running", "Completed"} <= set(by_reason), sorted(by_reason)
+    completed = by_reason["Completed"]
+    assert completed.type == "Normal" and completed.involved_object.name == JOB
+    assert completed.involved_object.kind == "HyperPodPyTorchJob"
+    assert completed.source.component == EVENT_SOURCE_COMPONENT and completed.message
+
+
 def test_describe_an_unknown_job_exits_1_naming_it_and_the_known_ones(finished_job, hpctl):
     code, out, err = hpctl("jobs", "describe", "no-such-job")
     assert code == 1 and out == ""

@@ -214,6 +214,10 @@ def test_the_circuit_breaker_stops_automatic_repair_when_too_many_nodes_fail(sb)
     assert eventually(lambda: sagemaker_status(sb, first) == "Pending", timeout=10, what="first reboot")
     assert sagemaker_status(sb, second) != "Pending"  # no reboot asked
     assert marks(sb, second)["cordoned"]  # the breaker stops repair, not the marks
+    # Its EMF metric reached moto's CloudWatch (through the function's log output) and pages.
+    assert sb.alarm_breaching("NodeRepairBreakerOpenAlarm"), (
+        "NodeRepairBreakerOpen stayed under its threshold"
+    )
 
 
 # -- the jobs on a failed node ----------------------------------------------------------------------

@@ -251,3 +251,19 @@ def test_list_operators_reads_every_page_and_only_operators(store, ddb):
     operators = store.list_operators()
     assert sorted(o.cluster_arn for o in operators) == arns
     assert all(isinstance(o, OperatorRecord) for o in operators)
+
+
+def test_list_operators_queries_the_sparse_index_and_never_scans(store, ddb):
+    """Listing clusters runs every minute and on every job event: its cost must not grow with the
+    table's history (nodes, jobs, 90 days of events), so it reads the Operators index only."""
+    store.put(operator(), expected_version=None)
+    for i in range(30):
+        store.record_node_health(node(NodeHealth.UNHEALTHY, T0, f"e-{i}", instance=f"i-{i:04d}"))
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+
+    assert [o.cluster_arn for o in store.list_operators()] == [CLUSTER_ARN]
+    assert calls == ["Query"]
+    # Only OPERATOR items are in the index: the nodes never reach it.
+    indexed = ddb.scan(TableName=TABLE, IndexName="Operators")["Items"]
+    assert [item["SK"]["S"] for item in indexed] == ["OPERATOR"]

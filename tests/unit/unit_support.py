@@ -33,14 +33,25 @@ class FakeContext:
 def create_table(name: str = TABLE) -> None:
     import boto3
 
+    from hyperpod_control.models.records import OPERATORS_INDEX, OPERATORS_INDEX_KEY
+
     client = boto3.client("dynamodb", region_name=REGION)
     client.create_table(
         TableName=name,
         AttributeDefinitions=[
             {"AttributeName": "PK", "AttributeType": "S"},
             {"AttributeName": "SK", "AttributeType": "S"},
+            {"AttributeName": OPERATORS_INDEX_KEY, "AttributeType": "S"},
         ],
         KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        # template.yaml's sparse index of the OPERATOR items (Store.list_operators)
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": OPERATORS_INDEX,
+                "KeySchema": [{"AttributeName": OPERATORS_INDEX_KEY, "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     client.update_time_to_live(

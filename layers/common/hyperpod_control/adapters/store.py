@@ -12,9 +12,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from hyperpod_control.adapters.aws import AwsAdapter, map_client_error
+from hyperpod_control.adapters.items import pack_pods, unpack_pods
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.records import (
     OPERATOR_SK,
+    OPERATORS_INDEX,
+    OPERATORS_INDEX_KEY,
     JobEventRecord,
     JobRecord,
     NodeRecord,
@@ -47,11 +50,13 @@ class Store(AwsAdapter):
 
     def _to_item(self, record: Record, **extra: Any) -> dict[str, Any]:
         data = record.model_dump(mode="json", exclude_none=True)
-        data.update(PK=record.pk, SK=record.sk, **extra)  # type: ignore[attr-defined]
+        if isinstance(record, JobRecord):  # its pod table compressed when large (adapters/items.py)
+            data = pack_pods(data)
+        data.update(PK=record.pk, SK=record.sk, **record.index_keys(), **extra)  # type: ignore[attr-defined]
         return {k: self._ser.serialize(v) for k, v in data.items()}
 
     def _from_item(self, model: type[R], item: dict[str, Any]) -> R:
-        data = {k: self._de.deserialize(v) for k, v in item.items()}
+        data = unpack_pods({k: self._de.deserialize(v) for k, v in item.items()})
         # DynamoDB numbers come back as Decimal; pydantic coerces them per field.
         return model.model_validate(data)
 
@@ -121,18 +126,22 @@ class Store(AwsAdapter):
         return self.get(OperatorRecord, cluster_pk(cluster_arn), OPERATOR_SK)
 
     def list_operators(self) -> list[OperatorRecord]:
-        """Every registered cluster (a scan: the number of clusters per account is small)."""
+        """Every registered cluster: a Query of the sparse ``Operators`` index, which holds the
+        OPERATOR items only, so its cost does not grow with the table's history. The index is
+        eventually consistent: a cluster registered a moment ago may be missing from one call."""
         records: list[OperatorRecord] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "FilterExpression": "SK = :sk",
-            "ExpressionAttributeValues": {":sk": {"S": OPERATOR_SK}},
+            "IndexName": OPERATORS_INDEX,
+            "KeyConditionExpression": "#key = :key",
+            "ExpressionAttributeNames": {"#key": OPERATORS_INDEX_KEY},
+            "ExpressionAttributeValues": {":key": {"S": OPERATOR_SK}},
         }
         while True:
             try:
-                resp = self.client.scan(**kwargs)
+                resp = self.client.query(**kwargs)
             except Exception as exc:
-                raise map_client_error(exc, resource=self.table_name) from exc
+                raise map_client_error(exc, resource=f"{self.table_name}/index/{OPERATORS_INDEX}") from exc
             records.extend(self._from_item(OperatorRecord, it) for it in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 return records

@@ -271,6 +271,8 @@ class LockOutcome(TaskModel):
     owner: str
     mode: OperatorMode
     version: int
+    #: The execution whose lock was taken over: it had ended without releasing it.
+    taken_over_from: str | None = None
 
 
 class ReleaseLockInput(TaskModel):

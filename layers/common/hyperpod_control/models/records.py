@@ -21,6 +21,11 @@ def cluster_pk(cluster_arn: str) -> str:
 
 
 OPERATOR_SK = "OPERATOR"
+#: A sparse global secondary index of the OPERATOR items only (template.yaml ``Operators``):
+#: listing the registered clusters is a Query on it, not a Scan of the whole table and its history.
+OPERATORS_INDEX = "Operators"
+#: Its partition key, an attribute only OPERATOR items carry (always ``OPERATOR_SK``).
+OPERATORS_INDEX_KEY = "operator_index"
 
 
 def node_sk(instance_id: str) -> str:
@@ -53,6 +58,10 @@ class Record(BaseModel):
     version: int = Field(default=0, ge=0, description="Optimistic-concurrency counter of the item.")
     updated_at: datetime = Field(default_factory=utcnow)
 
+    def index_keys(self) -> dict[str, str]:
+        """Attributes the item carries for a secondary index (none: in no index)."""
+        return {}
+
 
 class OperatorRecord(Record):
     """``CLUSTER#<arn>`` / ``OPERATOR``: the cluster's training operator and its last workflow."""
@@ -77,6 +86,9 @@ class OperatorRecord(Record):
     @property
     def sk(self) -> str:
         return OPERATOR_SK
+
+    def index_keys(self) -> dict[str, str]:
+        return {OPERATORS_INDEX_KEY: OPERATOR_SK}
 
 
 JOB_WATCH_SK = "WATCH#jobs"

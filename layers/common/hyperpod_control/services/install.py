@@ -120,10 +120,21 @@ def operator_policy_arn(partition: str = "aws") -> str:
 
 
 def decide_claim(
-    existing: OperatorRecord | None, cluster: ClusterRef, owner: str, mode: OperatorMode, purpose: str
+    existing: OperatorRecord | None,
+    cluster: ClusterRef,
+    owner: str,
+    mode: OperatorMode,
+    purpose: str,
+    holder_ended: str | None = None,
 ) -> OperatorRecord:
-    """Pure: the OPERATOR item with the lock taken by ``owner``, or the reason it cannot be."""
-    if existing is not None and existing.lock_owner and existing.lock_owner != owner:
+    """Pure: the OPERATOR item with the lock taken by ``owner``, or the reason it cannot be.
+
+    ``holder_ended``: the final status of the execution that holds the lock (``lock_holder_ended``).
+    A lock whose execution ended without releasing it (aborted, or stopped by its timeout: no
+    Catch runs then) protects nothing: ``owner`` takes it over, and the item's ``reason`` names
+    the old execution."""
+    taken_over = bool(existing and existing.lock_owner and existing.lock_owner != owner and holder_ended)
+    if existing is not None and existing.lock_owner and existing.lock_owner != owner and not taken_over:
         raise LockHeldError(
             f"cluster '{cluster.cluster_name}' is locked by workflow {existing.lock_owner}.",
             remedy="wait for that workflow to end (the lock is released on every path), then start again.",
@@ -163,6 +174,12 @@ def decide_claim(
         "eks_cluster_name": cluster.eks_cluster_name,
         "updated_at": utcnow(),
     }
+    if taken_over:
+        assert existing is not None
+        update["reason"] = (
+            f"lock taken over from workflow {existing.lock_owner}, which ended {holder_ended} "
+            "without releasing it"
+        )
     if purpose == "install":
         update["mode"] = mode
         if base.status is not OperatorStatus.ACTIVE or base.mode != mode:
@@ -170,7 +187,19 @@ def decide_claim(
     return base.model_copy(update=update)
 
 
-def acquire_lock(request: AcquireLockInput, store: Store, eks: EksAdapter) -> LockOutcome:
+def lock_holder_ended(owner: str | None, sfn: Any) -> str | None:
+    """How the execution holding a lock ended (SUCCEEDED, FAILED, TIMED_OUT, ABORTED; DELETED when
+    Step Functions no longer has it: its history expires 90 days after it ended); None while it
+    runs, or when the holder is not an execution (a lock taken by hand is never taken over)."""
+    if not owner or sfn is None or ":execution:" not in owner:
+        return None
+    status = sfn.status(owner)
+    if status is None:
+        return "DELETED"
+    return None if status == "RUNNING" else status
+
+
+def acquire_lock(request: AcquireLockInput, store: Store, eks: EksAdapter, sfn: Any = None) -> LockOutcome:
     cluster = request.cluster
     if request.purpose == "install":
         install = parse_input(InstallRequest, request.request)
@@ -185,9 +214,16 @@ def acquire_lock(request: AcquireLockInput, store: Store, eks: EksAdapter) -> Lo
         existing = store.get_operator(cluster.cluster_arn)
         mode = existing.mode if existing else OperatorMode.ADDON
     existing = store.get_operator(cluster.cluster_arn)
-    record = decide_claim(existing, cluster, request.owner, mode, request.purpose)
+    held_by = existing.lock_owner if existing is not None and existing.lock_owner != request.owner else None
+    ended = lock_holder_ended(held_by, sfn)
+    record = decide_claim(existing, cluster, request.owner, mode, request.purpose, holder_ended=ended)
     written = store.put(record, expected_version=existing.version if existing else None)
-    return LockOutcome(owner=request.owner, mode=written.mode, version=written.version)
+    return LockOutcome(
+        owner=request.owner,
+        mode=written.mode,
+        version=written.version,
+        taken_over_from=held_by if ended else None,
+    )
 
 
 def decide_release(existing: OperatorRecord, owner: str, succeeded: bool) -> OperatorRecord | None:
