@@ -200,7 +200,8 @@ def test_the_supervisor_leaves_kubernetes_events_on_the_job(serverless, finished
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(serverless.kubeconfig)))
     events = [e for e in core.list_namespaced_event("default").items if e.involved_object.uid == finished_job]
     by_reason = {e.reason: e for e in events}
-    assert {"Running", "Completed"} <= set(by_reason), sorted(by_reason)
+    # A job without faults: its end (a remediation adds Running, a node fault NodeFault).
+    assert "Completed" in by_reason, sorted(by_reason)
     completed = by_reason["Completed"]
     assert completed.type == "Normal" and completed.involved_object.name == JOB
     assert completed.involved_object.kind == "HyperPodPyTorchJob"
