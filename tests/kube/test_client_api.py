@@ -389,3 +389,39 @@ def test_a_jobs_network_policy_is_created_kept_updated_validated_and_goes_with_t
         lambda: [p.metadata.name for p in net.list_namespaced_network_policy(namespace).items] == ["bare"],
         what="the job's NetworkPolicy collected with it",
     )
+
+
+def test_the_adapter_lists_pods_and_nodes_in_pages_with_selectors(
+    api: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KubeAdapter.pods and .nodes follow ``continue`` until the last page (a 4,096-pod job's pods
+    come 500 at a time), the label selector applied by the server."""
+    from hyperpod_control.adapters import kube as kube_module
+    from hyperpod_control.adapters.kube import KubeAdapter
+
+    core = client.CoreV1Api(api)
+    container = {"name": "t", "image": "train:1"}
+    for i in range(5):
+        labels = {"HPJob": "paged"} if i < 4 else {"HPJob": "other"}
+        core.create_namespaced_pod(
+            namespace,
+            {"metadata": {"name": f"paged-{i}", "labels": labels}, "spec": {"containers": [container]}},
+        )
+    monkeypatch.setattr(kube_module, "LIST_PAGE", 3)
+    adapter = KubeAdapter("sandbox", api_client=api)
+    pages: list[dict] = []
+    call = adapter._call
+
+    def counted(resource, fn, *args, **kwargs):
+        pages.append({k: kwargs.get(k) for k in ("limit", "_continue", "label_selector")})
+        return call(resource, fn, *args, **kwargs)
+
+    monkeypatch.setattr(adapter, "_call", counted)
+    pods = adapter.pods(namespace, label_selector="HPJob=paged")
+    assert sorted(p["metadata"]["name"] for p in pods) == [f"paged-{i}" for i in range(4)]
+    assert [p["limit"] for p in pages] == [3, 3]
+    assert pages[0]["_continue"] is None and pages[1]["_continue"]
+    assert {p["label_selector"] for p in pages} == {"HPJob=paged"}
+    pages.clear()
+    monkeypatch.setattr(kube_module, "LIST_PAGE", 1)
+    assert len(adapter.nodes()) == len(NODE_IDS) == len(pages)  # the last page says no more

@@ -88,6 +88,12 @@ def test_post_with_a_body_reaches_the_pod(cluster, core, pod_ns):
 
     answer = eventually(post, 20, "the echo server")
     assert answer == {"path": "/start?rank=0", "body": '{"rank": 0}', "type": "application/json", "pod": ip}
+    # a body serialised already (a /start's shared rank table) goes through the adapter unchanged
+    from hyperpod_control.adapters.kube import KubeAdapter
+
+    sent = b'{"rank":0,"rankIps":[{"rank":0,"ip":"10.0.0.1"}]}'
+    answer = KubeAdapter("sandbox", api_client=api).pod_proxy(pod_ns, "echo", 8080, "POST", "/start", sent)
+    assert answer == {"path": "/start", "body": sent.decode(), "type": "application/json", "pod": ip}
 
 
 def test_proxy_errors_are_status_objects(cluster, core, pod_ns):

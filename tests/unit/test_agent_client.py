@@ -347,3 +347,108 @@ def test_deadline_refuses_a_call_with_too_little_left_and_names_it():
 def test_deadline_margin_is_a_share_of_a_short_invocation():
     assert Deadline(100.0).margin == 5.0
     assert Deadline(3.0).margin == pytest.approx(0.6)
+
+
+# ============================================================== bodies serialised once, the proxy's rate
+
+
+def test_a_shared_body_is_serialised_once_and_joined_to_each_calls_own_keys():
+    from hyperpod_control.adapters.agents import SharedJson
+
+    table = [{"rank": i, "ip": f"10.0.{i // 250}.{i % 250}"} for i in range(4096)]
+    shared = SharedJson({"nnodes": 4096, "rankIps": table})
+    calls = [
+        AgentCall(
+            f"llama-{r}", "POST", "/start", body={"rank": r, "nnodes": 4096, "rankIps": table}, shared=shared
+        )
+        for r in (0, 4095)
+    ]
+    for call in calls:
+        assert json.loads(call.payload()) == call.body
+    # the shared keys go as serialised: a call's own copy of them is not read again
+    other = AgentCall("x", "POST", "/start", body={"rank": 1, "nnodes": 1, "rankIps": []}, shared=shared)
+    assert json.loads(other.payload()) == {"rank": 1, "nnodes": 4096, "rankIps": table}
+    assert AgentCall("x", "GET", "/status").payload() is None
+    assert json.loads(AgentCall("x", "POST", "/stop", body={"a": [1]}).payload()) == {"a": [1]}
+    assert json.loads(SharedJson({}).encode({"rank": 2})) == {"rank": 2}
+    assert json.loads(SharedJson({"a": 1}).encode({"a": 1})) == {"a": 1}
+
+
+def test_the_direct_transport_sends_a_shared_body_whole(agent_server):
+    from hyperpod_control.adapters.agents import SharedJson
+
+    body = {"rank": 0, "nnodes": 2, "faultCount": 0, "master_addr": "127.0.0.1", "master_port": 23456}
+    shared = SharedJson({k: v for k, v in body.items() if k != "rank"})
+    call = AgentCall("llama-0", "POST", "/start", body=body, ip="127.0.0.1", shared=shared)
+    assert AgentClient(DirectTransport()).call_all([call])["llama-0"].ok
+    assert agent_server.requests == [("POST", "/start", body)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_rate_limiter_lets_a_burst_through_then_spaces_the_calls():
+    from hyperpod_control.adapters.agents import RateLimiter
+
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=5, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.acquire()
+    assert clock.slept == []
+    for _ in range(10):
+        limiter.acquire()
+    # 15 calls at 10 a second after a burst of 5: the last one a second after the first
+    assert clock.now == pytest.approx(1.0)
+    assert limiter.waited == pytest.approx(sum(clock.slept))
+    clock.now += 100  # idle: the bucket refills to its burst, no more
+    for _ in range(5):
+        limiter.acquire()
+    assert clock.now == pytest.approx(101.0)
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.1)
+
+
+def test_no_rate_limit_at_zero():
+    from hyperpod_control.adapters.agents import RateLimiter
+
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    for _ in range(1000):
+        limiter.acquire()
+    assert clock.slept == []
+
+
+def test_the_proxy_transport_is_rate_limited_and_sends_bytes():
+    from hyperpod_control.adapters.agents import DEFAULT_PROXY_QPS, ProxyTransport, RateLimiter, proxy_qps
+
+    class Kube:
+        def __init__(self) -> None:
+            self.bodies: list[Any] = []
+
+        def pod_proxy(self, namespace, pod, port, method, path, body, *, timeout):
+            self.bodies.append(body)
+            return READY
+
+    clock = FakeClock()
+    kube = Kube()
+    transport = ProxyTransport(kube, limiter=RateLimiter(2, burst=1, clock=clock, sleep=clock.sleep))
+    client = AgentClient(transport, pool_size=1)
+    client.call_all(AgentCall(f"p{i}", "POST", "/stop", body={"i": i}) for i in range(5))
+    assert sorted(kube.bodies) == sorted(
+        json.dumps({"i": i}, separators=(",", ":")).encode() for i in range(5)
+    )
+    assert clock.now == pytest.approx(2.0)  # 5 calls at 2 a second, one at once
+    assert proxy_qps({}) == DEFAULT_PROXY_QPS
+    assert proxy_qps({"AGENT_PROXY_QPS": "0"}) == 0
+    with pytest.raises(InvalidInputError, match="AGENT_PROXY_QPS"):
+        proxy_qps({"AGENT_PROXY_QPS": "fast"})

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -311,9 +312,31 @@ def test_start_bodies_are_accepted_by_the_agent():
     record = running_record(nnodes=2, spares=3)
     for call in start_calls(record, spec_job, "v1"):
         parsed = parse_start(call.body)
+        # what goes on the wire (the shared part serialised once) is the same body
+        assert parse_start(json.loads(call.payload())) == parsed
         assert parsed.nnodes == 2
         assert [r.name for r in parsed.log_rules or []] == ["JobStart", "Loss"]
         assert parsed.spare is (call.pod not in ("llama-0", "llama-1"))
+
+
+def test_start_bodies_share_one_table_and_serialise_it_once(monkeypatch):
+    """A 4,096-rank job: the rank table is built and serialised once per round, not per agent."""
+    from hyperpod_control.adapters import agents as agents_module
+
+    record = running_record(nnodes=4096, spares=0)
+    encoded: list[int] = []
+    compact = agents_module._compact
+    monkeypatch.setattr(agents_module, "_compact", lambda v: encoded.append(len(v)) or compact(v))
+    calls = start_calls(record, job(replicas=4096, spares=0), "v")
+    assert len(calls) == 4096
+    assert len({id(c.body["rankIps"]) for c in calls}) == 1
+    assert len({id(c.shared) for c in calls}) == 1
+    assert encoded == [len(calls[0].body) - 2]  # the shared keys, once
+    first, last = json.loads(calls[0].payload()), json.loads(calls[-1].payload())
+    assert (first["rank"], last["rank"]) == (0, 4095)
+    assert first["rankIps"] == last["rankIps"] and len(first["rankIps"]) == 4096
+    # every per-agent encoding is of the agent's own two fields only
+    assert encoded[1:] == [2, 2]
 
 
 def test_start_without_rules_sends_an_empty_rule_list():

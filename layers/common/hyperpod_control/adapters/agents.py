@@ -16,6 +16,16 @@ Every call is short (``AGENT_TIMEOUT``) and bounded by the invocation's ``Deadli
 instance's connections hang rather than refuse, so an agent that does not answer in time is
 reported ``silent`` at once and not asked again in this round; whether silence is a fault is the
 supervisor's decision over several rounds, not this client's.
+
+A round is linear in the job's size. A ``/start`` carries the job's whole ``rankIps`` table (the
+agent's wire format: every agent writes the table for its workers), the same for every agent; its
+keys are serialised once per round (``SharedJson``) and each call encodes only its own fields
+(``rank``, ``spare``) beside them, so the supervisor's CPU per round grows with the agents, while
+the bytes of a start round are the table times the agents, as the wire format requires. The pool
+bounds the calls in flight (``AGENT_POOL_SIZE`` threads, never one per agent); the proxy transport
+reuses the Kubernetes client's kept-alive TLS connections (one per thread) and is rate-limited
+(``AGENT_PROXY_QPS``): each of its calls is an API server request, and the API server is shared
+with every other client of the cluster (README, "Operations").
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hyperpod_control.deadline import Deadline
@@ -41,11 +51,34 @@ from hyperpod_control.exceptions import (
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentStatus
 
 DEFAULT_POOL_SIZE = 32
+#: Pod-proxy calls a second (AGENT_PROXY_QPS): a poll round of N agents through the API server
+#: takes at least N / this seconds (README, "Operations").
+DEFAULT_PROXY_QPS = 200.0
 CALL_ATTEMPTS = 4
 BACKOFF_S = 0.2
 #: (connect, read) of one agent call: an agent answers /status, /start and /stop at once (the work
 #: they start runs in the background), so more than this is silence, not slowness.
 AGENT_TIMEOUT = (3.0, 8.0)
+
+
+class SharedJson:
+    """Keys of a request body that many calls share, serialised once (a ``/start``'s ``rankIps``
+    is 35 bytes a rank: encoding it again for each of 4,096 agents made a start round quadratic)."""
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self.keys = frozenset(shared)
+        #: ``"key":value,...`` without the braces: joined to each call's own keys.
+        self.data = _compact(shared)[1:-1]
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        """``body`` as JSON: its keys outside the shared ones encoded now, the rest reused. The
+        shared keys' values are taken as serialised, not from ``body``."""
+        own = _compact({k: v for k, v in body.items() if k not in self.keys})[1:-1]
+        return b"{" + b",".join(part for part in (own, self.data) if part) + b"}"
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -58,19 +91,85 @@ class AgentCall:
     namespace: str = "default"
     #: (connect, read) seconds; the client bounds it by the invocation's deadline.
     timeout: tuple[float, float] = AGENT_TIMEOUT
+    #: The part of ``body`` serialised once for every call of a round (``start_calls``).
+    shared: SharedJson | None = field(default=None, compare=False, repr=False)
+
+    def payload(self) -> bytes | None:
+        """The body as sent: JSON, its shared keys not encoded again."""
+        if self.body is None:
+            return None
+        return self.shared.encode(self.body) if self.shared is not None else _compact(self.body)
+
+
+class RateLimiter:
+    """A token bucket shared by the pool's threads: at most ``rate`` calls a second on average,
+    ``burst`` at once. ``rate`` 0 or less: no limit."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst if burst is not None else int(rate) or 1)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(self.burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+        #: Seconds callers waited in all (benchmarks and logs read it).
+        self.waited = 0.0
+
+    def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            self.waited += wait
+        if wait > 0:
+            self._sleep(wait)
+
+
+def proxy_qps(env: dict[str, str] | None = None) -> float:
+    """``AGENT_PROXY_QPS`` (default ``DEFAULT_PROXY_QPS``; 0: no limit)."""
+    import os
+
+    text = (os.environ if env is None else env).get("AGENT_PROXY_QPS", "")
+    try:
+        return float(text) if text.strip() else DEFAULT_PROXY_QPS
+    except ValueError:
+        raise InvalidInputError(
+            f"AGENT_PROXY_QPS: {text!r} is not a number.",
+            remedy="set it to the pod-proxy calls a second the supervisor may make (0: no limit).",
+        ) from None
 
 
 class ProxyTransport:
-    """Through ``/api/v1/namespaces/<ns>/pods/<pod>:8080/proxy/<path>`` (KubeAdapter.pod_proxy)."""
+    """Through ``/api/v1/namespaces/<ns>/pods/<pod>:8080/proxy/<path>`` (KubeAdapter.pod_proxy):
+    one API server request per call, at most ``qps`` a second (``AGENT_PROXY_QPS``)."""
 
     name = "proxy"
 
-    def __init__(self, kube: Any) -> None:
+    def __init__(self, kube: Any, *, qps: float | None = None, limiter: RateLimiter | None = None) -> None:
         self.kube = kube
+        self.limiter = limiter or RateLimiter(proxy_qps() if qps is None else qps)
 
     def __call__(self, call: AgentCall) -> Any:
+        self.limiter.acquire()
         return self.kube.pod_proxy(
-            call.namespace, call.pod, AGENT_PORT, call.method, call.path, call.body, timeout=call.timeout
+            call.namespace,
+            call.pod,
+            AGENT_PORT,
+            call.method,
+            call.path,
+            call.payload(),
+            timeout=call.timeout,
         )
 
 
@@ -87,7 +186,7 @@ class DirectTransport:
 
         if not call.ip:
             raise ResourceNotFoundError(f"pod {call.pod} has no IP yet.")
-        data = None if call.body is None else json.dumps(call.body).encode()
+        data = call.payload()
         request = urllib.request.Request(
             f"http://{call.ip}:{AGENT_PORT}{call.path}",
             data=data,

@@ -49,6 +49,8 @@ CLUSTER_ID_HEADER = "x-k8s-aws-id"
 TOKEN_LIFETIME_S = 10 * 60  # EKS honours a token for 15 minutes after its X-Amz-Date
 REQUEST_TIMEOUT = (5, 20)  # connect, read: a private-only endpoint must not hang a Lambda
 CONNECTION_POOL_SIZE = 32
+#: Items per page of a list (kubectl's default chunk size).
+LIST_PAGE = 500
 
 
 CLIENT_RETRIES = 3
@@ -477,7 +479,20 @@ class KubeAdapter:
     def nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
         """Every Node (the supervisor reads their readiness, taints and health labels each round)."""
         core = self._api("CoreV1Api")
-        return self._items(self._call("Nodes", core.list_node, raw=True, label_selector=label_selector))
+        return self._pages("Nodes", core.list_node, label_selector=label_selector)
+
+    def _pages(self, resource: str, fn: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Every item of a list, ``LIST_PAGE`` at a time (``limit``/``continue``, as kubectl lists):
+        the API server serves a 4,096-pod job's list in pages instead of one 10 MB answer built in
+        its memory, and each page's request is bounded by the deadline on its own."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self._call(resource, fn, *args, raw=True, limit=LIST_PAGE, _continue=token, **kwargs)
+            items.extend(self._items(page))
+            token = ((page or {}).get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def node(self, name: str) -> dict[str, Any] | None:
         """One Node; None when the cluster has no such node (a replaced instance's is deleted)."""
@@ -561,16 +576,12 @@ class KubeAdapter:
     def pods(
         self, namespace: str | None = None, *, label_selector: str = "", field_selector: str = ""
     ) -> list[dict[str, Any]]:
-        """Pods of ``namespace`` (every namespace when None) matching the selectors."""
+        """Pods of ``namespace`` (every namespace when None) matching the selectors, in pages."""
         core = self._api("CoreV1Api")
         kwargs = {"label_selector": label_selector, "field_selector": field_selector}
         if namespace:
-            found = self._call(
-                f"Pods in {namespace}", core.list_namespaced_pod, namespace, raw=True, **kwargs
-            )
-        else:
-            found = self._call("Pods", core.list_pod_for_all_namespaces, raw=True, **kwargs)
-        return self._items(found)
+            return self._pages(f"Pods in {namespace}", core.list_namespaced_pod, namespace, **kwargs)
+        return self._pages("Pods", core.list_pod_for_all_namespaces, **kwargs)
 
     def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a pod; None when one of that name exists already (a retried step)."""
@@ -660,7 +671,8 @@ class KubeAdapter:
     ) -> Any:
         """``method`` ``path`` on the pod's ``port`` through the API server's pod proxy; the answer's
         JSON (None when empty). The generated client's proxy calls take no request body, so this
-        goes through ``ApiClient.call_api`` with the same authentication (kubernetes >= 37's API)."""
+        goes through ``ApiClient.call_api`` with the same authentication (kubernetes >= 37's API).
+        ``body`` may be JSON already serialised (bytes): sent unchanged."""
         resource = f"Pod {namespace}/{pod}:{port}{path}"
         timeout = self.deadline.bounded(timeout, resource)
         api = self.api_client
@@ -669,13 +681,29 @@ class KubeAdapter:
                 method=method,
                 resource_path=f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}",
                 header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                body=body,
+                body=None if isinstance(body, bytes) else body,
                 auth_settings=["BearerToken"],
             )
-            response = api.call_api(
-                method_, url, header_params=headers, body=payload, _request_timeout=timeout
-            )
-            raw = response.read()
+            if isinstance(body, bytes):
+                # Already JSON (a /start shares its serialised rank table with every agent's):
+                # the generated client would json.dumps it again, so it goes out as it is, on the
+                # client's own connection pool and with its headers (what call_api does for a POST).
+                import urllib3
+
+                response = api.rest_client.pool_manager.request(
+                    method_,
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                    preload_content=False,
+                )
+                raw = response.data
+            else:
+                response = api.call_api(
+                    method_, url, header_params=headers, body=payload, _request_timeout=timeout
+                )
+                raw = response.read()
             if response.status >= 400:
                 from kubernetes.client.exceptions import ApiException
 

@@ -25,6 +25,7 @@ from hyperpod_control.models.agent import AgentAnswer, AgentState
 from hyperpod_control.models.job import RunPolicy
 from hyperpod_control.models.records import JobRecord, PodSlot
 from hyperpod_control.services.faults import JobFault
+from hyperpod_control.services.supervision import listed
 
 #: Restarts a job gets when it sets no jobMaxRetryCount (AWS documents no default; a job that
 #: fails forever must not restart forever).
@@ -86,7 +87,7 @@ def decide(
     max_retries = (
         policy.job_max_retry_count if policy.job_max_retry_count is not None else DEFAULT_MAX_RETRIES
     )
-    summary = "; ".join(dict.fromkeys(f.reason for f in faults))
+    summary = listed(list(dict.fromkeys(f.reason for f in faults)), "; ")
     if record.restart_count >= max_retries:
         return Decision(
             action=Action.FAIL,

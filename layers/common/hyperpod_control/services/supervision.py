@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from hyperpod_control.adapters.agents import AgentCall
+from hyperpod_control.adapters.agents import AgentCall, SharedJson
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, set_condition
@@ -39,6 +39,19 @@ INDEX_LABEL = "hyperpod.control-plane/pod-index"
 #: evicted and stay Terminating while the node is gone.
 NODE_TROUBLE_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 MASTER_PORT = 23456
+#: What differs between the agents' /start bodies of one round.
+PER_AGENT_START_FIELDS = ("rank", "spare")
+#: The items a reason names before "and N more": a reason travels in the execution's state (Step
+#: Functions' 256 KiB), where one line per pod of a 4,096-rank job would not fit; the JOB item's
+#: history keeps the details.
+LISTED = 10
+
+
+def listed(items: Sequence[str], sep: str = ", ", limit: int = LISTED) -> str:
+    """Pure: the first ``limit`` items joined, and how many more there are."""
+    items = list(items)
+    more = len(items) - limit
+    return sep.join(items[:limit]) + (f"{sep}and {more} more" if more > 0 else "")
 
 
 def master_port(fault_count: int) -> int:
@@ -329,7 +342,11 @@ def pod_index(pod: str) -> int:
 def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> list[AgentCall]:
     """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare. The
     agent requires a rank below nnodes even of a spare; a spare's is only a placeholder (it runs no
-    workers until a later /start or /update promotes it), and the JOB item records it as a spare."""
+    workers until a later /start or /update promotes it), and the JOB item records it as a spare.
+
+    Only ``rank`` and ``spare`` differ between the agents: the rest (the IP table above all) is
+    built and validated once, each call's body shares its values, and ``SharedJson`` serialises
+    them once for the round."""
     ranked = record.ranked()
     rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
     rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
@@ -337,6 +354,19 @@ def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> 
     for standby, slot in enumerate(record.spare_pods()):
         calls.append((slot, standby % max(record.nnodes, 1), True))
     calls = [(s, s.rank or 0, False) for s in ranked] + calls
+    base = StartRequest(
+        rank=0,
+        nnodes=record.nnodes,
+        faultCount=record.fault_count,
+        master_addr=record.master_addr or "",
+        master_port=master_port(record.fault_count),
+        spare=False,
+        ipVersion=ip_version,
+        rankIps=rank_ips,
+        log_monitoring_configuration=rules,
+        progress=record.progress,
+    ).body()
+    shared = SharedJson({k: v for k, v in base.items() if k not in PER_AGENT_START_FIELDS})
     return [
         AgentCall(
             pod=slot.pod,
@@ -344,18 +374,8 @@ def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> 
             path="/start",
             ip=slot.ip,
             namespace=record.namespace,
-            body=StartRequest(
-                rank=rank,
-                nnodes=record.nnodes,
-                faultCount=record.fault_count,
-                master_addr=record.master_addr or "",
-                master_port=master_port(record.fault_count),
-                spare=spare,
-                ipVersion=ip_version,
-                rankIps=rank_ips,
-                log_monitoring_configuration=rules,
-                progress=record.progress,
-            ).body(),
+            body={**base, "rank": rank, "spare": spare},
+            shared=shared,
         )
         for slot, rank, spare in calls
     ]
@@ -458,7 +478,7 @@ def judge_round(
         found = list(faults.values())
         return RoundVerdict(
             next="fault",
-            reason="; ".join(f.reason for f in found),
+            reason=listed([f.reason for f in found], "; "),
             faulty_pods=[f.pod for f in found if f.pod],
             faults=found,
             completed=completed,
@@ -488,7 +508,7 @@ def agents_ready(
         elif answer.status.status is not AgentState.READY:
             waiting.append(f"{slot.pod} agent {answer.status.status.value}")
     if waiting:
-        return "wait", ", ".join(waiting)
+        return "wait", listed(waiting)
     return "start", None
 
 

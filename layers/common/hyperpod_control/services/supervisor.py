@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
 from hyperpod_control.deadline import Deadline
@@ -76,6 +76,7 @@ from hyperpod_control.services.supervision import (
     instance_id,
     job_selector,
     judge_round,
+    listed,
     node_names,
     node_troubles,
     pod_failure,
@@ -119,6 +120,11 @@ class StepInput(TaskModel):
     error: dict[str, Any] | None = None
 
 
+#: The longest reason a step answers: it travels in the execution's state (Step Functions caps a
+#: state at 256 KiB); reasons name at most ``LISTED`` pods, this bounds whatever else grows.
+REASON_LIMIT = 4000
+
+
 class StepResult(TaskModel):
     """Every step answers ``next`` (the ASL Choice branches on it) and, when it matters, why."""
 
@@ -126,6 +132,14 @@ class StepResult(TaskModel):
     reason: str | None = None
     poll_seconds: int | None = None
     segment_due: bool = False
+
+    @field_validator("reason")
+    @classmethod
+    def _bounded(cls, reason: str | None) -> str | None:
+        if reason is None or len(reason) <= REASON_LIMIT:
+            return reason
+        # its end kept too: a listed reason ends with how many more there were
+        return f"{reason[: REASON_LIMIT - 160]} ... {reason[-100:]} ({len(reason)} characters in all)"
 
     def dump(self) -> dict:
         # Every key present, None included: the ASL's ResultSelector reads each by path.
@@ -600,7 +614,7 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     answers = sup.agents.call_all(start_calls(record, job, ip_version))
     refused = [f"{pod}: {a.error}" for pod, a in answers.items() if not a.ok]
     if refused:
-        return StepResult(next="fail", reason="agents refused /start: " + "; ".join(refused))
+        return StepResult(next="fail", reason="agents refused /start: " + listed(refused, "; "))
     record = _save(sup, record, phase=JobPhase.RUNNING, started_at=record.started_at or now)
     stamp = rfc3339(now)
     conditions = conditions_after(job, "PodsRunning", "PodsRunning", f"{len(slots)} pods running", stamp)
@@ -780,9 +794,9 @@ def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mod
             from hyperpod_control.exceptions import DependencyUnavailableError
 
             raise DependencyUnavailableError(
-                f"agents {', '.join(pending)} did not stop within {STOP_WAIT_S:.0f} s (retried)."
+                f"agents {listed(list(pending))} did not stop within {STOP_WAIT_S:.0f} s (retried)."
             )
-        time.sleep(sup.deadline.timeout(0.05, f"waiting for agents {', '.join(pending)} to stop"))
+        time.sleep(sup.deadline.timeout(0.05, f"waiting for agents {listed(list(pending))} to stop"))
     return unreachable
 
 
@@ -858,13 +872,14 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     staged = record.model_copy(
         update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters}
     )
-    calls = [c for c in start_calls(staged, job, ip_version) if c.pod in {t.pod for t in targets}]
+    chosen = {t.pod for t in targets}
+    calls = [c for c in start_calls(staged, job, ip_version) if c.pod in chosen]
     started = sup.agents.call_all(calls)
     refused = [f"{pod}: {a.error}" for pod, a in started.items() if not a.ok]
     if refused:
         from hyperpod_control.exceptions import DependencyUnavailableError
 
-        raise DependencyUnavailableError("agents refused /start after remediation: " + "; ".join(refused))
+        raise DependencyUnavailableError("agents refused /start after remediation: " + listed(refused, "; "))
     resumed = sup.now()
     actions.append(f"started {len(targets)} ranks with faultCount {staged.fault_count}")
     if decision.action is Action.SPARE_SWAP and decision.delete_pods:
