@@ -73,7 +73,9 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"delete and resubmit jobs: {'yes' if plan.get('drain') else 'no'}",
     ]
     jobs = plan.get("jobs") or []
-    lines.append(f"  jobs ({len(jobs)}):" if jobs else "  jobs: none")
+    count = max(plan.get("jobCount") or 0, len(jobs))
+    shown = f", the first {len(jobs)} shown" if count > len(jobs) else ""
+    lines.append(f"  jobs ({count}{shown}):" if jobs else "  jobs: none")
     for job in jobs:
         uses = f"  uses {', '.join(job['features'])}" if job.get("features") else ""
         lines.append(f"    {job['namespace']}/{job['name']}{uses}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hyperpod_control.models.install import (
     CLUSTER_NAME_PATTERN,
@@ -22,6 +22,10 @@ from hyperpod_control.models.tasks import TaskModel
 
 #: The first release with elastic training and in-process restart; crossing it downward drains.
 FEATURE_VERSION = (1, 2, 0)
+#: The jobs a plan or a step's outcome names; the rest are counted. Both travel in the workflow's
+#: state, which Step Functions caps at 256 KiB: a 2,000-job cluster's references would not fit
+#: (the steps list the jobs from the cluster themselves; the plan only shows them).
+SHOWN_JOBS = 100
 
 UpgradeAction = Literal["noop", "upgrade", "downgrade", "draining_downgrade"]
 
@@ -61,7 +65,9 @@ class PlanDecision(TaskModel):
     drain: bool = False
     #: A rollback of this update would cross 1.2.0 downward: it drains first.
     rollback_drain: bool = False
+    #: The first ``SHOWN_JOBS`` jobs (those using what needs 1.2.0 first); ``job_count`` counts all.
     jobs: list[JobRef] = Field(default_factory=list)
+    job_count: int = 0
     forced: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
@@ -92,7 +98,13 @@ class JobsTaskOutcome(TaskModel):
     resubmitted: int = 0
     present: int = 0
     done: bool = True
+    #: The jobs acted on, the first ``SHOWN_JOBS`` of them (the counts above count them all).
     jobs: list[str] = Field(default_factory=list)
+
+    @field_validator("jobs")
+    @classmethod
+    def _shown(cls, jobs: list[str]) -> list[str]:
+        return jobs[:SHOWN_JOBS]
 
 
 class RecordUpgradeInput(LockedClusterInput):

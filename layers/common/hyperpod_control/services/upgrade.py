@@ -37,6 +37,7 @@ from hyperpod_control.models.install import (
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
 from hyperpod_control.models.upgrade import (
     FEATURE_VERSION,
+    SHOWN_JOBS,
     JobRef,
     JobSnapshotRecord,
     JobsTaskInput,
@@ -129,6 +130,11 @@ def _listed(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def shown_jobs(refs: list[JobRef]) -> list[JobRef]:
+    """Pure: the jobs a plan names, at most ``SHOWN_JOBS``: those using what needs 1.2.0 first."""
+    return sorted(refs, key=lambda r: not r.features)[:SHOWN_JOBS]
+
+
 def decide_plan(
     current: str | None,
     requested: str | None,
@@ -180,12 +186,14 @@ def decide_plan(
         target = resolve_version(requested, fits) or requested
 
     refs = sorted((job_ref(j) for j in jobs), key=lambda r: (r.namespace, r.name))
+    shown = shown_jobs(refs)
     if target == current:
         return PlanDecision(
             action="noop",
             current_version=current,
             target_version=target,
-            jobs=refs,
+            jobs=shown,
+            job_count=len(refs),
             notes=[f"the add-on already runs {target}; nothing changes."],
         )
     newer = version_key(target) > version_key(current)
@@ -201,7 +209,7 @@ def decide_plan(
                 remedy="finish or delete those jobs, pick 1.2.0 or later, or pass force to go ahead "
                 "anyway (the jobs are resubmitted unchanged and may not run as intended).",
             )
-        forced = users
+        forced = users[:SHOWN_JOBS]
     if newer:
         action = "upgrade"
         notes.append("jobs keep running: an upgrade neither deletes nor recreates them.")
@@ -228,7 +236,8 @@ def decide_plan(
         snapshot=crosses,
         drain=action == "draining_downgrade",
         rollback_drain=newer and crosses,
-        jobs=refs,
+        jobs=shown,
+        job_count=len(refs),
         forced=forced,
         notes=notes,
     )
