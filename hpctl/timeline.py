@@ -28,9 +28,9 @@ LANES: dict[str, dict[str, str]] = {
         "Deleted": "D",
         "Rejected": "R",
     },
-    "faults": {"NodeFault": "N", "AgentEvent": "F", "PodEvent": "O", "UnknownJobEvent": "?"},
+    "faults": {"Fault": "F", "NodeFault": "N", "AgentEvent": "G", "PodEvent": "O", "UnknownJobEvent": "?"},
     "decisions": {"Remediated": "M", "RemediationRefused": "!"},
-    "recoveries": {"Recovered": "R"},
+    "recoveries": {"Resumed": "R", "Recovered": "V"},
 }
 _LANE_OF = {kind: lane for lane, kinds in LANES.items() for kind in kinds}
 _COLOURS = {"lifecycle": "#4477aa", "faults": "#cc3311", "decisions": "#ee7733", "recoveries": "#228833"}
@@ -45,16 +45,39 @@ class Mark:
     message: str
 
 
+def _points(entry: Any) -> list[tuple[datetime, str, str]]:
+    """(time, kind, message) of what one history entry tells: a ``Remediated`` entry also when
+    its faults were found (``fault_at``) and when the ranks resumed (``resumed_at``)."""
+    points = [(entry.at, entry.kind, entry.message)]
+    details = getattr(entry, "details", None) or {}
+    if entry.kind == "Remediated":
+        faults = details.get("faults") or []
+        reasons = (
+            ", ".join(sorted({str(f.get("reason") or f.get("kind") or "fault") for f in faults})) or "fault"
+        )
+        where = ", ".join(
+            sorted({str(f.get("pod") or f.get("node")) for f in faults if f.get("pod") or f.get("node")})
+        )
+        if details.get("fault_at"):
+            at = datetime.fromisoformat(details["fault_at"])
+            points.append((at, "Fault", f"{reasons}{' on ' + where if where else ''}"))
+        if details.get("resumed_at"):
+            took = details.get("recovery_ms")
+            message = f"ranks resumed{f' {took} ms after the fault' if took is not None else ''}"
+            points.append((datetime.fromisoformat(details["resumed_at"]), "Resumed", message))
+    return points
+
+
 def marks(history: list[Any]) -> list[Mark]:
     """The entries (``JobEventRecord``s) on their lanes, in time order; a kind this version does
     not know goes on the lifecycle lane, marked ``*``."""
-    entries = sorted(history, key=lambda e: e.at)
-    if not entries:
+    points = sorted((p for e in history for p in _points(e)), key=lambda p: p[0])
+    if not points:
         return []
-    t0 = entries[0].at
+    t0 = points[0][0]
     return [
-        Mark(e.at, (e.at - t0).total_seconds(), _LANE_OF.get(e.kind, "lifecycle"), e.kind, e.message)
-        for e in entries
+        Mark(at, (at - t0).total_seconds(), _LANE_OF.get(kind, "lifecycle"), kind, message)
+        for at, kind, message in points
     ]
 
 

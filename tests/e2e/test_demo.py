@@ -50,12 +50,15 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
         r"tiny-regression-2 log: rank [23]/4 starting at step [1-9]\d* \.\.\. step 599 loss", text
     ), text
     assert "-> job condition Completed: all 2 ranks completed" in text
-    assert re.search(r"history: Admitted -> PodsCreated -> Started -> Remediated -> .*Completed", text)
+    assert re.search(
+        r"history: Admitted -> (AgentIdentity -> )?PodsCreated -> Started -> Remediated -> .*Completed", text
+    )
     assert "events in the dead-letter queue: 0; executions: 2 FAILED, 5 SUCCEEDED" in text
     # Rank 1's output while the job runs, read through the cluster's Kubernetes API.
     assert re.search(r"hpctl jobs logs tiny-regression --rank 1: .*step \d+", text), text
     # It ends with the job's timeline drawn, and where its HTML page was written.
-    assert re.search(r"\nfaults +\S", text) and re.search(r"\ndecisions +\S", text), text
+    assert re.search(r"\nfaults +F", text) and re.search(r"\ndecisions +M", text), text
+    assert re.search(r"\nrecoveries +R", text), text
     assert re.search(r"timeline written to \S+\.html\n", text)
     # The functions' metrics (EMF) and logs went to their log groups, never to the console.
     assert '"_aws"' not in text and '"_aws"' not in out.stderr

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
-def entry(seconds: float, kind: str, message: str = "") -> SimpleNamespace:
-    return SimpleNamespace(at=T0 + timedelta(seconds=seconds), kind=kind, message=message or kind)
+def entry(seconds: float, kind: str, message: str = "", **details) -> SimpleNamespace:
+    at = T0 + timedelta(seconds=seconds)
+    return SimpleNamespace(at=at, kind=kind, message=message or kind, details=details)
 
 
 HISTORY = [
@@ -24,7 +25,15 @@ HISTORY = [
     entry(2, "PodsCreated"),
     entry(5, "Started"),
     entry(60, "NodeFault", "node hyperpod-i-0b Unhealthy"),
-    entry(61, "Remediated", "remediated in 812 milliseconds (spare_swap)"),
+    entry(
+        61,
+        "Remediated",
+        "remediated in 812 milliseconds (spare_swap)",
+        faults=[{"reason": "NodeFault", "pod": "tiny-1"}],
+        fault_at=(T0 + timedelta(seconds=58)).isoformat(),
+        resumed_at=(T0 + timedelta(seconds=62)).isoformat(),
+        recovery_ms=812,
+    ),
     entry(70, "Recovered", "<script>rank 1 back</script>"),
     entry(80, "SomethingNew"),
 ]
@@ -37,6 +46,10 @@ def test_entries_go_on_their_lanes_in_time_order():
     lanes = {m.kind: m.lane for m in got}
     assert lanes["NodeFault"] == "faults" and lanes["Remediated"] == "decisions"
     assert lanes["Recovered"] == "recoveries" and lanes["SomethingNew"] == "lifecycle"
+    # A remediation also tells when its fault was found and when the ranks resumed.
+    fault, resumed = (next(m for m in got if m.kind == k) for k in ("Fault", "Resumed"))
+    assert (fault.offset, fault.lane, fault.message) == (58, "faults", "NodeFault on tiny-1")
+    assert (resumed.offset, resumed.lane) == (62, "recoveries") and "812 ms" in resumed.message
     assert marks([]) == []
 
 
@@ -55,5 +68,5 @@ def test_text_draws_each_lane_at_its_time_and_lists_the_entries():
 
 def test_html_is_one_page_with_a_mark_per_entry_escaped():
     page = timeline_html("job default/tiny", marks(HISTORY))
-    assert page.startswith("<!doctype html>") and page.count("<circle") == len(HISTORY)
+    assert page.startswith("<!doctype html>") and page.count("<circle") == len(HISTORY) + 2
     assert "<script>" not in page and "&lt;script&gt;rank 1 back" in page
