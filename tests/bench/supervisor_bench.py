@@ -1,27 +1,36 @@
-"""Supervisor round benchmark: the time and the Kubernetes calls of one poll round and one start
-round, for jobs of 8, 64 and 512 agents (issue acceptance: ``make bench``).
+"""Supervisor round benchmark: the time, the calls and the bytes of one poll round and one start
+round, for jobs of 512, 2,048 and 4,096 agents (issue 21's acceptance: ``make bench``).
 
 A round is the real step function (``supervisor.poll`` and ``supervisor.start_agents``) run as one
 Lambda invocation runs it: one invocation per round whatever the job's size (no Map state), the
-agents reached in parallel from ``AgentClient``'s thread pool. What it talks to:
+agents reached from ``AgentClient``'s bounded thread pool. The supervisor is the only thing this
+process runs; what it talks to runs in other processes, so the times are the supervisor's own:
 
-- the sandbox's Kubernetes API server (HTTPS on loopback, ``sandbox.kube.KubeApiServer``) holding
-  the HyperPodPyTorchJob and its pods (from ``build_pod``, status Running with a podIP), with the
-  pod proxy installed; every HTTP request it receives is counted as one Kubernetes call;
-- lightweight fake agents speaking the agent's protocol (hyperpod-facts 1.4): ``GET /status``
-  answers the agent's JSON, ``POST /start`` checks the required fields of the body (rank, nnodes,
-  faultCount, a non-empty master_addr, master_port) and answers 200 empty, or 422 as the agent
-  does. Each agent has its own loopback address 127.X.Y.Z and port 8080, as in the sandbox (the
-  pod proxy and the direct transport both dial ``<podIP>:8080``); all of them are listening
-  sockets of ONE asyncio event loop in one thread, not a server thread per agent;
-- the JOB item and the history go to an in-memory record store (DynamoDB is not measured).
+- the sandbox's Kubernetes API server (HTTPS on loopback, ``sandbox.kube.KubeApiServer``), in a
+  process of its own, holding the HyperPodPyTorchJob and its pods (from ``build_pod``, status
+  Running with a podIP), with the pod proxy installed; every HTTP request it receives is counted
+  as one Kubernetes call, with its bytes;
+- lightweight fake agents speaking the agent's protocol (hyperpod-facts 1.4), in ``--agent-procs``
+  processes: ``GET /status`` answers the agent's JSON, ``POST /start`` parses the whole body and
+  checks the agent's required fields (rank below nnodes, faultCount, a non-empty master_addr that
+  is one of ``rankIps``, master_port, a full ``rankIps`` table) and answers 200 empty, or 422 as the
+  agent does. Each agent has its own loopback address 127.X.Y.Z and port 8080, as in the sandbox
+  (the pod proxy and the direct transport both dial ``<podIP>:8080``); a process serves its agents
+  from one asyncio loop, not a thread per agent;
+- the JOB item and the history go to an in-memory record store (DynamoDB is not measured: the JOB
+  item's size at 4,096 ranks is tests/unit/test_scale_limits.py's).
 
-Transports: ``proxy`` (the default in production: every agent call is a request to the API server)
-and ``direct`` (``AGENT_TRANSPORT=direct``: agent calls go to the pod IPs, the API server only
-sees the step's own reads and writes).
+Transports: ``proxy`` (the default in production: every agent call is a request to the API server,
+``AGENT_PROXY_QPS`` of them a second at most; ``--proxy-qps`` sets the limit here, 0 measures the
+transport unthrottled) and ``direct`` (``AGENT_TRANSPORT=direct``: agent calls go to the pod IPs,
+the API server only sees the step's own reads and writes). The machine's CPUs are shared by all
+the processes: the agents' parsing of a start round's bodies (a 4,096-rank table is 143 KB, parsed
+by every agent) competes with the supervisor for them, which production agents, one per node, do
+not.
 
-    python tests/bench/supervisor_bench.py [--agents 8,64,512] [--rounds 3] [--pool 32]
-                                           [--transport proxy|direct|both]
+    python tests/bench/supervisor_bench.py [--agents 512,2048,4096] [--rounds 3] [--pool 32]
+                                           [--transport proxy|direct|both] [--proxy-qps 0]
+                                           [--agent-procs 2]
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import multiprocessing
 import os
 import random
 import statistics
@@ -48,13 +58,18 @@ for _path in (ROOT, ROOT / "layers" / "common"):
         sys.path.insert(0, str(_path))
 
 from hyperpod_control.adapters import kube as kube_module  # noqa: E402
-from hyperpod_control.adapters.agents import AgentClient, DirectTransport, ProxyTransport  # noqa: E402
+from hyperpod_control.adapters.agents import (  # noqa: E402
+    DEFAULT_PROXY_QPS,
+    AgentClient,
+    DirectTransport,
+    ProxyTransport,
+    RateLimiter,
+)
 from hyperpod_control.adapters.kube import KubeAdapter  # noqa: E402
 from hyperpod_control.models.agent import AGENT_PORT  # noqa: E402
-from hyperpod_control.models.job import parse_job  # noqa: E402
 from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot  # noqa: E402
 from hyperpod_control.services import supervisor  # noqa: E402
-from hyperpod_control.services.supervision import build_pod, pod_name  # noqa: E402
+from hyperpod_control.services.supervision import pod_name  # noqa: E402
 from hyperpod_control.services.supervisor import (  # noqa: E402
     JobRef,
     StepInput,
@@ -67,49 +82,51 @@ CLUSTER_ARN = "arn:aws:sagemaker:us-west-2:123456789012:cluster/bench"
 START_REQUIRED = ("rank", "nnodes", "faultCount", "master_addr", "master_port")
 
 
-# ============================================================== fake agents
+# ============================================================== fake agents (their processes)
 
 
 @dataclass
 class AgentState:
     started: bool = False
     rank: int | None = None
-    statuses: int = 0
-    starts: int = 0
 
 
 @dataclass
 class FakeAgents:
-    """``count`` agents, one per loopback address, all served by one asyncio loop in one thread."""
+    """The agents at ``ips``, all served by one asyncio loop in one thread (of an agent process)."""
 
-    count: int
-    ips: list[str] = field(default_factory=list)
+    ips: list[str]
     agents: dict[str, AgentState] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"status": 0, "start": 0, "bytes": 0})
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
 
     def start(self) -> FakeAgents:
+        """Listen on every address, or raise OSError (EADDRINUSE: another bench has the block)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-agents", daemon=True)
         self._thread.start()
-        # 127.0.0.0/16 is where the sandbox kubelet hands out pod addresses; a /16 far above it,
-        # chosen at random, keeps clear of other sandboxes on this host (port 8080 is fixed).
-        octets = random.sample(range(100, 250), 20)
-        for second in octets:
-            ips = _addresses(second, self.count)
-            try:
-                self._call(self._listen(ips))
-            except OSError as exc:
-                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-                    raise
-                self._call(self._close())
-                continue
-            self.ips = ips
-            self.agents = {ip: AgentState() for ip in ips}
-            return self
-        raise RuntimeError(f"no free block of {self.count} loopback addresses for port {AGENT_PORT}")
+        try:
+            self._call(self._listen(self.ips))
+        except OSError:
+            self.stop()
+            raise
+        self.agents = {ip: AgentState() for ip in self.ips}
+        return self
+
+    def reset(self) -> None:
+        for state in self.agents.values():
+            state.started, state.rank = False, None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.counts,
+            "cpu": time.process_time(),
+            "rejected": list(self.rejected[:3]),
+            "rejections": len(self.rejected),
+        }
 
     def stop(self) -> None:
         if self._loop is None:
@@ -123,7 +140,7 @@ class FakeAgents:
 
     def _call(self, coro: Any) -> Any:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
 
     async def _listen(self, ips: list[str]) -> None:
         for ip in ips:
@@ -141,7 +158,7 @@ class FakeAgents:
         self._servers.clear()
 
     async def _serve(self, ip: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """HTTP/1.1, keep-alive honoured (the pod proxy and urllib close after one request)."""
+        """HTTP/1.1, keep-alive honoured (urllib closes after one request; the pod proxy may not)."""
         try:
             while True:
                 try:
@@ -157,6 +174,7 @@ class FakeAgents:
                         headers[key.strip().lower()] = value.strip()
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
+                self.counts["bytes"] += len(head) + len(body)
                 code, payload = self._answer(ip, method, target.split("?", 1)[0], body)
                 close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
                 data = json.dumps(payload).encode() if payload is not None else b""
@@ -180,7 +198,7 @@ class FakeAgents:
     def _answer(self, ip: str, method: str, path: str, body: bytes) -> tuple[int, Any]:
         agent = self.agents[ip]
         if method == "GET" and path == "/status":
-            agent.statuses += 1
+            self.counts["status"] += 1
             status: dict[str, Any] = {
                 "status": "running" if agent.started else "ready",
                 "reason": "Running" if agent.started else "Ready",
@@ -193,20 +211,37 @@ class FakeAgents:
                 status["assigned_rank"] = str(agent.rank)
             return 200, status
         if method == "POST" and path == "/start":
-            agent.starts += 1
-            try:
-                request = json.loads(body or b"null")
-            except ValueError:
-                request = None
-            missing = [k for k in START_REQUIRED if not isinstance(request, dict) or k not in request]
-            if not missing and not request["master_addr"]:
-                missing = ["master_addr (empty)"]
-            if missing:
-                self.rejected.append(f"{ip}: missing {missing}")
-                return 422, {"detail": [{"loc": ["body", k], "msg": "Field required"} for k in missing]}
+            self.counts["start"] += 1
+            request, refusal = read_start(body)
+            if refusal:
+                self.rejected.append(f"{ip}: {refusal}")
+                return 422, {"detail": [{"loc": ["body"], "msg": refusal}]}
             agent.started, agent.rank = True, int(request["rank"])
             return 200, None
         return 404, {"detail": "Not Found"}
+
+
+def read_start(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """The /start body, and why the agent would refuse it (None: it takes it), as
+    hyperpod_agent.models does for the fields a round depends on."""
+    try:
+        request = json.loads(body or b"null")
+    except ValueError as exc:
+        return {}, f"unreadable JSON: {exc}"
+    if not isinstance(request, dict):
+        return {}, "not a JSON object"
+    missing = [k for k in START_REQUIRED if k not in request]
+    if missing:
+        return request, f"missing {missing}"
+    table = request.get("rankIps") or []
+    nnodes = request["nnodes"]
+    if len(table) != nnodes or {r["rank"] for r in table} != set(range(nnodes)):
+        return request, f"rankIps has {len(table)} entries for nnodes {nnodes}"
+    if not 0 <= request["rank"] < nnodes:
+        return request, f"rank {request['rank']} outside 0..{nnodes - 1}"
+    if not request["master_addr"] or request["master_addr"] not in {r["ip"] for r in table}:
+        return request, f"master_addr {request['master_addr']!r} is not in rankIps"
+    return request, None
 
 
 def _addresses(second: int, count: int) -> list[str]:
@@ -218,41 +253,50 @@ def _addresses(second: int, count: int) -> list[str]:
     return out
 
 
-# ============================================================== Kubernetes API server, counted
+def _agents_process(conn: Any, ips: list[str]) -> None:
+    """An agent process: listen on ``ips`` (answer "ok" or the errno), then serve commands."""
+    try:
+        fakes = FakeAgents(ips).start()
+    except OSError as exc:
+        conn.send(("error", exc.errno))
+        return
+    conn.send(("ok", None))
+    while True:
+        (command,) = conn.recv()
+        if command == "stop":
+            fakes.stop()
+            conn.send(("ok", None))
+            return
+        conn.send(("ok", fakes.reset() if command == "reset" else fakes.stats()))
 
 
-class KubeCounter:
-    """Counts the HTTP requests the sandbox API server handles (one request = one Kubernetes call)
-    and the TLS connections it accepts."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.connections = 0
-
-    def snapshot(self) -> tuple[int, int]:
-        with self.lock:
-            return self.requests, self.connections
+# ============================================================== Kubernetes API server (its process)
 
 
-def start_kube(counter: KubeCounter) -> Any:
+def _kube_process(conn: Any) -> None:
+    """The sandbox API server with the pod proxy, every request and its bytes counted."""
     from sandbox.kube import KubeApiServer
     from sandbox.kube.cluster import hyperpod_pytorch_job_crd
     from sandbox.kube.proxy import handle_proxy
 
+    counts = {"requests": 0, "connections": 0, "bytes": 0}
+    lock = threading.Lock()
     server = KubeApiServer().start()
     server.subresource_handlers[("pods", "proxy")] = handle_proxy
     base = server._httpd.RequestHandlerClass
 
     class Counting(base):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
-            with counter.lock:
-                counter.connections += 1
+            with lock:
+                counts["connections"] += 1
             super().setup()
 
         def _dispatch(self, method: str) -> None:
-            with counter.lock:
-                counter.requests += 1
+            size = len(self.requestline) + 2 + len(str(self.headers))
+            size += int(self.headers.get("Content-Length") or 0)
+            with lock:
+                counts["requests"] += 1
+                counts["bytes"] += size
             super()._dispatch(method)
 
     server._httpd.RequestHandlerClass = Counting
@@ -261,7 +305,192 @@ def start_kube(counter: KubeCounter) -> Any:
         store.rt("apiextensions.k8s.io", "customresourcedefinitions"), None, hyperpod_pytorch_job_crd()
     )
     store.create(store.rt("", "namespaces"), None, {"metadata": {"name": NAMESPACE}})
-    return server
+    conn.send(("ok", {"url": server.url, "ca": server.ca_pem, "token": server.admin_token}))
+    while True:
+        command, *args = conn.recv()
+        if command == "stop":
+            server.stop()
+            conn.send(("ok", None))
+            return
+        if command == "create":
+            conn.send(("ok", _create_job(server, *args)))
+        elif command == "delete":
+            conn.send(("ok", _delete_job(server, *args)))
+        else:
+            with lock:
+                conn.send(("ok", dict(counts)))
+
+
+def _create_job(server: Any, name: str, ips: list[str]) -> str:
+    """The job object, its pods (Running, podIP = an agent's address) and their nodes (Ready,
+    Schedulable, as HyperPod registers them; the poll reads them every round): the job's uid."""
+    from hyperpod_control.models.job import parse_job
+    from hyperpod_control.services.supervision import build_pod
+    from sandbox.kube.cluster import add_node, hyperpod_node
+
+    kstore = server.store
+    nodes_rt = kstore.rt("", "nodes")
+    for i in range(len(ips)):
+        if kstore.find(nodes_rt, None, node_name(i)) is None:
+            add_node(kstore, hyperpod_node(node_name(i).removeprefix("hyperpod-")))
+    obj = kstore.create(
+        kstore.rt("sagemaker.amazonaws.com", "hyperpodpytorchjobs"), NAMESPACE, job_body(name, len(ips))
+    )
+    job = parse_job(obj)
+    pods_rt = kstore.rt("", "pods")
+    for i, ip in enumerate(ips):
+        pod = build_pod(job, i)
+        pod.setdefault("spec", {})["nodeName"] = node_name(i)
+        kstore.create(pods_rt, NAMESPACE, pod)
+        status = {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+        kstore.patch(
+            pods_rt, NAMESPACE, pod_name(name, i), lambda cur, s=status: {**cur, "status": s}, "status"
+        )
+    return obj["metadata"]["uid"]
+
+
+def _delete_job(server: Any, name: str, n: int) -> None:
+    kstore = server.store
+    kstore.delete(kstore.rt("sagemaker.amazonaws.com", "hyperpodpytorchjobs"), NAMESPACE, name)
+    for i in range(n):
+        with contextlib.suppress(Exception):
+            kstore.delete(kstore.rt("", "pods"), NAMESPACE, pod_name(name, i))
+
+
+def node_name(i: int) -> str:
+    return f"hyperpod-i-{i:017x}"
+
+
+def job_body(name: str, replicas: int) -> dict:
+    container = {
+        "name": "train",
+        "image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/train:latest",
+        "command": ["hyperpodrun", f"--nnodes={replicas}", "--nproc-per-node=1", "train.py"],
+    }
+    return {
+        "apiVersion": "sagemaker.amazonaws.com/v1",
+        "kind": "HyperPodPyTorchJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "nprocPerNode": "1",
+            "replicaSpecs": [
+                {"name": "workers", "replicas": replicas, "template": {"spec": {"containers": [container]}}}
+            ],
+            "runPolicy": {"cleanPodPolicy": "None"},
+        },
+    }
+
+
+# ============================================================== the processes, from the supervisor's side
+
+
+class Child:
+    """A process answering commands over a pipe: ``call(...)`` sends one and waits for its answer."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, theirs = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def answer(self, timeout: float = 300) -> Any:
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"{self.process.name} did not answer in {timeout:.0f} s")
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise OSError(value, os.strerror(value or 0))
+        return value
+
+    def call(self, *command: Any) -> Any:
+        self.conn.send(command)
+        return self.answer()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("stop")
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+class AgentProcesses:
+    """``count`` agents spread over ``procs`` processes, on a free block of loopback addresses."""
+
+    def __init__(self, count: int, procs: int) -> None:
+        # 127.0.0.0/16 is where the sandbox kubelet hands out pod addresses; a /16 far above it,
+        # chosen at random, keeps clear of other sandboxes on this host (port 8080 is fixed).
+        for second in random.sample(range(100, 250), 20):
+            ips = _addresses(second, count)
+            # interleaved: the pool calls the agents in order, so every process gets its share
+            # of any stretch of them (in blocks, one process would work while the other waits)
+            children = [Child(_agents_process, ips[i::procs]) for i in range(min(procs, count))]
+            failed = None
+            for child in children:
+                try:
+                    child.answer()
+                except OSError as exc:
+                    failed = exc
+            if failed is None:
+                self.ips, self.children = ips, children
+                return
+            for child in children:
+                child.stop()
+            if failed.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                raise failed
+        raise RuntimeError(f"no free block of {count} loopback addresses for port {AGENT_PORT}")
+
+    def reset(self) -> None:
+        for child in self.children:
+            child.call("reset")
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, Any] = {
+            "status": 0,
+            "start": 0,
+            "bytes": 0,
+            "cpu": 0.0,
+            "rejections": 0,
+            "rejected": [],
+        }
+        for child in self.children:
+            for key, value in child.call("stats").items():
+                total[key] += value
+        return total
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+
+
+class KubeProcess(Child):
+    def __init__(self) -> None:
+        super().__init__(_kube_process)
+        self.info = self.answer()
+        self._ca = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-kube-ca-{os.getpid()}.crt"
+        self._ca.write_bytes(self.info["ca"])
+
+    def client_configuration(self) -> Any:
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.info["url"]
+        cfg.ssl_ca_cert = str(self._ca)
+        cfg.verify_ssl = True
+        cfg.api_key = {"authorization": self.info["token"]}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        cfg.connection_pool_maxsize = kube_module.CONNECTION_POOL_SIZE
+        return cfg
+
+    def stop(self) -> None:
+        super().stop()
+        self._ca.unlink(missing_ok=True)
 
 
 # ============================================================== the JOB item store
@@ -291,66 +520,21 @@ class MemoryStore:
         return event
 
 
-# ============================================================== one job of N agents
-
-
-def job_body(name: str, replicas: int) -> dict:
-    container = {
-        "name": "train",
-        "image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/train:latest",
-        "command": ["hyperpodrun", f"--nnodes={replicas}", "--nproc-per-node=1", "train.py"],
-    }
-    return {
-        "apiVersion": "sagemaker.amazonaws.com/v1",
-        "kind": "HyperPodPyTorchJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "nprocPerNode": "1",
-            "replicaSpecs": [
-                {"name": "workers", "replicas": replicas, "template": {"spec": {"containers": [container]}}}
-            ],
-            "runPolicy": {"cleanPodPolicy": "None"},
-        },
-    }
-
-
-def create_job(server: Any, store: MemoryStore, name: str, n: int, ips: list[str]) -> JobRef:
-    """The job object, its N pods (Running, podIP = an agent's address) and its JOB item."""
-    kstore = server.store
-    obj = kstore.create(
-        kstore.rt("sagemaker.amazonaws.com", "hyperpodpytorchjobs"), NAMESPACE, job_body(name, n)
-    )
-    job = parse_job(obj)
-    pods_rt = kstore.rt("", "pods")
-    slots = []
-    for i in range(n):
-        node = f"hyperpod-i-{i:017x}"
-        pod = build_pod(job, i)
-        pod.setdefault("spec", {})["nodeName"] = node
-        kstore.create(pods_rt, NAMESPACE, pod)
-        status = {
-            "phase": "Running",
-            "podIP": ips[i],
-            "podIPs": [{"ip": ips[i]}],
-            "hostIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }
-        kstore.patch(
-            pods_rt, NAMESPACE, pod_name(name, i), lambda cur, s=status: {**cur, "status": s}, "status"
-        )
-        slots.append(PodSlot(pod=pod_name(name, i), node=node, ip=ips[i]))
+def create_job(kube: KubeProcess, store: MemoryStore, name: str, ips: list[str]) -> JobRef:
+    """The job and its pods in the API server's process, its JOB item here."""
+    uid = kube.call("create", name, ips)
     record = JobRecord(
         cluster_arn=CLUSTER_ARN,
-        uid=obj["metadata"]["uid"],
+        uid=uid,
         namespace=NAMESPACE,
         name=name,
         phase=JobPhase.CREATING,
-        nnodes=n,
+        nnodes=len(ips),
         spares=0,
-        pods=slots,
+        pods=[PodSlot(pod=pod_name(name, i), node=node_name(i), ip=ip) for i, ip in enumerate(ips)],
     )
     store.put(record, expected_version=None)
-    return JobRef(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=name, uid=record.uid)
+    return JobRef(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=name, uid=uid)
 
 
 # ============================================================== measuring
@@ -366,6 +550,13 @@ class Row:
     kube_conns: list[int] = field(default_factory=list)
     agent_calls: list[int] = field(default_factory=list)
     agent_ms: list[float] = field(default_factory=list)
+    #: bytes the supervisor sent: to the API server, and (direct) to the agents
+    sent: list[int] = field(default_factory=list)
+    throttled_ms: list[float] = field(default_factory=list)
+    #: CPU seconds of this process (the supervisor, all its threads) in the round
+    cpu_s: list[float] = field(default_factory=list)
+    #: CPU seconds of the fake agents' processes in the round
+    agents_cpu_s: list[float] = field(default_factory=list)
 
 
 class TimedAgentClient(AgentClient):
@@ -383,67 +574,72 @@ class TimedAgentClient(AgentClient):
             self.seconds += time.perf_counter() - began
 
 
+@dataclass
+class Env:
+    kube: KubeProcess
+    agents: AgentProcesses
+
+
 def measure(
-    row: Row, step: Callable[[], Any], counter: KubeCounter, agents: TimedAgentClient, expect: str
+    row: Row, step: Callable[[], Any], env: Env, agents: TimedAgentClient, limiter: RateLimiter | None
 ) -> None:
+    expect = "monitor" if row.round == "start" else "running"
     calls0, seconds0 = agents.calls, agents.seconds
-    requests0, conns0 = counter.snapshot()
-    started = time.perf_counter()
+    waited0 = limiter.waited if limiter else 0.0
+    kube0, agents0 = env.kube.call("stats"), env.agents.stats()
+    started, cpu = time.perf_counter(), time.process_time()
     result = step()
     elapsed = (time.perf_counter() - started) * 1000
-    requests1, conns1 = counter.snapshot()
+    row.cpu_s.append(time.process_time() - cpu)
+    kube1, agents1 = env.kube.call("stats"), env.agents.stats()
     if result.next != expect:
         raise SystemExit(
             f"{row.round} of {row.agents} agents ({row.transport}): {result.next}: {result.reason}"
         )
     row.times_ms.append(elapsed)
-    row.kube_calls.append(requests1 - requests0)
-    row.kube_conns.append(conns1 - conns0)
+    row.kube_calls.append(kube1["requests"] - kube0["requests"])
+    row.kube_conns.append(kube1["connections"] - kube0["connections"])
     row.agent_calls.append(agents.calls - calls0)
     row.agent_ms.append((agents.seconds - seconds0) * 1000)
+    sent = kube1["bytes"] - kube0["bytes"]
+    if row.transport == "direct":
+        sent += agents1["bytes"] - agents0["bytes"]
+    row.sent.append(sent)
+    row.agents_cpu_s.append(agents1["cpu"] - agents0["cpu"])
+    row.throttled_ms.append(((limiter.waited if limiter else 0.0) - waited0) * 1000)
 
 
 def run_size(
-    server: Any,
-    counter: KubeCounter,
-    fakes: FakeAgents,
-    n: int,
-    transport: str,
-    rounds: int,
-    pool: int,
-    name: str | None = None,
+    env: Env, n: int, transport: str, rounds: int, pool: int, qps: float, name: str | None = None
 ) -> list[Row]:
     store = MemoryStore()
-    ref = create_job(server, store, name or f"bench-{n}-{transport}", n, fakes.ips)
+    name = name or f"bench-{n}-{transport}"
+    ref = create_job(env.kube, store, name, env.agents.ips[:n])
     # one ApiClient per job size and transport, as a cold Lambda: the first round opens the
     # connections (TLS), later rounds reuse them (a warm Lambda)
-    cfg = server.client_configuration()
-    cfg.connection_pool_maxsize = kube_module.CONNECTION_POOL_SIZE
     from kubernetes import client
 
-    api_client = client.ApiClient(cfg)
+    api_client = client.ApiClient(env.kube.client_configuration())
     kube = KubeAdapter("bench", api_client=api_client)
+    limiter = RateLimiter(qps) if transport == "proxy" else None
     agents = TimedAgentClient(
-        ProxyTransport(kube) if transport == "proxy" else DirectTransport(), pool_size=pool
+        ProxyTransport(kube, limiter=limiter) if limiter else DirectTransport(), pool_size=pool
     )
     sup = Supervisor(store=store, kube=kube, agents=agents, config=SupervisorConfig())
     request = StepInput(job=ref)
     start, poll = Row(n, transport, "start"), Row(n, transport, "poll")
-    for state in fakes.agents.values():
-        state.started, state.rank = False, None
+    env.agents.reset()
+    rejected0 = env.agents.stats()["rejections"]
     try:
         for _ in range(rounds):
-            measure(start, lambda: supervisor.start_agents(request, sup), counter, agents, "monitor")
-            measure(poll, lambda: supervisor.poll(request, sup), counter, agents, "running")
+            measure(start, lambda: supervisor.start_agents(request, sup), env, agents, limiter)
+            measure(poll, lambda: supervisor.poll(request, sup), env, agents, limiter)
     finally:
         api_client.close()
-        kstore = server.store
-        kstore.delete(kstore.rt("sagemaker.amazonaws.com", "hyperpodpytorchjobs"), NAMESPACE, ref.name)
-        for i in range(n):
-            with contextlib.suppress(Exception):
-                kstore.delete(kstore.rt("", "pods"), NAMESPACE, pod_name(ref.name, i))
-    if fakes.rejected:
-        raise SystemExit(f"agents refused /start: {fakes.rejected[:3]}")
+        env.kube.call("delete", name, n)
+    after = env.agents.stats()
+    if after["rejections"] != rejected0:
+        raise SystemExit(f"agents refused /start: {after['rejected']}")
     return [poll, start]
 
 
@@ -452,29 +648,47 @@ def _spread(values: list[int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return str(count)
+
+
 def print_table(rows: list[Row]) -> None:
     head = (
         "agents",
         "transport",
         "round",
-        "median ms",
-        "max ms",
+        "median s",
+        "max s",
+        "supervisor CPU s",
+        "agents CPU s",
         "kubernetes calls",
         "agent calls",
-        "agent-call ms",
+        "agent-call s",
+        "throttled s",
         "new TLS conns",
+        "bytes sent",
+        "bytes/agent",
     )
     table = [
         (
             str(r.agents),
             r.transport,
             r.round,
-            f"{statistics.median(r.times_ms):.1f}",
-            f"{max(r.times_ms):.1f}",
+            f"{statistics.median(r.times_ms) / 1000:.2f}",
+            f"{max(r.times_ms) / 1000:.2f}",
+            f"{statistics.median(r.cpu_s):.2f}",
+            f"{statistics.median(r.agents_cpu_s):.2f}",
             _spread(r.kube_calls),
             _spread(r.agent_calls),
-            f"{statistics.median(r.agent_ms):.1f}",
+            f"{statistics.median(r.agent_ms) / 1000:.2f}",
+            f"{statistics.median(r.throttled_ms) / 1000:.2f}",
             _spread(r.kube_conns),
+            _size(statistics.median(r.sent)),
+            _size(statistics.median(r.sent) / r.agents),
         )
         for r in rows
     ]
@@ -498,29 +712,38 @@ def print_table(rows: list[Row]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", default="8,64,512", help="job sizes, comma-separated (default 8,64,512)")
+    parser.add_argument(
+        "--agents", default="512,2048,4096", help="job sizes, comma-separated (default 512,2048,4096)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind per size (default 3)")
     parser.add_argument("--pool", type=int, default=32, help="AgentClient thread pool size (default 32)")
     parser.add_argument("--transport", choices=("proxy", "direct", "both"), default="both")
+    parser.add_argument(
+        "--proxy-qps",
+        type=float,
+        default=0.0,
+        help="the proxy transport's rate limit (AGENT_PROXY_QPS; default 0: unthrottled, to measure "
+        "the transport itself)",
+    )
+    parser.add_argument("--agent-procs", type=int, default=2, help="processes serving the fake agents")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.agents.split(",") if s.strip()]
-    if not args.sizes or min(args.sizes) < 1 or args.rounds < 1 or args.pool < 1:
-        parser.error("--agents, --rounds and --pool must be positive")
+    if not args.sizes or min(args.sizes) < 1 or args.rounds < 1 or args.pool < 1 or args.agent_procs < 1:
+        parser.error("--agents, --rounds, --pool and --agent-procs must be positive")
     return args
 
 
 @contextlib.contextmanager
-def bench_env(sizes: list[int]) -> Iterator[tuple[Any, KubeCounter, FakeAgents]]:
-    counter = KubeCounter()
-    fakes = FakeAgents(max(sizes)).start()
-    server = None
+def bench_env(sizes: list[int], procs: int) -> Iterator[Env]:
+    agents = AgentProcesses(max(sizes), procs)
+    kube = None
     try:
-        server = start_kube(counter)
-        yield server, counter, fakes
+        kube = KubeProcess()
+        yield Env(kube=kube, agents=agents)
     finally:
-        if server is not None:
-            server.stop()
-        fakes.stop()
+        if kube is not None:
+            kube.stop()
+        agents.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,36 +751,51 @@ def main(argv: list[str] | None = None) -> int:
     transports = ["proxy", "direct"] if args.transport == "both" else [args.transport]
     began = time.perf_counter()
     rows: list[Row] = []
-    with bench_env(args.sizes) as (server, counter, fakes):
+    with bench_env(args.sizes, args.agent_procs) as env:
         # not measured: the process's first use of each Kubernetes API builds the client's models
         # (about a second, once per Lambda container, not per round)
         for transport in transports:
-            run_size(server, counter, fakes, 1, transport, 1, args.pool, name=f"warmup-{transport}")
+            run_size(env, 1, transport, 1, args.pool, args.proxy_qps, name=f"warmup-{transport}")
         for n in args.sizes:
             for transport in transports:
-                rows.extend(run_size(server, counter, fakes, n, transport, args.rounds, args.pool))
+                rows.extend(run_size(env, n, transport, args.rounds, args.pool, args.proxy_qps))
+    qps = f"{args.proxy_qps:g}/s" if args.proxy_qps > 0 else "off"
     print(
-        f"Supervisor rounds: {args.rounds} of each per job size; agent pool {args.pool} threads "
-        f"(AGENT_POOL_SIZE), Kubernetes connection pool {kube_module.CONNECTION_POOL_SIZE}; "
-        f"{os.cpu_count()} CPUs."
+        f"Supervisor rounds: median of {args.rounds} of each per job size; agent pool {args.pool} "
+        f"threads (AGENT_POOL_SIZE), Kubernetes connection pool {kube_module.CONNECTION_POOL_SIZE}, "
+        f"proxy rate limit {qps} (AGENT_PROXY_QPS); {os.cpu_count()} CPUs shared by this process "
+        f"(the supervisor), the API server's and {args.agent_procs} agent processes."
     )
     print(
         "One Lambda invocation does one round (supervisor.poll / supervisor.start_agents) whatever "
         "the job's size: no Step Functions Map state, so 1 invocation and the same state "
-        "transitions per round for 8 or 512 agents."
+        "transitions per round for 8 or 4,096 agents."
     )
     print(
+        "supervisor CPU s = CPU time of the supervisor's process in the round (all its threads): "
+        "its own cost, whatever the other processes took; agents CPU s = the fake agents' processes' "
+        "CPU time in the round (on production nodes, each agent's own); "
         "kubernetes calls = HTTP requests the API server handled in the round (proxy: one per agent "
         "call, plus the step's own: poll reads the job and lists the pods; start reads the job and "
-        "patches its status); agent calls = AgentClient.calls; new TLS conns = connections the API "
-        "server accepted in the round (each size starts with a fresh ApiClient, so its first round "
-        "opens them, as a Lambda's first round does; the client's one-time model set-up is warmed up, "
-        "not measured); agent-call ms = the part of the round spent in AgentClient.call_all. The fake "
-        "agents and the API server run in this process, so they share its CPUs and GIL with the client."
+        "patches its status); agent calls = AgentClient.calls; agent-call s = the part of the round "
+        "in AgentClient.call_all; throttled s = time the pool's threads waited on the proxy's rate "
+        "limit, summed; new TLS conns = connections the API server accepted in the round (each size "
+        "starts with a fresh ApiClient, as a Lambda's first round does); bytes sent = what the "
+        "supervisor sent in the round (request lines, headers, bodies): to the API server, and for "
+        "direct to the agents too. A start round's bytes are the rank table (about 35 bytes a rank) "
+        "times the agents, since every agent's /start carries the whole table (the agent's wire "
+        "format); a poll round's are linear in the agents."
     )
     print()
     print_table(rows)
     print()
+    if "proxy" in transports:
+        floor = ", ".join(f"{n:,} agents {n / DEFAULT_PROXY_QPS:.1f} s" for n in args.sizes)
+        print(
+            f"With the production rate limit (AGENT_PROXY_QPS={DEFAULT_PROXY_QPS:g}, one invocation), a "
+            f"proxied round lasts at least agents / {DEFAULT_PROXY_QPS:g} s whatever the API server's "
+            f"speed: {floor}."
+        )
     print(f"total {time.perf_counter() - began:.1f} s")
     return 0
 
