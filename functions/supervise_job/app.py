@@ -8,7 +8,7 @@ from hyperpod_control.adapters.store import Store
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.validation import parse_input
-from hyperpod_control.observability import logger, tracer
+from hyperpod_control.observability import emit_remediation, logger, tracer
 from hyperpod_control.services.supervisor import STEPS, StepInput, open_supervisor
 from hyperpod_control.settings import get_settings
 
@@ -38,4 +38,6 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         "supervise step",
         extra={"job": f"{request.job.namespace}/{request.job.name}", "step": step, **result.dump()},
     )
+    if result.remediation is not None:
+        emit_remediation(request.job.cluster_arn, result.remediation)
     return result.dump()

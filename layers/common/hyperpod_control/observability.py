@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 #: Environment variable that turns the X-Ray SDK's subsegments on ("true"); off when unset.
 XRAY_SUBSEGMENTS_ENV = "XRAY_SUBSEGMENTS"
@@ -80,4 +81,27 @@ logger = Logger()
 tracer = _tracer()
 metrics = Metrics()
 
-__all__ = ["SegmentlessTracer", "logger", "metrics", "tracer", "xray_subsegments_enabled"]
+
+def emit_remediation(cluster_arn: str, outcome: Any) -> None:
+    """A remediation's metrics (``services.supervisor.RemediationOutcome``), by cluster, action and
+    fault kind: ``Remediations`` (Count) once per decision (action ``fail``: refused), and
+    ``TimeToRecover`` (Milliseconds, fault to training running again) once training runs again.
+
+    Dimensions: ``ClusterArn`` (a handful per account), ``Action`` (five values) and ``FaultKind``
+    (five): bounded. Not the job: every job is a new name, and each name would be a new metric
+    (billed per metric, and unbounded); the job is in the log line and the history instead.
+
+    Its own metric set, flushed at once: these dimensions must not apply to the handler's other
+    metrics, and the set is printed through the EMF provider's ``print`` as ``metrics``' is."""
+    emf = EphemeralMetrics()
+    emf.add_dimension(name="ClusterArn", value=cluster_arn)
+    emf.add_dimension(name="Action", value=outcome.action)
+    emf.add_dimension(name="FaultKind", value=outcome.fault)
+    if outcome.decided:
+        emf.add_metric(name="Remediations", unit=MetricUnit.Count, value=1)
+    if outcome.recovery_ms is not None:
+        emf.add_metric(name="TimeToRecover", unit=MetricUnit.Milliseconds, value=outcome.recovery_ms)
+    emf.flush_metrics()
+
+
+__all__ = ["SegmentlessTracer", "emit_remediation", "logger", "metrics", "tracer", "xray_subsegments_enabled"]

@@ -125,6 +125,19 @@ class StepInput(TaskModel):
 REASON_LIMIT = 4000
 
 
+class RemediationOutcome(TaskModel):
+    """What a remediation did, as plain data for the handler's metrics (observability.py): the
+    action, the kind of the fault it answered, and how long training stood still (``recovery_ms``,
+    None until training runs again: a refusal, or a full restart that waits for its new pods)."""
+
+    action: str
+    fault: str
+    recovery_ms: int | None = None
+    #: False where a step reports the end of a remediation decided by an earlier step (a full
+    #: restart's StartAgents), so that each decision is counted once.
+    decided: bool = True
+
+
 class StepResult(TaskModel):
     """Every step answers ``next`` (the ASL Choice branches on it) and, when it matters, why."""
 
@@ -132,6 +145,8 @@ class StepResult(TaskModel):
     reason: str | None = None
     poll_seconds: int | None = None
     segment_due: bool = False
+    #: For the handler's metrics only: never in the execution's state (``dump`` leaves it out).
+    remediation: RemediationOutcome | None = Field(default=None, exclude=True)
 
     @field_validator("reason")
     @classmethod
@@ -633,10 +648,11 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         },
     )
     ranks = {str(s.rank): s.pod for s in record.ranked()}
+    recovered = None
     if record.recovery:  # the end of a full job restart: training runs again
         recovery = record.recovery
         record = _save(sup, record, recovery=None)
-        _report_recovery(
+        recovered = _report_recovery(
             sup,
             record,
             parse_job(_read_job(sup, ref) or obj),
@@ -645,7 +661,7 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
             datetime.fromisoformat(recovery["fault_at"]),
             now,
             [*recovery["actions"], f"started {record.nnodes} ranks with faultCount {record.fault_count}"],
-        )
+        ).model_copy(update={"decided": False})
     _history(
         sup,
         record,
@@ -655,7 +671,7 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         spares=[s.pod for s in record.spare_pods()],
         master=master,
     )
-    return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds)
+    return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds, remediation=recovered)
 
 
 def arm(request: StepInput, sup: Supervisor) -> StepResult:
@@ -840,7 +856,8 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
             decision.reason,
             faults=[f.model_dump(mode="json") for f in faults],
         )
-        return StepResult(next="fail", reason=decision.reason)
+        outcome = RemediationOutcome(action=decision.action.value, fault=_fault_kind(faults))
+        return StepResult(next="fail", reason=decision.reason, remediation=outcome)
     for fault in faults:
         if fault.kind == "node" and fault.node:
             _k8s_event(sup, job, "Warning", "NodeFault", f"Found unhealthy node {fault.node}: {fault.reason}")
@@ -890,8 +907,10 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     record = _save(
         sup, record, **{**counters, "pods": slots, "master_addr": master, "ip_version": ip_version}
     )
-    _report_recovery(sup, record, job, decision, faults, fault_at, resumed, actions)
-    return StepResult(next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
+    outcome = _report_recovery(sup, record, job, decision, faults, fault_at, resumed, actions)
+    return StepResult(
+        next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
+    )
 
 
 def _replacement_spares(
@@ -956,7 +975,16 @@ def _full_restart(
         recovery=recovery,
         master_addr=None,
     )
-    return StepResult(next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds)
+    # decided now, recovered once StartAgents runs the new pods (it reports the time to recover)
+    outcome = RemediationOutcome(action=decision.action.value, fault=_fault_kind(faults))
+    return StepResult(
+        next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
+    )
+
+
+def _fault_kind(faults: list[JobFault]) -> str:
+    """The kind a remediation is counted under: the first of its faults' kinds, in name order."""
+    return sorted({f.kind for f in faults})[0]
 
 
 def _report_recovery(
@@ -968,11 +996,11 @@ def _report_recovery(
     fault_at: datetime,
     resumed: datetime,
     actions: list[str],
-) -> None:
+) -> RemediationOutcome:
     """The job's status, a Kubernetes Event and a history item once training runs again."""
     took_ms = max(0, int((resumed - fault_at).total_seconds() * 1000))
-    kinds = sorted({f.kind for f in faults})
-    reason = {"node": "NodeFault", "pod": "PodFault", "hang": "HangFault"}.get(kinds[0], "WorkerFault")
+    fault = _fault_kind(faults)
+    reason = {"node": "NodeFault", "pod": "PodFault", "hang": "HangFault"}.get(fault, "WorkerFault")
     message = (
         f"The fault of reason {reason} was remediated in {took_ms} milliseconds ({decision.action.value})"
     )
@@ -1017,6 +1045,7 @@ def _report_recovery(
         resumed_at=resumed.isoformat(),
         progress=record.progress,
     )
+    return RemediationOutcome(action=decision.action.value, fault=fault, recovery_ms=took_ms)
 
 
 def _shutdown_and_clean(
