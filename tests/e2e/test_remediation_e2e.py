@@ -46,6 +46,20 @@ def _remediations(sb, uid):
     return [e for e in history(sb, uid) if e.kind == "Remediated"]
 
 
+def _remediation_metrics(sb, cluster_arn: str, action: str) -> dict[str, list[tuple[str, str, float]]]:
+    """What supervise_job's EMF put into moto's CloudWatch for this cluster and action: each
+    metric's (fault kind, unit, value) data points."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    found: dict[str, list[tuple[str, str, float]]] = {}
+    for datum in list(cloudwatch_backends["123456789012"][sb.config.region].metric_data):
+        dims = {d.name: d.value for d in datum.dimensions}
+        if dims.get("ClusterArn") == cluster_arn and dims.get("Action") == action:
+            assert datum.namespace == "HyperPodControlPlane" and "FaultKind" in dims
+            found.setdefault(datum.name, []).append((dims["FaultKind"], datum.unit, datum.value))
+    return found
+
+
 def _start_step(log: str) -> int:
     found = re.findall(r"starting at step (\d+)", log)
     return int(found[-1]) if found else -1
@@ -79,6 +93,9 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
     assert conditions(get_job(sb, "swap"))["Completed"]["status"] == "True"
     kinds = [e.kind for e in history(sb, uid)]
     assert kinds.count("Started") == 1, "a swap restarts no pod but the lost one"
+    emitted = _remediation_metrics(sb, final.cluster_arn, "spare_swap")
+    assert ("node", "Count", 1.0) in emitted["Remediations"]
+    assert ("node", "Milliseconds", float(remediated.details["recovery_ms"])) in emitted["TimeToRecover"]
     progress = int(remediated.details["progress"]["tiny"]["progressCount"])
     assert progress >= 49, "training resumed from the checkpoint every rank finished"
 
