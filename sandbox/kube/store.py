@@ -26,8 +26,9 @@ Modelled (what the real registry does, with its status codes and messages):
   one with other live owners loses the dangling reference; a CRD's deletion removes its objects;
 - list with label/field selectors, ``limit``/``continue`` (continue resumes after the last key
   returned; pages read the current state, not a snapshot at the first page's resourceVersion, and
-  ``remainingItemCount`` is exact), watch from a resourceVersion with selector transitions (an
-  object that stops matching is sent as DELETED, one that starts matching as ADDED).
+  ``remainingItemCount`` is exact, set only without selectors as upstream), watch from a
+  resourceVersion with selector transitions (an object that stops matching is sent as DELETED,
+  one that starts matching as ADDED).
 
 Mutating admission: callables in ``Store.admission`` see each object before it is created (what
 a mutating webhook does; the sandbox's EKS Pod Identity webhook is one, ``pod_identity.py``).
@@ -281,6 +282,10 @@ class Store:
         with self._lock:
             rv = str(self._rv_counter)
             keys = sorted(k for k in self._bucket(rt) if namespace is None or k[0] == namespace)
+            # As Kubernetes: remainingItemCount only for a list without selectors (with them the
+            # count is unknown and left unset), so a selected page stops at its limit instead of
+            # matching every object after it (a 4,096-pod job's pods paged 500 at a time).
+            counted = not labels and not fields
             matched = []
             for k in keys:
                 if start_after and k <= start_after:
@@ -290,6 +295,8 @@ class Store:
                     fields, obj, rt.field_getters
                 ):
                     matched.append(obj)
+                    if limit and not counted and len(matched) > limit:
+                        break
             items = matched[:limit] if limit else matched
             remaining = len(matched) - len(items)
             next_token = None
@@ -298,7 +305,9 @@ class Store:
                 start = [last.get("namespace", "") or "", last["name"]]
                 raw = json.dumps({"rv": rv, "start": start}).encode()
                 next_token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-            return ListResult(copy.deepcopy(items), rv, next_token, remaining if next_token else None)
+            return ListResult(
+                copy.deepcopy(items), rv, next_token, remaining if next_token and counted else None
+            )
 
     def watch(
         self,

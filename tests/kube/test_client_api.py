@@ -422,6 +422,9 @@ def test_the_adapter_lists_pods_and_nodes_in_pages_with_selectors(
     assert [p["limit"] for p in pages] == [3, 3]
     assert pages[0]["_continue"] is None and pages[1]["_continue"]
     assert {p["label_selector"] for p in pages} == {"HPJob=paged"}
+    # as upstream, a selected list's remaining count is unknown: left unset
+    first = core.list_namespaced_pod(namespace, label_selector="HPJob=paged", limit=3)
+    assert first.metadata._continue and first.metadata.remaining_item_count is None
     pages.clear()
     monkeypatch.setattr(kube_module, "LIST_PAGE", 1)
     assert len(adapter.nodes()) == len(NODE_IDS) == len(pages)  # the last page says no more
