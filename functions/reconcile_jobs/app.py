@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
 from hyperpod_control.adapters.store import Store
-from hyperpod_control.observability import logger, metrics, tracer
+from hyperpod_control.observability import emit_jobs_by_phase, logger, metrics, tracer
 from hyperpod_control.services.reconcile import reconcile
 from hyperpod_control.services.supervisor import open_supervisor
 from hyperpod_control.settings import get_settings
@@ -31,6 +31,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         logger.info("reconciled", extra=cluster.dump())
         metrics.add_metric(name="JobExecutionsStarted", unit=MetricUnit.Count, value=len(cluster.started))
         metrics.add_metric(name="JobExecutionsResumed", unit=MetricUnit.Count, value=len(cluster.resumed))
+        if cluster.phases:  # none when the cluster could not be read
+            emit_jobs_by_phase(cluster.cluster_arn, cluster.phases)
         if cluster.error:
             logger.error(
                 "cluster not reconciled", extra={"cluster": cluster.cluster_arn, "error": cluster.error}

@@ -96,6 +96,16 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
     emitted = _remediation_metrics(sb, final.cluster_arn, "spare_swap")
     assert ("node", "Count", 1.0) in emitted["Remediations"]
     assert ("node", "Milliseconds", float(remediated.details["recovery_ms"])) in emitted["TimeToRecover"]
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    running = [
+        datum.value
+        for datum in list(cloudwatch_backends["123456789012"][sb.config.region].metric_data)
+        if datum.name == "Jobs"
+        and {d.name: d.value for d in datum.dimensions}.get("ClusterArn") == final.cluster_arn
+        and {d.name: d.value for d in datum.dimensions}.get("Phase") == "Running"
+    ]
+    assert running and max(running) >= 1, "ReconcileJobs counted the job running"
     progress = int(remediated.details["progress"]["tiny"]["progressCount"])
     assert progress >= 49, "training resumed from the checkpoint every rank finished"
 

@@ -1,4 +1,4 @@
-"""The remediation metrics supervise_job emits (observability.emit_remediation), read back from the
+"""The metrics of remediations (supervise_job) and of jobs by phase (reconcile_jobs), read back from the
 EMF document Powertools prints: names, units, dimensions and values; and the outcome a step
 returns for them stays out of the execution's state."""
 
@@ -94,3 +94,41 @@ def test_the_outcome_stays_out_of_the_executions_state():
     )
     assert result.remediation is not None
     assert "remediation" not in result.dump()
+
+
+def test_jobs_by_phase_names_every_phase_and_counts_a_job_without_an_item_as_new():
+    from hyperpod_control.models.records import JobPhase, JobRecord
+    from hyperpod_control.services.reconcile import jobs_by_phase
+
+    def record(uid: str, phase: JobPhase) -> JobRecord:
+        return JobRecord(cluster_arn=ARN, uid=uid, namespace="team-a", name=uid, phase=phase)
+
+    records = {
+        "a": record("a", JobPhase.RUNNING),
+        "b": record("b", JobPhase.RUNNING),
+        "c": record("c", JobPhase.FAILED),
+        "gone": record("gone", JobPhase.RUNNING),  # its job was deleted: not live
+    }
+    counts = jobs_by_phase(records, {"a", "b", "c", "new"})
+    assert counts == {
+        "Pending": 1,
+        "Creating": 0,
+        "Running": 2,
+        "Completed": 0,
+        "Failed": 1,
+        "Observed": 0,
+    }
+    assert jobs_by_phase({}, {"new"}, JobPhase.OBSERVED)["Observed"] == 1
+
+
+def test_jobs_by_phase_is_one_count_per_cluster_and_phase_zeros_included(capsys):
+    from hyperpod_control.observability import emit_jobs_by_phase
+
+    emit_jobs_by_phase(ARN, {"Running": 2, "Failed": 0})
+    documents = _emitted(capsys)
+    assert [(_dimensions(d)["Phase"], _metrics(d)) for d in documents] == [
+        ("Failed", {"Jobs": ("Count", [0.0])}),
+        ("Running", {"Jobs": ("Count", [2.0])}),
+    ]
+    assert all(_dimensions(d)["ClusterArn"] == ARN for d in documents)
+    assert all(set(_dimensions(d)) == {"ClusterArn", "Phase", "service"} for d in documents)

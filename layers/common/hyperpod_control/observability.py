@@ -104,4 +104,25 @@ def emit_remediation(cluster_arn: str, outcome: Any) -> None:
     emf.flush_metrics()
 
 
-__all__ = ["SegmentlessTracer", "emit_remediation", "logger", "metrics", "tracer", "xray_subsegments_enabled"]
+def emit_jobs_by_phase(cluster_arn: str, phases: dict[str, int]) -> None:
+    """``Jobs`` (Count) by ``ClusterArn`` and ``Phase`` (six values): how many live jobs each phase
+    holds, every phase each run (a gauge: read its Maximum or Average per period, not its Sum, as
+    ReconcileJobs runs every minute and on job events). One metric set per phase: the phase is a
+    dimension, and a set's dimensions hold for all its metrics."""
+    for phase, count in sorted(phases.items()):
+        emf = EphemeralMetrics()
+        emf.add_dimension(name="ClusterArn", value=cluster_arn)
+        emf.add_dimension(name="Phase", value=phase)
+        emf.add_metric(name="Jobs", unit=MetricUnit.Count, value=count)
+        emf.flush_metrics()
+
+
+__all__ = [
+    "SegmentlessTracer",
+    "emit_jobs_by_phase",
+    "emit_remediation",
+    "logger",
+    "metrics",
+    "tracer",
+    "xray_subsegments_enabled",
+]

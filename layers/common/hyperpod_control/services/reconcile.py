@@ -56,6 +56,8 @@ class ClusterReport(TaskModel):
     recovered: list[str] = Field(default_factory=list)
     #: serverless: running jobs whose spec edit got the SpecChangeRejected condition in this run
     refused: list[str] = Field(default_factory=list)
+    #: the cluster's live jobs by their JOB item's phase at the start of this run (``jobs_by_phase``)
+    phases: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
 
 
@@ -231,6 +233,18 @@ def reconcile(
     return report
 
 
+def jobs_by_phase(
+    records: dict[str, JobRecord], live_uids: set[str], new: JobPhase = JobPhase.PENDING
+) -> dict[str, int]:
+    """Pure: how many live jobs are in each phase, every phase named (a phase emptied reads 0, not
+    a gap); a job with no JOB item yet is in phase ``new`` (what this run's item will say)."""
+    counts = dict.fromkeys((phase.value for phase in JobPhase), 0)
+    for uid in live_uids:
+        record = records.get(uid)
+        counts[(record.phase if record else new).value] += 1
+    return counts
+
+
 def _reconcile_cluster(
     operator: OperatorRecord, sup: Supervisor, sfn: Any, state_machine_arn: str, report: ClusterReport
 ) -> None:
@@ -251,6 +265,8 @@ def _reconcile_cluster(
         if record is not None:
             _refuse_spec_change(sup, obj, record, report)
         _ensure_execution(obj, record, operator, store, sfn, state_machine_arn, report)
+    new = JobPhase.OBSERVED if operator.mode is OperatorMode.ADDON else JobPhase.PENDING
+    report.phases = jobs_by_phase(records, live_uids, new)
     if operator.mode is OperatorMode.SERVERLESS:
         for uid, record in records.items():
             if uid in live_uids or record.mode is not OperatorMode.SERVERLESS:
