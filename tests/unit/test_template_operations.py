@@ -228,5 +228,14 @@ def test_the_dashboard_shows_every_alarm_and_the_projects_own_metrics():
     shown = set(alarm_widget["properties"]["alarms"])
     unconditional = {name for name in ALARMS if "Condition" not in RESOURCES[name]}
     assert shown == {f"${{{name}.Arn}}" for name in unconditional}
-    metrics = {m[1] for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]}
+    series = [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    metrics = {m[1] for m in series if isinstance(m[0], str)}
     assert {"NodeRepairBreakerOpen", "NodeActionFailures", "ApproximateNumberOfMessagesVisible"} <= metrics
+    # Metrics by cluster are searched: the dimension set must be the one emitted, to the name
+    # (observability.emit_remediation / emit_jobs_by_phase; Powertools adds "service").
+    searches = {m[0]["expression"] for m in series if isinstance(m[0], dict)}
+    remediation = "{${MetricsNamespace},ClusterArn,Action,FaultKind,service}"
+    assert f"SEARCH('{remediation} MetricName=\"TimeToRecover\"', 'Average', 300)" in searches
+    assert f"SEARCH('{remediation} MetricName=\"Remediations\"', 'Sum', 300)" in searches
+    jobs = "{${MetricsNamespace},ClusterArn,Phase,service}"
+    assert f"SEARCH('{jobs} MetricName=\"Jobs\"', 'Maximum', 300)" in searches
