@@ -13,7 +13,7 @@ import tempfile
 from datetime import UTC, datetime
 
 import pytest
-from job_support import conditions, get_job, history, job_item, pods_of, submit, wait_finished
+from job_support import apis, conditions, get_job, history, job_item, pods_of, submit, wait_finished
 
 from sandbox.testing import eventually
 from sandbox.workloads import tiny_job
@@ -106,6 +106,14 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
         and {d.name: d.value for d in datum.dimensions}.get("Phase") == "Running"
     ]
     assert running and max(running) >= 1, "ReconcileJobs counted the job running"
+    # What `kubectl describe hyperpodpytorchjob swap` shows: the fault, then the recovery.
+    _, core = apis(sb)
+    described = {
+        e.reason: e for e in core.list_namespaced_event("default").items if e.involved_object.uid == uid
+    }
+    assert described["NodeFault"].type == "Warning" and rank1.node in described["NodeFault"].message
+    assert described["Running"].type == "Normal"
+    assert described["Running"].message == remediated.message, "the history's words: remediated in N ms"
     progress = int(remediated.details["progress"]["tiny"]["progressCount"])
     assert progress >= 49, "training resumed from the checkpoint every rank finished"
 

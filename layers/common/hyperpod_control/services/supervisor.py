@@ -16,7 +16,6 @@ so deleting the job lets Kubernetes' garbage collector remove them even if we ar
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,7 +27,13 @@ from pydantic import Field, field_validator
 
 from hyperpod_control.adapters.agents import AGENT_TIMEOUT, AgentCall, AgentClient
 from hyperpod_control.deadline import Deadline
-from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError, PermanentError
+from hyperpod_control.exceptions import (
+    AccessDeniedError,
+    InvalidInputError,
+    PermanentError,
+    ResourceNotFoundError,
+    RetryableError,
+)
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState
 from hyperpod_control.models.job import (
     CleanPodPolicy,
@@ -50,6 +55,7 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.tasks import TaskModel
+from hyperpod_control.observability import logger
 from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     Action,
@@ -319,9 +325,30 @@ def _k8s_event(sup: Supervisor, job: HyperPodPytorchJob, kind: str, reason: str,
         "lastTimestamp": now,
         "count": 1,
     }
-    # An Event is a courtesy (the status and the history say it too): never fail a step for it.
-    with contextlib.suppress(Exception):
+    # An Event is a courtesy (the status and the history say it too): a step that has acted must
+    # not fail, and be retried into acting twice, for it. What the API server answers is sorted:
+    # Events refused (RBAC) or absent (the namespace going away) are said once per environment;
+    # a throttled or unavailable API server each time. Anything else is a bug of ours (a body the
+    # API server refuses, a TypeError) and fails the step, where the tests see it.
+    try:
         sup.kube.create_event(meta.namespace, body)
+    except (AccessDeniedError, ResourceNotFoundError) as exc:
+        refusal = (type(exc).__name__, meta.namespace)
+        if refusal not in _EVENTS_REFUSED:
+            _EVENTS_REFUSED.add(refusal)
+            logger.warning(
+                "Kubernetes Events cannot be created: kubectl describe will not show the supervisor's",
+                extra={"namespace": meta.namespace, "reason": reason, "error": str(exc)},
+            )
+    except RetryableError as exc:
+        logger.warning(
+            "Kubernetes Event not created: the API server is busy or unavailable",
+            extra={"namespace": meta.namespace, "reason": reason, "error": str(exc)},
+        )
+
+
+#: (error, namespace) pairs whose refused Events were logged already in this environment.
+_EVENTS_REFUSED: set[tuple[str, str]] = set()
 
 
 def _read_job(sup: Supervisor, ref: JobRef) -> dict[str, Any] | None:
