@@ -1,6 +1,8 @@
 """supervise_job's steps (services/supervisor.py): one function, the step named in the payload,
 so one role and one EKS access entry serve the whole workflow."""
 
+import time
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hyperpod_control.adapters.aws import prewarm_when_provisioned
@@ -8,7 +10,7 @@ from hyperpod_control.adapters.store import Store
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.validation import parse_input
-from hyperpod_control.observability import emit_remediation, logger, tracer
+from hyperpod_control.observability import emit_remediation, emit_step_duration, logger, tracer
 from hyperpod_control.services.supervisor import STEPS, StepInput, open_supervisor
 from hyperpod_control.settings import get_settings
 
@@ -32,8 +34,10 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         )
     # Every call the step makes is bounded by what is left of this invocation (deadline.py).
     sup = open_supervisor(operator, store, deadline=Deadline.of(context))
+    started = time.perf_counter()
     with sup.kube:
         result = STEPS[step](request, sup)
+    emit_step_duration(request.job.cluster_arn, step, (time.perf_counter() - started) * 1000)
     logger.info(
         "supervise step",
         extra={"job": f"{request.job.namespace}/{request.job.name}", "step": step, **result.dump()},

@@ -106,6 +106,14 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
         and {d.name: d.value for d in datum.dimensions}.get("Phase") == "Running"
     ]
     assert running and max(running) >= 1, "ReconcileJobs counted the job running"
+    rounds = [
+        datum.unit
+        for datum in list(cloudwatch_backends["123456789012"][sb.config.region].metric_data)
+        if datum.name == "SupervisorStepDuration"
+        and {d.name: d.value for d in datum.dimensions}.get("ClusterArn") == final.cluster_arn
+        and {d.name: d.value for d in datum.dimensions}.get("Step") == "poll"
+    ]
+    assert rounds and set(rounds) == {"Milliseconds"}, "each supervisor round timed"
     # What `kubectl describe hyperpodpytorchjob swap` shows: the fault, then the recovery.
     _, core = apis(sb)
     described = {

@@ -1,4 +1,4 @@
-"""The metrics of remediations (supervise_job) and of jobs by phase (reconcile_jobs), read back from the
+"""The metrics of remediations and steps (supervise_job) and of jobs by phase (reconcile_jobs), read from the
 EMF document Powertools prints: names, units, dimensions and values; and the outcome a step
 returns for them stays out of the execution's state."""
 
@@ -132,3 +132,12 @@ def test_jobs_by_phase_is_one_count_per_cluster_and_phase_zeros_included(capsys)
     ]
     assert all(_dimensions(d)["ClusterArn"] == ARN for d in documents)
     assert all(set(_dimensions(d)) == {"ClusterArn", "Phase", "service"} for d in documents)
+
+
+def test_a_supervisor_step_is_timed_in_milliseconds_by_cluster_and_step(capsys):
+    from hyperpod_control.observability import emit_step_duration
+
+    emit_step_duration(ARN, "poll", 412.5)
+    (document,) = _emitted(capsys)
+    assert _metrics(document) == {"SupervisorStepDuration": ("Milliseconds", [412.5])}
+    assert _dimensions(document) == {"ClusterArn": ARN, "Step": "poll", "service": "hyperpod-control-plane"}

@@ -117,10 +117,22 @@ def emit_jobs_by_phase(cluster_arn: str, phases: dict[str, int]) -> None:
         emf.flush_metrics()
 
 
+def emit_step_duration(cluster_arn: str, step: str, milliseconds: float) -> None:
+    """``SupervisorStepDuration`` (Milliseconds) by ``ClusterArn`` and ``Step`` (the supervise-job
+    workflow's steps, a dozen names): ``Step=poll`` is one supervisor round (every agent asked,
+    the round judged), the number that grows with a job's size."""
+    emf = EphemeralMetrics()
+    emf.add_dimension(name="ClusterArn", value=cluster_arn)
+    emf.add_dimension(name="Step", value=step)
+    emf.add_metric(name="SupervisorStepDuration", unit=MetricUnit.Milliseconds, value=milliseconds)
+    emf.flush_metrics()
+
+
 __all__ = [
     "SegmentlessTracer",
     "emit_jobs_by_phase",
     "emit_remediation",
+    "emit_step_duration",
     "logger",
     "metrics",
     "tracer",
