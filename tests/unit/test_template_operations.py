@@ -239,3 +239,5 @@ def test_the_dashboard_shows_every_alarm_and_the_projects_own_metrics():
     assert f"SEARCH('{remediation} MetricName=\"Remediations\"', 'Sum', 300)" in searches
     jobs = "{${MetricsNamespace},ClusterArn,Phase,service}"
     assert f"SEARCH('{jobs} MetricName=\"Jobs\"', 'Maximum', 300)" in searches
+    steps = "{${MetricsNamespace},ClusterArn,Step,service}"
+    assert f"SEARCH('{steps} Step=\"poll\" MetricName=\"SupervisorStepDuration\"', 'p99', 300)" in searches
