@@ -796,7 +796,8 @@ def main(argv: list[str] | None = None) -> int:
             f"proxied round lasts at least agents / {DEFAULT_PROXY_QPS:g} s whatever the API server's "
             f"speed: {floor}."
         )
-    print(f"total {time.perf_counter() - began:.1f} s")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"total {time.perf_counter() - began:.1f} s; load average at the end {load} (1, 5, 15 min)")
     return 0
 
 
