@@ -33,7 +33,7 @@ from hyperpod_control.exceptions import NodeActionError
 from hyperpod_control.models.events import NodeHealthEvent
 from hyperpod_control.models.node_health import NodeRepairConfig
 from hyperpod_control.models.validation import parse_input
-from hyperpod_control.observability import logger, metrics, tracer
+from hyperpod_control.observability import emit_node_actions, logger, metrics, tracer
 from hyperpod_control.services.node_health import (
     NodeHealthAdapters,
     NodeHealthResult,
@@ -62,11 +62,18 @@ def _adapters(store: Store) -> NodeHealthAdapters:
     )
 
 
-def _report(node: str, result: NodeHealthResult) -> None:
+def _report(cluster_arn: str, node: str, result: NodeHealthResult) -> None:
     """Logs and metrics of what was done; the loud ones: a Replace (wipes volumes), the breaker."""
     plan, outcome = result.plan, result.outcome
     if plan is None:
         return
+    # A retry resuming a half-done attempt is not counted: its list holds the earlier attempt's
+    # actions, counted when that attempt reported (what only the retry adds goes uncounted).
+    if outcome is not None and not result.resumed:
+        done = list(outcome.kube_actions or [])
+        if outcome.repair_requested:
+            done.append(f"repair:{outcome.repair_requested_action}")
+        emit_node_actions(cluster_arn, done)
     if not plan.managed:
         logger.info("node health: cluster not managed", extra={"node": node, "note": plan.note})
         return
@@ -149,9 +156,9 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     except NodeActionError as exc:
         partial = getattr(exc, "result", None)
         if partial is not None:
-            _report(record.node_name, partial)
+            _report(record.cluster_arn, record.node_name, partial)
         logger.error("node health actions failed; the event will be retried", extra={"error": str(exc)})
         metrics.add_metric(name="NodeActionFailures", unit=MetricUnit.Count, value=1)
         raise
-    _report(record.node_name, result)
+    _report(record.cluster_arn, record.node_name, result)
     return {"node": record.node_name, "healthStatus": record.health_status.value, "changed": changed}

@@ -163,6 +163,15 @@ def test_a_node_hyperpod_has_not_marked_is_cordoned_tainted_labelled_and_healthy
     assert marks(sb, instance) == {"cordoned": False, "tainted": False, "label": "Schedulable", "ours": False}
     assert item.kube_actions == ["uncordon", "untaint", "label=Schedulable"]
     assert item.failed_at is not None  # kept: the breaker counts it for its window
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    counted = {
+        (dims["Action"], datum.unit)
+        for datum in list(cloudwatch_backends["123456789012"][sb.config.region].metric_data)
+        if datum.name == "NodeActions"
+        and (dims := {d.name: d.value for d in datum.dimensions}).get("ClusterArn") == item.cluster_arn
+    }
+    assert {(a, "Count") for a in ["cordon", "taint", "uncordon", "untaint", "label=Schedulable"]} <= counted
 
 
 def test_with_repair_on_a_failed_node_is_rebooted_even_when_sagemaker_fails_at_first(sb):

@@ -141,3 +141,17 @@ def test_a_supervisor_step_is_timed_in_milliseconds_by_cluster_and_step(capsys):
     (document,) = _emitted(capsys)
     assert _metrics(document) == {"SupervisorStepDuration": ("Milliseconds", [412.5])}
     assert _dimensions(document) == {"ClusterArn": ARN, "Step": "poll", "service": "hyperpod-control-plane"}
+
+
+def test_node_actions_are_counted_by_cluster_and_action(capsys):
+    from hyperpod_control.observability import emit_node_actions
+
+    emit_node_actions(ARN, ["cordon", "taint", "repair:Reboot"])
+    emit_node_actions(ARN, [])
+    documents = _emitted(capsys)
+    assert [(_dimensions(d)["Action"], _metrics(d)) for d in documents] == [
+        ("cordon", {"NodeActions": ("Count", [1.0])}),
+        ("repair:Reboot", {"NodeActions": ("Count", [1.0])}),
+        ("taint", {"NodeActions": ("Count", [1.0])}),
+    ]
+    assert all(set(_dimensions(d)) == {"ClusterArn", "Action", "service"} for d in documents)

@@ -128,9 +128,23 @@ def emit_step_duration(cluster_arn: str, step: str, milliseconds: float) -> None
     emf.flush_metrics()
 
 
+def emit_node_actions(cluster_arn: str, actions: list[str]) -> None:
+    """``NodeActions`` (Count) by ``ClusterArn`` and ``Action``: one per thing node_health did to a
+    node (``cordon``, ``uncordon``, ``taint``, ``untaint``, ``label=<HyperPod's health value>``,
+    ``node-not-in-kubernetes``, and a requested repair as ``repair:<Reboot|Replace>``): bounded.
+    The node is no dimension: instances come and go. Nothing is emitted when nothing was done."""
+    for action in sorted(set(actions)):
+        emf = EphemeralMetrics()
+        emf.add_dimension(name="ClusterArn", value=cluster_arn)
+        emf.add_dimension(name="Action", value=action)
+        emf.add_metric(name="NodeActions", unit=MetricUnit.Count, value=actions.count(action))
+        emf.flush_metrics()
+
+
 __all__ = [
     "SegmentlessTracer",
     "emit_jobs_by_phase",
+    "emit_node_actions",
     "emit_remediation",
     "emit_step_duration",
     "logger",
