@@ -241,3 +241,5 @@ def test_the_dashboard_shows_every_alarm_and_the_projects_own_metrics():
     assert f"SEARCH('{jobs} MetricName=\"Jobs\"', 'Maximum', 300)" in searches
     steps = "{${MetricsNamespace},ClusterArn,Step,service}"
     assert f"SEARCH('{steps} Step=\"poll\" MetricName=\"SupervisorStepDuration\"', 'p99', 300)" in searches
+    nodes = "{${MetricsNamespace},ClusterArn,Action,service}"
+    assert f"SEARCH('{nodes} MetricName=\"NodeActions\"', 'Sum', 300)" in searches
