@@ -230,6 +230,10 @@ def test_no_spare_left_means_a_full_restart_avoiding_the_bad_node(serverless):
     assert final.full_restart_count == 1 and final.offenders.get(bad) == 1
     (only,) = _remediations(sb, uid)
     assert only.details["action"] == "full_job_restart"
+    # decided at Remediate, timed at StartAgents once the new pods run
+    emitted = _remediation_metrics(sb, final.cluster_arn, "full_job_restart")
+    assert ("node", "Count", 1.0) in emitted["Remediations"]
+    assert ("node", "Milliseconds", float(only.details["recovery_ms"])) in emitted["TimeToRecover"]
 
 
 def test_two_nodes_failing_together_move_both_ranks_in_one_remediation(serverless):
