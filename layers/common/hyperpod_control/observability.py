@@ -77,9 +77,20 @@ def _tracer() -> Any:
     return SegmentlessTracer()
 
 
+#: The template's MetricsNamespace default. The variable the template sets wins; without it (a
+#: process that imports this module before a function's environment is set, as a test run that
+#: collects every module first does) metrics would be flushed without a namespace and refused.
+DEFAULT_METRICS_NAMESPACE = "HyperPodControlPlane"
+
 logger = Logger()
 tracer = _tracer()
-metrics = Metrics()
+
+
+def metrics_namespace() -> str:
+    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
+
+
+metrics = Metrics(namespace=metrics_namespace())
 
 
 def emit_remediation(cluster_arn: str, outcome: Any) -> None:
@@ -93,7 +104,7 @@ def emit_remediation(cluster_arn: str, outcome: Any) -> None:
 
     Its own metric set, flushed at once: these dimensions must not apply to the handler's other
     metrics, and the set is printed through the EMF provider's ``print`` as ``metrics``' is."""
-    emf = EphemeralMetrics()
+    emf = EphemeralMetrics(namespace=metrics_namespace())
     emf.add_dimension(name="ClusterArn", value=cluster_arn)
     emf.add_dimension(name="Action", value=outcome.action)
     emf.add_dimension(name="FaultKind", value=outcome.fault)
@@ -110,7 +121,7 @@ def emit_jobs_by_phase(cluster_arn: str, phases: dict[str, int]) -> None:
     ReconcileJobs runs every minute and on job events). One metric set per phase: the phase is a
     dimension, and a set's dimensions hold for all its metrics."""
     for phase, count in sorted(phases.items()):
-        emf = EphemeralMetrics()
+        emf = EphemeralMetrics(namespace=metrics_namespace())
         emf.add_dimension(name="ClusterArn", value=cluster_arn)
         emf.add_dimension(name="Phase", value=phase)
         emf.add_metric(name="Jobs", unit=MetricUnit.Count, value=count)
@@ -121,7 +132,7 @@ def emit_step_duration(cluster_arn: str, step: str, milliseconds: float) -> None
     """``SupervisorStepDuration`` (Milliseconds) by ``ClusterArn`` and ``Step`` (the supervise-job
     workflow's steps, a dozen names): ``Step=poll`` is one supervisor round (every agent asked,
     the round judged), the number that grows with a job's size."""
-    emf = EphemeralMetrics()
+    emf = EphemeralMetrics(namespace=metrics_namespace())
     emf.add_dimension(name="ClusterArn", value=cluster_arn)
     emf.add_dimension(name="Step", value=step)
     emf.add_metric(name="SupervisorStepDuration", unit=MetricUnit.Milliseconds, value=milliseconds)
@@ -134,7 +145,7 @@ def emit_node_actions(cluster_arn: str, actions: list[str]) -> None:
     ``node-not-in-kubernetes``, and a requested repair as ``repair:<Reboot|Replace>``): bounded.
     The node is no dimension: instances come and go. Nothing is emitted when nothing was done."""
     for action in sorted(set(actions)):
-        emf = EphemeralMetrics()
+        emf = EphemeralMetrics(namespace=metrics_namespace())
         emf.add_dimension(name="ClusterArn", value=cluster_arn)
         emf.add_dimension(name="Action", value=action)
         emf.add_metric(name="NodeActions", unit=MetricUnit.Count, value=actions.count(action))
