@@ -21,6 +21,11 @@ def _namespace(monkeypatch):
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "HyperPodControlPlane")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hyperpod-control-plane")
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    # Powertools keeps one metric set per process, and a flush with metrics disabled (the other
+    # unit tests' handlers) leaves what they added in it: start each test from an empty set.
+    from hyperpod_control.observability import metrics
+
+    metrics.clear_metrics()
 
 
 def _emitted(capsys) -> list[dict]:

@@ -77,12 +77,14 @@ def _tracer() -> Any:
     return SegmentlessTracer()
 
 
-#: The template's MetricsNamespace default. The variable the template sets wins; without it (a
-#: process that imports this module before a function's environment is set, as a test run that
-#: collects every module first does) metrics would be flushed without a namespace and refused.
+#: The template's MetricsNamespace default and service name. The variables the template sets win;
+#: without them (a process that imports this module before a function's environment is set, as a
+#: test run that collects every module first does) metrics would be flushed without a namespace
+#: and refused, and the logger named "service_undefined".
 DEFAULT_METRICS_NAMESPACE = "HyperPodControlPlane"
+DEFAULT_SERVICE = "hyperpod-control-plane"
 
-logger = Logger()
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE)
 tracer = _tracer()
 
 
