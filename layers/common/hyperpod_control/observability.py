@@ -84,7 +84,12 @@ def _tracer() -> Any:
 DEFAULT_METRICS_NAMESPACE = "HyperPodControlPlane"
 DEFAULT_SERVICE = "hyperpod-control-plane"
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE)
+
+def service_name() -> str:
+    return os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+
+
+logger = Logger(service=service_name())
 tracer = _tracer()
 
 
@@ -92,7 +97,7 @@ def metrics_namespace() -> str:
     return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
 
 
-metrics = Metrics(namespace=metrics_namespace())
+metrics = Metrics(namespace=metrics_namespace(), service=service_name())
 
 
 def emit_remediation(cluster_arn: str, outcome: Any) -> None:
@@ -106,7 +111,7 @@ def emit_remediation(cluster_arn: str, outcome: Any) -> None:
 
     Its own metric set, flushed at once: these dimensions must not apply to the handler's other
     metrics, and the set is printed through the EMF provider's ``print`` as ``metrics``' is."""
-    emf = EphemeralMetrics(namespace=metrics_namespace())
+    emf = EphemeralMetrics(namespace=metrics_namespace(), service=service_name())
     emf.add_dimension(name="ClusterArn", value=cluster_arn)
     emf.add_dimension(name="Action", value=outcome.action)
     emf.add_dimension(name="FaultKind", value=outcome.fault)
@@ -123,7 +128,7 @@ def emit_jobs_by_phase(cluster_arn: str, phases: dict[str, int]) -> None:
     ReconcileJobs runs every minute and on job events). One metric set per phase: the phase is a
     dimension, and a set's dimensions hold for all its metrics."""
     for phase, count in sorted(phases.items()):
-        emf = EphemeralMetrics(namespace=metrics_namespace())
+        emf = EphemeralMetrics(namespace=metrics_namespace(), service=service_name())
         emf.add_dimension(name="ClusterArn", value=cluster_arn)
         emf.add_dimension(name="Phase", value=phase)
         emf.add_metric(name="Jobs", unit=MetricUnit.Count, value=count)
@@ -134,7 +139,7 @@ def emit_step_duration(cluster_arn: str, step: str, milliseconds: float) -> None
     """``SupervisorStepDuration`` (Milliseconds) by ``ClusterArn`` and ``Step`` (the supervise-job
     workflow's steps, a dozen names): ``Step=poll`` is one supervisor round (every agent asked,
     the round judged), the number that grows with a job's size."""
-    emf = EphemeralMetrics(namespace=metrics_namespace())
+    emf = EphemeralMetrics(namespace=metrics_namespace(), service=service_name())
     emf.add_dimension(name="ClusterArn", value=cluster_arn)
     emf.add_dimension(name="Step", value=step)
     emf.add_metric(name="SupervisorStepDuration", unit=MetricUnit.Milliseconds, value=milliseconds)
@@ -147,7 +152,7 @@ def emit_node_actions(cluster_arn: str, actions: list[str]) -> None:
     ``node-not-in-kubernetes``, and a requested repair as ``repair:<Reboot|Replace>``): bounded.
     The node is no dimension: instances come and go. Nothing is emitted when nothing was done."""
     for action in sorted(set(actions)):
-        emf = EphemeralMetrics(namespace=metrics_namespace())
+        emf = EphemeralMetrics(namespace=metrics_namespace(), service=service_name())
         emf.add_dimension(name="ClusterArn", value=cluster_arn)
         emf.add_dimension(name="Action", value=action)
         emf.add_metric(name="NodeActions", unit=MetricUnit.Count, value=actions.count(action))
