@@ -264,8 +264,11 @@ def _run_job(sb: Any, stack: str, timeline: Timeline, out: TextIO) -> None:
     from hpctl.jobs import job_logs
 
     rank_log = io.StringIO()
-    job_logs(stack, "tiny-regression", rank=1, tail=2, out=rank_log)
-    for line in rank_log.getvalue().splitlines():
+    job_logs(stack, "tiny-regression", rank=1, tail=40, out=rank_log)
+    # The pod's log interleaves the agent's own lines (its access log of every /status poll)
+    # with the workers' output: show the last two lines the training itself printed.
+    training = [line for line in rank_log.getvalue().splitlines() if not line.startswith("[hyperpodrun ")]
+    for line in training[-2:]:
         timeline.say(f"  hpctl jobs logs tiny-regression --rank 1: {line}")
     timeline.say(
         f"12. hpctl sandbox fail-node {victim.node} (under rank 1, {victim.pod}; every rank has "
