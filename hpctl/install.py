@@ -86,10 +86,6 @@ def summary(outcome: Outcome, what: str) -> str:
     return f"{what} {outcome.status} at {failed_step}: {outcome.error}: {outcome.cause}"
 
 
-# upgrade.py and older callers import it under this name
-_start = start
-
-
 def install(
     stack: str,
     cluster: str,
@@ -111,7 +107,7 @@ def install(
     sfn = sfn or boto3.client("stepfunctions")
     config = load_config(config_path) if config_path else None
     payload = install_input(cluster, operator, version, config, role_arn)
-    arn = _start(sfn, outputs["InstallOperatorStateMachineArn"], f"install-{operator}-{cluster}", payload)
+    arn = start(sfn, outputs["InstallOperatorStateMachineArn"], f"install-{operator}-{cluster}", payload)
     print(f"install_operator started: {arn}", file=out, flush=True)
     if not wait:
         return arn
@@ -137,7 +133,7 @@ def uninstall(
     outputs = load_outputs(stack, cloudformation)
     sfn = sfn or boto3.client("stepfunctions")
     payload = {"clusterName": cluster, "force": force}
-    arn = _start(sfn, outputs["UninstallOperatorStateMachineArn"], f"uninstall-{cluster}", payload)
+    arn = start(sfn, outputs["UninstallOperatorStateMachineArn"], f"uninstall-{cluster}", payload)
     print(f"uninstall_operator started: {arn}", file=out, flush=True)
     if not wait:
         return arn

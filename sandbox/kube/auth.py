@@ -278,7 +278,6 @@ def install_presigned_sts_identity() -> None:
 
 READ = {"get", "list", "watch"}
 WRITE = READ | {"create", "update", "patch", "delete", "deletecollection"}
-POLICY_PREFIX = "arn:aws:eks::aws:cluster-access-policy/"
 
 
 def access_policy_allows(policy_arn: str, scope: dict | None, attrs: RequestAttributes) -> bool:

@@ -52,7 +52,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -870,7 +869,3 @@ def running_processes(runtime_id: str) -> list[int]:
         if marker in environ.split(b"\0"):
             found.append(int(entry))
     return found
-
-
-def pod_ip_of(pod: Mapping[str, Any]) -> str | None:
-    return (pod.get("status") or {}).get("podIP")

@@ -94,7 +94,3 @@ def ensure_tool(tool: str, cache_dir: Path | None = None) -> Path:
 
 def ensure_kubectl(cache_dir: Path | None = None) -> Path:
     return ensure_tool("kubectl", cache_dir)
-
-
-def ensure_helm(cache_dir: Path | None = None) -> Path:
-    return ensure_tool("helm", cache_dir)

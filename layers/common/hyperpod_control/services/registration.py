@@ -8,8 +8,6 @@ from hyperpod_control.exceptions import ClusterUnusableError, OperatorConflictEr
 from hyperpod_control.models.records import OperatorRecord, OperatorStatus, utcnow
 from hyperpod_control.models.tasks import ClusterCheck, RecordOperatorInput, RegisterClusterInput
 
-#: States a HyperPod cluster passes through on its way to (or back to) InService.
-TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 UNUSABLE = frozenset({"Failed", "Deleting"})
 
 
