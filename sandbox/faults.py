@@ -1,7 +1,7 @@
 """Fault injection for the sandbox, done the way faults happen on HyperPod.
 
 - ``node_health_event``: the EventBridge entry HyperPod's health agent puts on the default bus
-  (reference/hyperpod-facts.md 4.1), as ``put_events`` takes it.
+  (docs/hyperpod-contract.md, "Events and node marks"), as ``put_events`` takes it.
 - ``Faults`` (over a running ``KubeRuntime`` and a boto3 EventBridge client):
 
   ``fail_node(node)``: an instance dies, by default as it does on EKS (``mode="dirty"``): its
@@ -79,8 +79,9 @@ def node_health_event(
     fault_type: str = "NvidiaErrorTerminate",
     repair_action: str = "Replace",
 ) -> dict:
-    """The event HyperPod's health agent puts on the default bus (hyperpod-facts.md 4.1), as a
-    ``put_events`` entry; ``cluster`` needs ClusterName and ClusterArn (``describe_cluster``)."""
+    """The event HyperPod's health agent puts on the default bus (docs/hyperpod-contract.md,
+    "Events and node marks"), as a ``put_events`` entry; ``cluster`` needs ClusterName and
+    ClusterArn (``describe_cluster``)."""
     summary = (
         {
             "HealthStatus": "Healthy",

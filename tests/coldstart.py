@@ -1,5 +1,5 @@
 """Importing handlers the way a Lambda cold start does, in fresh interpreters: what they load, and
-how long it takes (issue 22; the unit test tests/unit/test_cold_start.py and ``make bench``'s
+how long it takes (the unit test tests/unit/test_cold_start.py and ``make bench``'s
 tests/bench/coldstart_bench.py share this).
 
 A handler is imported as Lambda's Python runtime imports it: ``app`` from its function directory,
@@ -26,7 +26,7 @@ TEMPLATE = REPO / "template.yaml"
 HANDLERS = tuple(sorted(p.parent.name for p in FUNCTIONS.glob("*/app.py")))
 #: Event-driven handlers on the path from a node-health event to the job running again.
 FAULT_PATH = ("node_health", "job_events", "supervise_job")
-#: Import budgets (ms, this repository's 2-core CI machine, issue 22).
+#: Import budgets (ms, this repository's 2-core CI machine).
 BUDGET_MS = 300
 FAULT_PATH_BUDGET_MS = 150
 

@@ -3,11 +3,12 @@
 What ``describe_addon_versions`` and ``describe_addon_configuration`` answer, and what
 ``create_addon``/``update_addon`` validate against.
 
-Sources: the training operator's published versions and the ``requiresIamPermissions`` flip of
-v1.2.1-eksbuild.1 (hyperpod-facts.md 4.2, awslabs/awsome-distributed-ai PR #1076); Kubernetes
-1.28-1.33 from the operator docs snapshot; its configuration keys from the install page (the
-Italian seed capitalises them, ``Manager.Resources.Requests.CPU``: a translation artefact, the
-Helm values are camelCase). Versions of the other add-ons are plausible sandbox data, not a copy
+Sources (docs/hyperpod-contract.md, "The training-operator add-on"): the training operator's
+published versions and the ``requiresIamPermissions`` flip of v1.2.1-eksbuild.1 (reported in
+github.com/awslabs/awsome-distributed-ai PR #1076); Kubernetes 1.28-1.33 from the operator docs
+snapshot; its configuration keys from AWS's page "Installing the training operator" (a
+translated version capitalises them, ``Manager.Resources.Requests.CPU``: a translation artefact,
+the Helm values are camelCase). Versions of the other add-ons are plausible sandbox data, not a copy
 of AWS's list; the prerequisite checks only need "present, and at least version X".
 """
 

@@ -1,4 +1,4 @@
-"""The sandbox's Kubernetes API server (issue 4): see ``server.py`` for the entry point,
+"""The sandbox's Kubernetes API server: see ``server.py`` for the entry point,
 ``store.py`` for the semantics modelled, ``auth.py`` for EKS-style authentication."""
 
 from sandbox.kube.auth import (

@@ -6,7 +6,7 @@
 
 When the emulated add-on ``amazon-sagemaker-hyperpod-training-operator``
 (``sandbox/aws_ext/eks_addons.py``) is installed, the API server holds what the real add-on
-puts in the cluster (hyperpod-facts.md 4.2):
+puts in the cluster (docs/hyperpod-contract.md, "The training-operator add-on"):
 
 - the namespace (``aws-hyperpod``, or the add-on's ``namespaceConfig``);
 - the service account ``hp-training-operator-controller-manager`` (the one Pod Identity

@@ -1,8 +1,8 @@
 """What a HyperPod EKS cluster holds before anyone deploys to it, for the sandbox API server.
 
 - ``hyperpod_node``: a Node as HyperPod registers it (``hyperpod-<instance-id>``, the
-  ``sagemaker.amazonaws.com/*`` labels of reference/hyperpod-facts.md 4.3, instance type,
-  hostname, allocatable cpu/memory/pods/GPUs by instance type, a Ready condition);
+  ``sagemaker.amazonaws.com/*`` labels of docs/hyperpod-contract.md, "Events and node marks",
+  instance type, hostname, allocatable cpu/memory/pods/GPUs by instance type, a Ready condition);
   ``sync_hyperpod_nodes`` mirrors SageMaker's ``list_cluster_nodes`` into Nodes.
 - ``seed_cluster``: cert-manager (its CRDs and ready Deployments) and the EKS Pod Identity Agent
   (a ready DaemonSet in kube-system) by default, Kueue's CRDs on request; each can be left out to
@@ -280,7 +280,7 @@ class ClusterSeed:
     cert_manager: bool = True
     pod_identity_agent: bool = True
     kueue: bool = False
-    hyperpod_job_crd: bool = False  # issue 5 installs it when the training-operator add-on is ACTIVE
+    hyperpod_job_crd: bool = False  # AddonMirror installs it when the operator add-on is ACTIVE
 
 
 def _ensure(store: Store, group: str, plural: str, namespace: str | None, body: dict) -> dict:

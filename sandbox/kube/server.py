@@ -303,7 +303,7 @@ class KubeApiServer:
             authorizer.rbac = self.rbac_allows  # type: ignore[attr-defined]
         self.store = store or Store(graceful_pods=graceful_pods)
         self.faults = FaultInjector()
-        #: (plural, subresource) -> handler(server, handler, route, method, body) for issue 5's
+        #: (plural, subresource) -> handler(server, handler, route, method, body) for the
         #: pod proxy and similar; it writes the whole response itself. ``body`` is the raw request
         #: body (bytes, empty when none); the request path is ``handler.path``, unnormalised.
         self.subresource_handlers: dict[tuple[str, str], Callable[..., None]] = {}

@@ -181,7 +181,7 @@ def _spec_part(obj: dict) -> dict:
 class Store:
     def __init__(self, registry: Registry | None = None, *, graceful_pods: bool = False) -> None:
         self.registry = registry or Registry()
-        #: When a kubelet runs (issue 5), deleting a bound pod only marks it (deletionTimestamp and
+        #: When a kubelet runs, deleting a bound pod only marks it (deletionTimestamp and
         #: grace period); the kubelet stops the containers and deletes it with gracePeriodSeconds=0.
         self.graceful_pods = graceful_pods
         #: Mutating admission (``fn(rt, namespace, obj)``, changes ``obj`` in place), called before

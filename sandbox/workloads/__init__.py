@@ -28,7 +28,7 @@ def tiny_job(
 
     ``hyp_shaped`` shapes it as the ``hyp`` CLI does (container ``pytorch-job-container``,
     replica spec ``pod``, ``runPolicy.cleanPodPolicy: None`` from ``--max-retry``, Kueue labels
-    for ``queue``); hyperpod-facts 2.3."""
+    for ``queue``); docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource"."""
     script = [str(TRAIN_TINY), "--steps", str(steps), *(["--ckpt-dir", ckpt_dir] if ckpt_dir else [])]
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",

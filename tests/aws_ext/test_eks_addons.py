@@ -81,7 +81,7 @@ def test_configuration_values_are_checked_against_the_schema(aws):
     aws.clock.advance(30)
 
     for values, field in (
-        # The seed's capitalised keys are a translation artefact: the real keys are camelCase.
+        # A translated AWS page's capitalised keys are a translation artefact: the real keys are camelCase.
         (
             json.dumps({"hpTrainingControllerManager": {"Manager": {}}}),
             "$.hpTrainingControllerManager.Manager",

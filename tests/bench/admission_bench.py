@@ -1,5 +1,5 @@
 """Admission bench: from ``kubectl apply`` of a HyperPodPyTorchJob to its supervise_job execution
-started, and from its deletion to the execution stopped (issue acceptance: ``make bench``).
+started, and from its deletion to the execution stopped (``make bench``).
 
 The sandbox runs in real time (time_scale 1: the one-minute schedule is a real minute, so the
 watch's effect is measured against it, not against a scaled clock). One serverless cluster; pods

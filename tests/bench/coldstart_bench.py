@@ -1,5 +1,5 @@
 """Cold-start bench: each handler's import time, and the Lambda invocations a node fault waits for
-(issue 22; ``make bench``).
+(``make bench``).
 
 Import time: the median of ``--runs`` fresh interpreters, each importing one ``functions/*/app.py``
 the way Lambda's runtime does (tests/coldstart.py: the layer and the function directory on the

@@ -1,5 +1,5 @@
 """Remediation benchmark: fault-to-resumed time of a spare swap against a full job restart, on the
-same job and the same fault (issue acceptance: ``make bench``).
+same job and the same fault (``make bench``).
 
 ONE sandbox (4 nodes, the serverless operator installed, pods run as local processes), the
 kubelet's pod start delay set to a realistic value (``--start-delay``, default 20 s). Each run:

@@ -1,5 +1,5 @@
 """The sandbox's EKS cluster authenticates as EKS does: a token proves an IAM principal through
-STS, and only a principal with an access entry on the cluster gets in (issue 4, with the access
+STS, and only a principal with an access entry on the cluster gets in (with the access
 entries of the emulated account)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""template.yaml's FaultPathProvisionedConcurrency (issue 22), deployed in the sandbox: off (the
+"""template.yaml's FaultPathProvisionedConcurrency, deployed in the sandbox: off (the
 default), node-health and job events and the supervise-job state machine invoke the functions
 themselves; set, they invoke each function's "live" alias, the one that holds the provisioned
 concurrency (which the sandbox does not emulate: its functions have no cold start)."""

@@ -1,4 +1,4 @@
-"""Every function acts as itself (issue 16): its own role's credentials sign its AWS calls and its
+"""Every function acts as itself: its own role's credentials sign its AWS calls and its
 EKS tokens; IAM allows only what its role grants; the API server only what its tier's RBAC does.
 """
 

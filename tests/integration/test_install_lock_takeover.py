@@ -1,4 +1,4 @@
-"""A stuck lock (issue 18): an install execution aborted while it holds the cluster's lock leaves
+"""A stuck lock: an install execution aborted while it holds the cluster's lock leaves
 it held and the cluster INSTALLING (no Catch runs for an aborted execution); the next install
 takes the lock over by itself and names the execution it took it from; ``hpctl unlock`` releases
 such a lock by hand, and refuses one whose execution still runs."""

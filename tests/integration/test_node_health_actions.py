@@ -1,4 +1,4 @@
-"""node_health acts on the node (issue 10, item 1), end to end in the sandbox: HyperPod's event on
+"""node_health acts on the node, end to end in the sandbox: HyperPod's event on
 EventBridge, the function in process, the sandbox Kubernetes API server, SageMaker's emulated
 reboot. The cluster's operator is the AWS add-on (mode ``addon``) and its NodeRecovery is None,
 so automatic repair is the control plane's job when it is turned on; the jobs tests switch the

@@ -1,4 +1,4 @@
-"""Operations in the sandbox (issue 18): what pages the on-call engineer reaches moto's CloudWatch
+"""Operations in the sandbox: what pages the on-call engineer reaches moto's CloudWatch
 (a dead letter, a failed execution; the breaker's metric: test_node_health_actions.py), the
 functions' logs and EMF go to their log groups and files, not the console, and a second stack of
 the template deploys beside the first in the same account and Region."""

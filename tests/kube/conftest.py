@@ -72,7 +72,7 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-# --- issue 5: pods that run ---------------------------------------------------------------------
+# --- pods that run ------------------------------------------------------------------------------
 
 GPU_NODE_IDS = ["i-0bbbbbbbbbbbbbbb1", "i-0bbbbbbbbbbbbbbb2", "i-0bbbbbbbbbbbbbbb3"]
 

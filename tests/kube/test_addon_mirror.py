@@ -1,5 +1,5 @@
 """When the training-operator add-on is ACTIVE the API server holds what it installs, and deleting
-the add-on removes it (issue 5): ``sandbox.kube.addon_mirror.AddonMirror``.
+the add-on removes it: ``sandbox.kube.addon_mirror.AddonMirror``.
 
 The EKS cluster is the sandbox's AWS emulation in process, on a manual clock the tests advance.
 """

@@ -1,4 +1,4 @@
-"""Fault injection (issue 5): fail-node as HyperPod reports it, end to end to the node_health
+"""Fault injection: fail-node as HyperPod reports it, end to end to the node_health
 Lambda through the sandbox's EventBridge; heal-node, crash, hang and repeated events."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sandbox kubelet (issue 5): pods run as local processes, and their status tells the truth:
+"""The sandbox kubelet: pods run as local processes, and their status tells the truth:
 exit codes and reasons, restarts under restartPolicy, the grace period on deletion, the start
 delay, env and ``$(VAR)`` expansion; and no process outlives its pod or the sandbox."""
 

@@ -1,5 +1,5 @@
 """SageMaker reboots and replacements of HyperPod nodes take the Kubernetes Nodes through the same
-states as a hardware fault (issue 5): ``sandbox.kube.node_mirror.NodeRepairMirror``.
+states as a hardware fault: ``sandbox.kube.node_mirror.NodeRepairMirror``.
 
 The HyperPod cluster is the sandbox's AWS emulation in process, on a manual clock the tests
 advance, so "not back yet" is asserted at a sandbox instant rather than raced against wall time.

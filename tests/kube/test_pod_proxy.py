@@ -1,4 +1,4 @@
-"""The pod proxy (issue 5): the kubernetes client reaches a pod's own address through the API
+"""The pod proxy: the kubernetes client reaches a pod's own address through the API
 server, and every listener in a pod binds the pod IP, so two pods share a port number."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sandbox scheduler (issue 5): its filters as pure functions, and the loop that binds pods
+"""The sandbox scheduler: its filters as pure functions, and the loop that binds pods
 or leaves them Pending with a FailedScheduling event."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Cold start: importing a handler builds no AWS client and pulls in no test or sandbox machinery,
-nor the X-Ray SDK, the Kubernetes client or boto3 (issue 22; the timings are ``make bench``'s,
+nor the X-Ray SDK, the Kubernetes client or boto3 (the timings are ``make bench``'s,
 tests/bench/coldstart_bench.py: nothing here is timed)."""
 
 from __future__ import annotations

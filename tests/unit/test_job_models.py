@@ -35,7 +35,8 @@ def _container(name: str = "pytorch-job-container") -> dict:
 
 
 def docs_job() -> dict:
-    """The AWS documentation's example (hyperpod-facts 2.3), filled in to a whole object."""
+    """The AWS documentation's example (docs/hyperpod-contract.md, "The HyperPodPyTorchJob
+    resource"), filled in to a whole object."""
     return {
         "apiVersion": "sagemaker.amazonaws.com/v1",
         "kind": "HyperPodPyTorchJob",

@@ -1,5 +1,5 @@
 """A cluster lock whose execution ended without releasing it (aborted, timed out) is taken over by
-the next workflow, which names the old execution (services/install.py, issue 18)."""
+the next workflow, which names the old execution (services/install.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """node_health's decisions over plain data: what to do about a node given its NODE record, the
-OPERATOR record, the cluster's NodeRecovery, the repair circuit breaker and the configuration
-(issue 10, item 1). The orchestration runs against in-memory fakes of the adapters."""
+OPERATOR record, the cluster's NodeRecovery, the repair circuit breaker and the configuration.
+The orchestration runs against in-memory fakes of the adapters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""node_health and the jobs on a failed node (issue 10, item 1): in serverless mode the fault goes on
+"""node_health and the jobs on a failed node: in serverless mode the fault goes on
 each affected job's JOB item and its execution is woken; in addon mode the job's history gets a
 NodeFault entry and the AWS operator is left to recover it (``addon_recovery_ms`` reads how long it
 took). Never a pod written, in either mode. In-memory fakes of the adapters."""

@@ -490,7 +490,8 @@ def test_eni_quota():
 
 
 def test_second_seed_severity_on_existing_and_planned_clusters():
-    """Second-seed checks are errors for a planned cluster; for an existing one only the ENI quota and
+    """The cluster-creation checks (``SECOND_SEED``; AWS's page "Prerequisites for using SageMaker
+    HyperPod") are errors for a planned cluster; for an existing one only the ENI quota and
     the subnet's addresses stay errors (room for a replacement node), the rest are warnings."""
     headroom = {"quotas.network-interfaces", "network.subnet-addresses"}
     assert headroom < pf.SECOND_SEED

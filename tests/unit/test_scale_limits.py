@@ -1,4 +1,4 @@
-"""State that fits at scale (issue 21): a 4,096-rank job's JOB item and history under DynamoDB's
+"""State that fits at scale: a 4,096-rank job's JOB item and history under DynamoDB's
 400 KB item limit, and every workflow state of a 4,096-rank job and of a 2,000-job cluster's
 upgrade under Step Functions' 256 KiB, measured with the real serialisers (boto3's TypeSerializer
 through ``Store``, moto's DynamoDB, ``json.dumps`` of what the Lambdas return) and the state

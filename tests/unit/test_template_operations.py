@@ -1,6 +1,6 @@
 """template.yaml's operations: log retention, alarms to the stack's SNS topic, names that let two
 stacks share an account and Region, the JobChanged dead letters, the event functions' cap and the
-operators' index (issue 18)."""
+operators' index."""
 
 from __future__ import annotations
 

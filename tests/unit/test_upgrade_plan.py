@@ -1,5 +1,6 @@
-"""The upgrade rule (issue 7), as a pure function: every branch of the plan and every refusal,
-each naming why; plus the manifest a resubmission sends and the OPERATOR item it records."""
+"""The upgrade rule (docs/hyperpod-contract.md, "The training-operator add-on"), as a pure
+function: every branch of the plan and every refusal, each naming why; plus the manifest a
+resubmission sends and the OPERATOR item it records."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The DynamoDB store: one table, records in and out, every decision-changing write conditional.
 
-Keys are ``PK``/``SK`` (DESIGN.md). ``version`` guards optimistic concurrency: ``put`` with
-``expected_version=None`` creates an item only if it does not exist; with an int it replaces the
-item only if nobody has written since that version was read. A lost race raises
-``VersionConflictError`` (retryable: re-read, decide again).
+Keys are ``PK``/``SK`` (docs/hyperpod-contract.md, "Data model"). ``version`` guards optimistic
+concurrency: ``put`` with ``expected_version=None`` creates an item only if it does not exist;
+with an int it replaces the item only if nobody has written since that version was read. A lost
+race raises ``VersionConflictError`` (retryable: re-read, decide again).
 """
 
 from __future__ import annotations

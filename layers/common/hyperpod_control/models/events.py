@@ -1,8 +1,8 @@
 """EventBridge events the control plane consumes: pydantic models of their envelope and detail.
 
-Field names follow AWS's event reference (hyperpod-facts.md 4.1). HyperPod writes the health
-status as "Unhealthy" or "Healthy"; other spellings are normalised so a casing change on AWS's
-side does not turn into a validation failure at 3 a.m.
+Field names follow AWS's event reference (docs/hyperpod-contract.md, "Events and node marks").
+HyperPod writes the health status as "Unhealthy" or "Healthy"; other spellings are normalised so
+a casing change on AWS's side does not turn into a validation failure at 3 a.m.
 """
 
 from __future__ import annotations

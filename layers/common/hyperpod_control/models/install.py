@@ -1,9 +1,10 @@
 """Inputs, outputs and facts of the install_operator and uninstall_operator workflows. No I/O.
 
-Facts (reference/hyperpod-facts.md 4.2; the install page in seeds/): the add-on's name, the
-namespace and service account its Pod Identity association names, the managed policy its role
-carries, and its configuration values, typed here from the seed's parameter table so that a bad
-value fails before any AWS call with the field named.
+Facts (docs/hyperpod-contract.md, "The training-operator add-on"; AWS's page "Installing the
+training operator"): the add-on's name, the namespace and service account its Pod Identity
+association names, the managed policy its role carries, and its configuration values, typed here
+from the documented parameter table so that a bad value fails before any AWS call with the field
+named.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise ValueError(f"{value!r} is not a number") from exc
 
 
-# -- the add-on's configuration values (the seed's parameter table) ------------------------------
+# -- the add-on's configuration values (the documented parameter table) --------------------------
 
 
 class ResourceAmounts(TaskModel):
@@ -144,13 +145,13 @@ class TrainingControllerManager(TaskModel):
     )
 
 
-#: The seed's defaults: requests 1 CPU / 2Gi, limits 2 CPU / 4Gi.
+#: The documented defaults: requests 1 CPU / 2Gi, limits 2 CPU / 4Gi.
 DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 DEFAULT_LIMITS = {"cpu": "2", "memory": "4Gi"}
 
 
 class AddonConfiguration(TaskModel):
-    """``configurationValues`` of the training operator add-on, typed from the seed's table:
+    """``configurationValues`` of the training operator add-on, typed from the documented table:
     ``hpTrainingControllerManager.manager.resources.{requests,limits}.{cpu,memory}`` and
     ``hpTrainingControllerManager.nodeSelector``. Unknown keys are refused (the add-on's schema
     refuses them too, but late, at CreateAddon)."""

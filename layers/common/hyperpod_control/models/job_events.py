@@ -1,12 +1,12 @@
-"""Job events (remediation issue, item 2): what wakes a job besides its own poll, parsed with
+"""Job events: what wakes a job besides its own poll, parsed with
 pydantic models (``EventBridgeEnvelope`` subclasses whose ``detail`` is one of the models here).
 
 Two producers put them on EventBridge:
 
-- **The agent** in every training pod (``agent/hyperpod_agent/events.py``, hyperpod-facts section 1
-  for the states): with ``HYPERPOD_EVENT_BUS`` set (the supervisor sets it to the control plane's
-  bus, ``ControlPlaneBus``) each FAULTED or COMPLETED transition is one event, source
-  ``hyperpod-control.agent``, detail-type ``HyperPod Agent State Change``, detail
+- **The agent** in every training pod (``agent/hyperpod_agent/events.py``; its states:
+  docs/hyperpod-contract.md, "Agent protocol"): with ``HYPERPOD_EVENT_BUS`` set (the supervisor
+  sets it to the control plane's bus, ``ControlPlaneBus``) each FAULTED or COMPLETED transition
+  is one event, source ``hyperpod-control.agent``, detail-type ``HyperPod Agent State Change``, detail
   ``{jobName, namespace, jobUid, pod, rank, status, reason, message, faultCount, time}`` with the
   status lower case (``faulted`` / ``completed``).
 - **kubernetes-event-exporter** (resmoio/kubernetes-event-exporter, its ``eventbridge`` receiver):

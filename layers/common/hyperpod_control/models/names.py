@@ -6,7 +6,7 @@ define) the install workflow's models: the fault path's cold start (README, Perf
 ``models/install.py`` and ``services/install.py`` re-export them under their old names.
 """
 
-#: The HyperPodPyTorchJob resource (hyperpod-facts.md 2).
+#: The HyperPodPyTorchJob resource (docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource").
 JOB_GROUP = "sagemaker.amazonaws.com"
 JOB_VERSION = "v1"
 JOB_PLURAL = "hyperpodpytorchjobs"

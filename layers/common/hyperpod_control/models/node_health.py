@@ -1,4 +1,4 @@
-"""What the node_health function decides about a node whose health changed (issue 10, item 1).
+"""What the node_health function decides about a node whose health changed.
 
 Plain data in, plain data out: ``services/node_health.py`` turns the NODE item, the OPERATOR item,
 the cluster's ``NodeRecovery``, the circuit breaker's state and this configuration into a

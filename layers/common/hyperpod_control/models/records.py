@@ -1,4 +1,4 @@
-"""Items of the single DynamoDB table (DESIGN.md, "Data model").
+"""Items of the single DynamoDB table (docs/hyperpod-contract.md, "Data model").
 
 Each record knows its keys; the store turns records into items and back. ``version`` is the
 optimistic-concurrency attribute: a write that changes a decision is conditional on it.

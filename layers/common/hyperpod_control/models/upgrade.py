@@ -1,8 +1,9 @@
-"""Inputs, outputs and items of the upgrade_operator workflow (issue 7). No I/O.
+"""Inputs, outputs and items of the upgrade_operator workflow. No I/O.
 
-The rule it enforces (hyperpod-facts.md 4.2, the seed): any version upgrades to 1.2.0 or later;
-elastic training and in-process (checkpointless) restart need 1.2.0 or later; a downgrade from
-1.2.0 or later to an older version requires deleting the jobs first and resubmitting them after.
+The rule it enforces (docs/hyperpod-contract.md, "The training-operator add-on"): any version
+upgrades to 1.2.0 or later; elastic training and in-process (checkpointless) restart need 1.2.0 or
+later; a downgrade from 1.2.0 or later to an older version requires deleting the jobs first and
+resubmitting them after.
 """
 
 from __future__ import annotations

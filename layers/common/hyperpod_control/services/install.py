@@ -264,7 +264,7 @@ def role_name_for(cluster_name: str, prefix: str) -> str:
 def trust_policy(account_id: str, eks_cluster_arn: str) -> dict[str, Any]:
     """Pure: EKS Pod Identity's trust policy, limited to this cluster.
 
-    The seed's policy also lists ``eks-auth:AssumeRoleForPodIdentity``: that action belongs to the
+    AWS's documented policy also lists ``eks-auth:AssumeRoleForPodIdentity``: that action belongs to the
     node side (the node role calls it on the Pod Identity Agent's behalf, and the managed
     AmazonEKSWorkerNodePolicy grants it); in a role's trust policy it grants nothing, so it is
     left out, as EKS's own Pod Identity documentation does.

@@ -1,4 +1,4 @@
-"""Upgrading and downgrading the training-operator add-on without losing a job (issue 7).
+"""Upgrading and downgrading the training-operator add-on without losing a job.
 
 ``decide_plan`` is the rule, a pure function: current version, target (given, or the latest the
 cluster's Kubernetes supports), the jobs -> no-op, upgrade, downgrade or draining downgrade, or a
