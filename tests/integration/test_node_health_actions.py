@@ -17,6 +17,7 @@ import pytest
 
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.install import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import CORDONED_BY_ANNOTATION, HEALTH_LABEL
 from hyperpod_control.models.records import (
     JobPhase,
@@ -27,7 +28,6 @@ from hyperpod_control.models.records import (
     OperatorStatus,
     PodSlot,
 )
-from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 from sandbox import Sandbox, SandboxConfig
 from sandbox.aws_ext import faults as aws_faults
 from sandbox.aws_ext import set_delays

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hyperpod_control.exceptions import DependencyUnavailableError, NodeActionError, VersionConflictError
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import NodeOutcome, NodeRepairConfig
 from hyperpod_control.models.records import (
     JobEventRecord,
@@ -23,7 +24,6 @@ from hyperpod_control.models.records import (
     PodSlot,
 )
 from hyperpod_control.services import node_health as nh
-from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 
 pytestmark = pytest.mark.unit
 

@@ -22,6 +22,7 @@ from hyperpod_control.exceptions import (
     ThrottledError,
     VersionConflictError,
 )
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -38,7 +39,6 @@ from hyperpod_control.services.reconcile import (
     reconcile,
     spec_change_conditions,
 )
-from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 from hyperpod_control.services.supervisor import Supervisor
 
 pytestmark = pytest.mark.unit

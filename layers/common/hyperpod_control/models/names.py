@@ -18,3 +18,9 @@ MANAGED_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "hyperpod-control-plane"
 #: The AWS tag key of the same mark (IAM roles, Pod Identity associations, access entries).
 MANAGED_TAG = "hyperpod-control-plane:managed-by"
+
+#: Labels the supervisor puts on every pod it creates: the job's name (the label AWS's operator
+#: uses, so existing selectors keep working), the job's uid and the pod's index in the job.
+JOB_LABEL = "HPJob"
+UID_LABEL = "hyperpod.control-plane/job-uid"
+INDEX_LABEL = "hyperpod.control-plane/pod-index"

@@ -63,6 +63,7 @@ from hyperpod_control.models.job_events import (
     ObservedPod,
     PodEvent,
 )
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobRecord,
@@ -74,9 +75,6 @@ from hyperpod_control.models.records import (
 from hyperpod_control.models.validation import describe_errors
 from hyperpod_control.services.faults import JobFault, agent_fault_kind, report_fault
 
-#: Labels the supervisor puts on every pod it creates (services/supervisor.py JOB_LABEL, UID_LABEL).
-JOB_LABEL = "HPJob"
-UID_LABEL = "hyperpod.control-plane/job-uid"
 SOURCE = "job_events"
 DEFAULT_HISTORY_TTL_SECONDS = 90 * 24 * 3600
 

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.exceptions import ControlPlaneError, NodeActionError, VersionConflictError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
+from hyperpod_control.models.names import JOB_GROUP, JOB_LABEL, JOB_PLURAL, JOB_VERSION, UID_LABEL
 from hyperpod_control.models.node_health import (
     CORDONED_BY_ANNOTATION,
     HEALTH_LABEL,
@@ -70,7 +70,6 @@ from hyperpod_control.models.records import (
     OperatorRecord,
 )
 from hyperpod_control.services.faults import FaultReport, JobFault, report_fault
-from hyperpod_control.services.supervision import JOB_LABEL, UID_LABEL
 
 # -- the NODE item --------------------------------------------------------------------------------
 

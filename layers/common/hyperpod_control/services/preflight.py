@@ -7,9 +7,10 @@ with the reason in ``facts.gaps``, while throttling and service errors propagate
 machine's Retry handles them. ``run_checks`` then runs pure checks over the facts: each returns
 one ``CheckResult`` (passed / failed / skipped with the reason; never a pass it cannot back up).
 
-Sources: the operator's install page (first seed) for the add-on prerequisites; the HyperPod
-prerequisites page (second seed) for quotas, VPC, subnets, EFA, Region, FSx and IPv6. The second
-seed's checks are about creating a cluster: errors for a planned cluster (``clusterConfig``),
+Sources (docs/hyperpod-contract.md, "Cluster prerequisites"): AWS's page "Installing the training
+operator" for the add-on prerequisites; "Prerequisites for using SageMaker HyperPod" for quotas,
+VPC, subnets, EFA, Region, FSx and IPv6. Those cluster-creation checks are about creating a
+cluster: errors for a planned cluster (``clusterConfig``),
 warnings for one that exists (it was created already; they still tell what scaling will hit),
 except the ENI quota and the subnet's free addresses, which stay errors on an existing cluster:
 they decide whether a replacement node can start, and node replacement is how this control plane
@@ -36,7 +37,9 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
 )
+from hyperpod_control.models.agent import AGENT_PORT
 from hyperpod_control.models.install import (
+    ADDON_NAME,
     OPERATOR_ROLE_ARNS_PARAMETER,
     PASSABLE_ROLES_ENV,
     passable_by,
@@ -67,11 +70,11 @@ from hyperpod_control.models.preflight import (
 from hyperpod_control.models.records import OperatorMode
 from hyperpod_control.models.validation import describe_errors
 
-TRAINING_OPERATOR = "amazon-sagemaker-hyperpod-training-operator"
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 CERT_MANAGER = "cert-manager"
 TASK_GOVERNANCE = "amazon-sagemaker-hyperpod-taskgovernance"
-#: The seed: "When installing the task governance add-on, use v1.3.0-eksbuild.1 or later".
+#: AWS's page "Installing the training operator": "When installing the task governance add-on,
+#: use v1.3.0-eksbuild.1 or later".
 TASK_GOVERNANCE_MIN = "v1.3.0-eksbuild.1"
 #: What Kueue's controller_manager_config.yaml must list under integrations.externalFrameworks.
 HYPERPOD_JOB_GVK = "HyperPodPytorchJob.v1.sagemaker.amazonaws.com"
@@ -83,10 +86,10 @@ CERT_MANAGER_CRDS = (
     "clusterissuers.cert-manager.io",
 )
 CERT_MANAGER_COMPONENTS = ("controller", "cainjector", "webhook")
-#: Interface endpoints the operator needs on private subnets (first seed).
+#: Interface endpoints the operator needs on private subnets (AWS's page "Installing the training
+#: operator").
 OPERATOR_ENDPOINTS = ("sagemaker.api", "eks-auth")
 ENI_QUOTA_CODE = "L-DF5E4CA3"
-AGENT_PORT = 8080
 
 #: (IPv4 addresses per ENI, network cards) from the EC2 instance-type network specifications.
 #: HyperPod documents only P5 (81 addresses per instance on EKS = the primary ENI's 50 plus one
@@ -143,7 +146,8 @@ EFA_TYPES = frozenset(
         "ml.g6.48xlarge",
     }
 )
-#: The second seed's checks: errors for a planned cluster; warnings for an existing one, except
+#: The cluster-creation checks (AWS's page "Prerequisites for using SageMaker HyperPod"): errors
+#: for a planned cluster; warnings for an existing one, except
 #: those in ``REPLACEMENT_HEADROOM``.
 SECOND_SEED = frozenset(
     {
@@ -157,7 +161,7 @@ SECOND_SEED = frozenset(
         "fsx.availability-zone",
     }
 )
-#: Second-seed checks that are errors for an existing cluster too. The control plane heals a faulty
+#: Cluster-creation checks that are errors for an existing cluster too. The control plane heals a faulty
 #: node by replacing it (its fault remediation), and a replacement instance needs a network interface
 #: under the Region's ENI quota and free addresses in its subnet before the old instance's are
 #: released. Without that room every replacement fails, so installing onto such a cluster would
@@ -582,7 +586,7 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
                 facts.addons = {n: addon_fact(a) for n, a in addons.items()}
             if request.operator is OperatorMode.ADDON:
                 versions = _attempt(
-                    facts, "addon-versions", lambda: adapters.eks.addon_versions(TRAINING_OPERATOR, None)
+                    facts, "addon-versions", lambda: adapters.eks.addon_versions(ADDON_NAME, None)
                 )
                 if versions is not None:
                     facts.operator_versions = addon_version_facts(versions)
@@ -946,7 +950,7 @@ def check_eks_cluster(facts: ClusterFacts, options: PreflightOptions) -> CheckRe
 def check_addon_kubernetes_version(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
     cid, sev = "addon.kubernetes-version", Severity.ERROR
     c = _Check(facts, cid, sev)
-    resource = f"{TRAINING_OPERATOR} on {_eks_name(facts)}"
+    resource = f"{ADDON_NAME} on {_eks_name(facts)}"
     if facts.operator is OperatorMode.SERVERLESS:
         return c.skip(resource, "the serverless operator installs no add-on.")
     if facts.eks is None:
@@ -962,7 +966,7 @@ def check_addon_kubernetes_version(facts: ClusterFacts, options: PreflightOption
             return c.fail(
                 resource,
                 f"add-on version {facts.addon_version} does not exist (published: {published or 'none'}).",
-                f"pick a version from `aws eks describe-addon-versions --addon-name {TRAINING_OPERATOR}`.",
+                f"pick a version from `aws eks describe-addon-versions --addon-name {ADDON_NAME}`.",
             )
         if k8s not in chosen.cluster_versions:
             fits = ", ".join(v.version for v in compatible) or "none"
@@ -1613,7 +1617,7 @@ def check_subnet_addresses(facts: ClusterFacts, options: PreflightOptions) -> Ch
     if facts.subnets is None:
         return c.skip(resource, facts.gap("subnets", "hyperpod"))
     # Groups without an override share the cluster's subnets: HyperPod picks one subnet from that
-    # list for all of them (second seed), so each listed subnet must hold them all.
+    # list for all of them (AWS's prerequisites page), so each listed subnet must hold them all.
     placements: dict[tuple[str, ...], list[InstanceGroupFact]] = {}
     for g in facts.instance_groups:
         placements.setdefault(tuple(g.subnets), []).append(g)
@@ -1854,7 +1858,8 @@ def check_fsx_zone(facts: ClusterFacts, options: PreflightOptions) -> CheckResul
 
 
 def check_ipv6(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
-    # Always a warning: the seed describes what happens (pods stay IPv4), not a failure.
+    # Always a warning: AWS's prerequisites page describes what happens (pods stay IPv4), not a
+    # failure.
     cid, sev, resource = "network.ipv6", Severity.WARNING, _eks_name(facts)
     c = _Check(facts, cid, sev)
     if facts.subnets is None or facts.eks is None:

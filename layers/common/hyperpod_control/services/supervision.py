@@ -26,14 +26,12 @@ from hyperpod_control.adapters.agents import AgentCall, SharedJson
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, set_condition
+from hyperpod_control.models.names import INDEX_LABEL, JOB_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
 from hyperpod_control.models.records import JobRecord, PodSlot, utcnow
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.faults import JobFault, agent_fault_kind
 
-JOB_LABEL = "HPJob"
-UID_LABEL = "hyperpod.control-plane/job-uid"
-INDEX_LABEL = "hyperpod.control-plane/pod-index"
 #: The taints Kubernetes' node lifecycle controller puts on a node whose kubelet went silent
 #: (unreachable) or reports NotReady; pods tolerate them 300 s (DefaultTolerationSeconds), then are
 #: evicted and stay Terminating while the node is gone.
