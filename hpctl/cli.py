@@ -1,4 +1,5 @@
-"""hpctl's argument parsing and dispatch. Exit codes: 0 ok, 1 the operation failed, 2 bad usage."""
+"""hpctl's argument parsing and dispatch. Exit codes: hpctl/errors.py (EXIT_CODES_HELP), one per
+class of failure; a failure prints one line with its fix, the traceback only with --debug."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from hpctl.stack import StackNotFound, default_stack_name
+from hpctl.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, REGION_FIX, describe
+from hpctl.stack import default_stack_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,8 +18,11 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Operate the HyperPod serverless control plane. Commands use the standard AWS "
             "environment (credentials, AWS_REGION, AWS_ENDPOINT_URL), so they work the same against "
-            "AWS and against the local sandbox (source the env file of `hpctl sandbox up`)."
+            "AWS and against the local sandbox (source the env file of `hpctl sandbox up`). The Region "
+            "is --region, else AWS_REGION, else AWS_DEFAULT_REGION, else the profile's, for every command."
         ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--stack",
@@ -144,7 +149,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     _jobs_commands(sub)
     _operations_commands(sub)
+    _common_options(parser, top=True)
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """--region and --debug on hpctl and on every (sub)command, so they work before or after it."""
+    # Below the top, SUPPRESS: an option not given there leaves the top's value alone.
+    region_default = None if top else argparse.SUPPRESS
+    debug_default = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--region",
+        default=region_default,
+        help="AWS Region (default: AWS_REGION, AWS_DEFAULT_REGION, then the profile's region)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=debug_default, help="on a failure, print the traceback"
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _common_options(child)
 
 
 def _operations_commands(sub: Any) -> None:
@@ -329,123 +354,144 @@ class _UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    stack = args.stack or default_stack_name()
     try:
-        if args.command == "sandbox" and args.sandbox_command != "up":
-            print(json.dumps(_fault_call(args)))
-            return 0
-        if args.command == "sandbox":
-            from sandbox.server import serve
-
-            return serve(
-                env_file=args.env_file,
-                port=args.port,
-                nodes=args.nodes,
-                time_scale=args.time_scale,
-                kubeconfig=args.kubeconfig,
-                pod_start_delay=args.pod_start_delay,
-            )
-        if args.command == "demo":
-            from hpctl.demo import run_demo
-
-            return run_demo(time_scale=args.time_scale)
-        if args.command == "register":
-            from hpctl.commands import register
-
-            outcome = register(stack, args.cluster, args.mode, wait=not args.no_wait, timeout=args.timeout)
-            if isinstance(outcome, str):
-                print(outcome)
-                return 0
-            print(json.dumps({"status": outcome.status, "error": outcome.error, "cause": outcome.cause}))
-            return 0 if outcome.ok else 1
-        if args.command == "preflight":
-            from hpctl.preflight import run_preflight
-
-            return run_preflight(args.cluster, args.operator, args.version, args.cluster_config, args.output)
-        if args.command in ("install", "uninstall"):
-            from hpctl import install as workflows
-
-            if args.command == "install":
-                outcome = workflows.install(
-                    stack,
-                    args.cluster,
-                    args.operator,
-                    args.version,
-                    args.config,
-                    args.role_arn,
-                    wait=not args.no_wait,
-                )
-            else:
-                outcome = workflows.uninstall(stack, args.cluster, args.force, wait=not args.no_wait)
-            if isinstance(outcome, str):
-                print(outcome)
-                return 0
-            return 0 if outcome.ok else 1
-        if args.command == "upgrade":
-            from hpctl.upgrade import exit_code
-            from hpctl.upgrade import upgrade as run_upgrade
-
-            return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
-        if args.command == "addon":
-            import io
-
-            from hpctl.upgrade import addon_versions
-
-            table = io.StringIO()
-            rows = addon_versions(args.cluster, out=table)
-            print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
-            return 0
-        if args.command == "jobs":
-            from hpctl.jobs import run as run_jobs
-
-            return run_jobs(
-                stack,
-                args.jobs_command,
-                name=getattr(args, "name", None),
-                namespace=getattr(args, "namespace", "default"),
-                cluster=args.cluster,
-                as_json=args.json,
-                rank=getattr(args, "rank", 0),
-                follow=getattr(args, "follow", False),
-                previous=getattr(args, "previous", False),
-                out_file=getattr(args, "out_file", None),
-            )
-        if args.command == "dlq":
-            from hpctl import operations
-
-            if args.dlq_command == "show":
-                operations.dlq_show(stack, args.max, as_json=args.json)
-                return 0
-            counts = operations.dlq_redrive(stack, args.max)
-            return 0 if counts["left"] == 0 else 1
-        if args.command == "unlock":
-            from hpctl.operations import unlock
-
-            unlock(stack, args.cluster, force=args.force)
-            return 0
-        if args.command == "status":
-            from hpctl.commands import status
-
-            print(json.dumps(status(stack, args.cluster), indent=2))
-            return 0
-    except (StackNotFound, _UsageError) as exc:
-        print(f"hpctl: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # the sandbox's control endpoint refused or did not answer, or no
-        # supported moto is installed (sandbox.compat.UnsupportedMotoError): one line, no traceback
-        if args.command not in ("sandbox", "demo"):
-            raise
-        print(f"hpctl: {exc}", file=sys.stderr)
-        return 1
+        return _run(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except _UsageError as exc:
+        print(f"hpctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
-        from hyperpod_control.exceptions import ControlPlaneError
-
-        if isinstance(exc, ControlPlaneError):
+        if args.debug:
+            raise
+        if isinstance(exc, RuntimeError) and args.command in ("sandbox", "demo"):
+            # the sandbox's control endpoint refused or did not answer, or no supported moto is
+            # installed (sandbox.compat.UnsupportedMotoError): its message is the line
             print(f"hpctl: {exc}", file=sys.stderr)
             return 1
-        raise
+        return _failed(exc)
+
+
+def _failed(exc: BaseException) -> int:
+    failure = describe(exc)
+    print(failure.line, file=sys.stderr)
+    return failure.code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, under the Region every command resolves the same way (the sandbox's own
+    commands and the demo need none: they talk to a sandbox, or start their own)."""
+    if args.command in ("sandbox", "demo"):
+        return _dispatch(args)
+    from hpctl.errors import region_environment, resolve_region
+    from hyperpod_control.exceptions import RegionMissingError
+
+    region = resolve_region(args.region)
+    if not region:
+        raise RegionMissingError("no AWS Region is configured.", remedy=REGION_FIX)
+    with region_environment(region):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    stack = args.stack or default_stack_name()
+    if args.command == "sandbox" and args.sandbox_command != "up":
+        print(json.dumps(_fault_call(args)))
+        return 0
+    if args.command == "sandbox":
+        from sandbox.server import serve
+
+        return serve(
+            env_file=args.env_file,
+            port=args.port,
+            nodes=args.nodes,
+            time_scale=args.time_scale,
+            kubeconfig=args.kubeconfig,
+            pod_start_delay=args.pod_start_delay,
+        )
+    if args.command == "demo":
+        from hpctl.demo import run_demo
+
+        return run_demo(time_scale=args.time_scale)
+    if args.command == "register":
+        from hpctl.commands import register
+
+        outcome = register(stack, args.cluster, args.mode, wait=not args.no_wait, timeout=args.timeout)
+        if isinstance(outcome, str):
+            print(outcome)
+            return 0
+        print(json.dumps({"status": outcome.status, "error": outcome.error, "cause": outcome.cause}))
+        return 0 if outcome.ok else 1
+    if args.command == "preflight":
+        from hpctl.preflight import run_preflight
+
+        return run_preflight(args.cluster, args.operator, args.version, args.cluster_config, args.output)
+    if args.command in ("install", "uninstall"):
+        from hpctl import install as workflows
+
+        if args.command == "install":
+            outcome = workflows.install(
+                stack,
+                args.cluster,
+                args.operator,
+                args.version,
+                args.config,
+                args.role_arn,
+                wait=not args.no_wait,
+            )
+        else:
+            outcome = workflows.uninstall(stack, args.cluster, args.force, wait=not args.no_wait)
+        if isinstance(outcome, str):
+            print(outcome)
+            return 0
+        return 0 if outcome.ok else 1
+    if args.command == "upgrade":
+        from hpctl.upgrade import exit_code
+        from hpctl.upgrade import upgrade as run_upgrade
+
+        return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
+    if args.command == "addon":
+        import io
+
+        from hpctl.upgrade import addon_versions
+
+        table = io.StringIO()
+        rows = addon_versions(args.cluster, out=table)
+        print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
+        return 0
+    if args.command == "jobs":
+        from hpctl.jobs import run as run_jobs
+
+        return run_jobs(
+            stack,
+            args.jobs_command,
+            name=getattr(args, "name", None),
+            namespace=getattr(args, "namespace", "default"),
+            cluster=args.cluster,
+            as_json=args.json,
+            rank=getattr(args, "rank", 0),
+            follow=getattr(args, "follow", False),
+            previous=getattr(args, "previous", False),
+            out_file=getattr(args, "out_file", None),
+        )
+    if args.command == "dlq":
+        from hpctl import operations
+
+        if args.dlq_command == "show":
+            operations.dlq_show(stack, args.max, as_json=args.json)
+            return 0
+        counts = operations.dlq_redrive(stack, args.max)
+        return 0 if counts["left"] == 0 else 1
+    if args.command == "unlock":
+        from hpctl.operations import unlock
+
+        unlock(stack, args.cluster, force=args.force)
+        return 0
+    if args.command == "status":
+        from hpctl.commands import status
+
+        print(json.dumps(status(stack, args.cluster), indent=2))
+        return 0
     return 2
 
 

@@ -34,6 +34,11 @@ class DependencyUnavailableError(RetryableError):
     """A service we call failed on its side (5xx, timeout, connection reset)."""
 
 
+class EndpointUnreachableError(DependencyUnavailableError):
+    """No connection to the service's endpoint at all (DNS, refused, connect timeout, proxy): the
+    network or the endpoint's address is at fault, not the service."""
+
+
 class CallTimedOutError(DependencyUnavailableError):
     """A call got no answer within its timeout. Of an agent, it is news about the agent (its node
     may be dead: a dead instance's connections hang rather than refuse), not a reason to wait
@@ -78,6 +83,23 @@ class AccessDeniedError(PermanentError):
     """The control plane's role lacks a permission."""
 
 
+class CredentialsError(PermanentError):
+    """AWS could not be called with the caller's credentials: none, or ones AWS refuses."""
+
+
+class CredentialsMissingError(CredentialsError):
+    """No AWS credentials were found (environment, profile, SSO cache, instance role)."""
+
+
+class CredentialsExpiredError(CredentialsError):
+    """The credentials were found but AWS refuses them: the session expired, or the key is not
+    (or no longer) valid."""
+
+
+class RegionMissingError(PermanentError):
+    """No AWS Region is configured, so no endpoint can be chosen."""
+
+
 class ClusterUnusableError(PermanentError):
     """The cluster is in a state the control plane cannot work with (Failed, Deleting)."""
 
@@ -93,6 +115,11 @@ class ClusterMismatchError(PermanentError):
 
 class PreflightFailedError(PermanentError):
     """One or more prerequisite checks failed; the message lists each with its remedy."""
+
+
+class PreflightUncheckedError(PreflightFailedError):
+    """No check failed, but some could not run because AWS could not be called (credentials,
+    access denied, network, throttling): the cluster is not known to be ready."""
 
 
 # -- install / uninstall workflow leaves ---------------------------------------------------------

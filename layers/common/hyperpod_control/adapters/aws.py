@@ -14,9 +14,13 @@ from typing import Any
 from hyperpod_control.exceptions import (
     AccessDeniedError,
     ControlPlaneError,
+    CredentialsExpiredError,
+    CredentialsMissingError,
     DependencyUnavailableError,
+    EndpointUnreachableError,
     InvalidInputError,
     PermanentError,
+    RegionMissingError,
     ResourceNotFoundError,
     ThrottledError,
     VersionConflictError,
@@ -43,7 +47,32 @@ _NOT_FOUND = {
     "NotFoundException",
     "NoSuchKey",
 }
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+# botocore found nothing to sign with (these are exception class names: no request was sent).
+_NO_CREDENTIALS = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "ProfileNotFound",
+}
+# AWS refused the signature's credentials (expired session, unknown or deleted key, skewed clock),
+# or botocore could not refresh an SSO session (class names).
+_BAD_CREDENTIALS = {
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "InvalidAccessKeyId",
+    "TokenRetrievalError",
+    "UnauthorizedSSOTokenError",
+    "SSOTokenLoadError",
+}
+# No connection to the endpoint at all (botocore class names); a read timeout is not one of them.
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError", "SSLError"}
 _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
 
 
@@ -147,10 +176,24 @@ def map_client_error(exc: Exception, *, resource: str = "") -> ControlPlaneError
             f"{subject}{message}",
             remedy="grant the control plane's role this permission (see template.yaml policies).",
         )
+    if code in _NO_CREDENTIALS:
+        return CredentialsMissingError(
+            f"{subject}no AWS credentials ({code}): {message}",
+            remedy="give the caller credentials (environment, profile, SSO login or an instance role).",
+        )
+    if code in _BAD_CREDENTIALS:
+        return CredentialsExpiredError(
+            f"{subject}AWS refused the credentials ({code}): {message}",
+            remedy="renew them (aws sso login, a new session token) or use a valid access key.",
+        )
+    if code == "NoRegionError":
+        return RegionMissingError(f"{subject}no AWS Region is configured.", remedy="set AWS_REGION.")
     if code in _INVALID:
         return InvalidInputError(f"{subject}{message}")
+    if code in _UNREACHABLE:
+        return EndpointUnreachableError(f"{subject}{code}: {message}")
     status = (getattr(exc, "response", {}) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if status >= 500 or code in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"}:
+    if status >= 500 or code in {"ConnectionClosedError", "ReadTimeoutError"}:
         return DependencyUnavailableError(f"{subject}{code}: {message}")
     # Any other 4xx is a request AWS will refuse again; do not burn the retry budget on it.
     return PermanentError(f"{subject}AWS refused the request ({code}): {message}")
