@@ -60,7 +60,14 @@ def _row(result: CheckResult, width: int) -> list[str]:
         f"{mark:<17} {result.id}", width=max(width, 60), subsequent_indent=" " * 18, break_on_hyphens=False
     )
     body = f"{result.resource}: {result.message}" if result.resource else result.message
-    lines += textwrap.wrap(body, width=max(width - 4, 40), initial_indent="    ", subsequent_indent="    ")
+    # ARNs and ids hold hyphens: break only at spaces, so each can be found (and copied) whole.
+    lines += textwrap.wrap(
+        body,
+        width=max(width - 4, 40),
+        initial_indent="    ",
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+    )
     if result.status.value in ("failed", "unchecked") and result.remedy:
         lines += textwrap.wrap(
             f"fix: {result.remedy}",

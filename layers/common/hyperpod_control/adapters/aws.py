@@ -78,6 +78,15 @@ _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParamete
 
 AWS_CONNECT_TIMEOUT_S = 5
 AWS_READ_TIMEOUT_S = 15
+AWS_RETRIES = 5
+
+
+def _attempts() -> dict[str, int]:
+    """Five retries (botocore's ``max_attempts`` counts retries), or AWS_MAX_ATTEMPTS attempts in all."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    if value.isdigit() and int(value) > 0:
+        return {"total_max_attempts": int(value)}
+    return {"max_attempts": AWS_RETRIES}
 
 
 def get_client(service: str, region: str | None = None) -> Any:
@@ -100,7 +109,9 @@ def get_client(service: str, region: str | None = None) -> Any:
                     config=Config(
                         connect_timeout=AWS_CONNECT_TIMEOUT_S,
                         read_timeout=AWS_READ_TIMEOUT_S,
-                        retries={"mode": "adaptive", "max_attempts": 5},
+                        # AWS_MAX_ATTEMPTS, botocore's own variable, still bounds them (this
+                        # Config would override it): a person's hpctl run, or a test, asks fewer.
+                        retries={"mode": "adaptive", **_attempts()},
                     ),
                 )
                 _clients[key] = client
