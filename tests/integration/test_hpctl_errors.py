@@ -242,3 +242,24 @@ def test_throttling_after_the_retries_is_one_line(sb, sandbox_env, args, operati
         assert "could not run (AWS throttled the calls after the retries)" in done.stdout
         return
     assert_one_line(done, errors.EXIT_THROTTLED, "ThrottlingException", "run again")
+
+
+def test_the_install_workflow_stops_in_preflight_when_its_checks_could_not_run(sb):
+    # The Preflight function's own role is refused DescribeCluster: the workflow must not go on as
+    # if the cluster were ready, and says why it stopped.
+    name = sb.world.hyperpod_cluster_name
+    denial = DENIAL.replace("assumed-role/developer/alice", "assumed-role/PreflightRole/preflight")
+    with faults.injected(
+        "DescribeCluster",
+        service="sagemaker",
+        error="AccessDeniedException",
+        message=denial.format(name=name),
+        times=50,
+    ):
+        outcome = sb.run_execution("InstallOperatorStateMachine", {"clusterName": name}, timeout=90)
+    assert outcome.status == "FAILED"
+    assert outcome.error == "PreflightUncheckedError", (outcome.error, outcome.cause)
+    states = outcome.states_entered()
+    assert "PreflightFailed" in states and "AcquireLock" not in states and "EnsureAccess" not in states
+    assert "checks could not run" in outcome.cause and "[hyperpod.cluster]" in outcome.cause
+    assert "sagemaker:DescribeCluster" in outcome.cause
