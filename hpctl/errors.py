@@ -23,7 +23,6 @@ from hyperpod_control.exceptions import (
     CredentialsExpiredError,
     CredentialsMissingError,
     DependencyUnavailableError,
-    EndpointUnreachableError,
     InvalidInputError,
     RegionMissingError,
     ThrottledError,
@@ -112,7 +111,7 @@ def describe(exc: BaseException) -> Failure:
             f"hpctl: {_end(message)} botocore's retries did not get through. Fix: run again in a minute, or "
             "raise the API's rate quota (Service Quotas) if it stays throttled.",
         )
-    if isinstance(mapped, EndpointUnreachableError):
+    if isinstance(mapped, DependencyUnavailableError) and _unreachable(exc):
         return Failure(
             EXIT_UNREACHABLE,
             f"hpctl: cannot reach AWS: {_end(message)} Fix: check the network and proxy, the Region "
@@ -160,14 +159,23 @@ def _end(message: str) -> str:
     return message if message.endswith((".", "!", "?")) else f"{message}."
 
 
-def _operation(exc: BaseException | None) -> str | None:
-    """The API operation of the botocore error behind ``exc`` (``DescribeCluster``)."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (an adapter's error from botocore's)."""
     while exc is not None:
-        name = getattr(exc, "operation_name", None)
-        if name:
-            return str(name)
+        yield exc
         exc = exc.__cause__
-    return None
+
+
+def _operation(exc: BaseException) -> str | None:
+    """The API operation of the botocore error behind ``exc`` (``DescribeCluster``)."""
+    return next((str(e.operation_name) for e in _chain(exc) if getattr(e, "operation_name", None)), None)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No connection to the endpoint at all, not a service that failed to answer."""
+    from hyperpod_control.adapters.aws import UNREACHABLE
+
+    return any(type(e).__name__ in UNREACHABLE for e in _chain(exc))
 
 
 def resolve_region(flag: str | None = None) -> str | None:

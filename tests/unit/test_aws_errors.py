@@ -20,7 +20,6 @@ from hyperpod_control.exceptions import (
     CredentialsExpiredError,
     CredentialsMissingError,
     DependencyUnavailableError,
-    EndpointUnreachableError,
     InvalidInputError,
     PermanentError,
     RegionMissingError,
@@ -115,15 +114,14 @@ def test_server_errors_are_retryable(status):
         ConnectTimeoutError(endpoint_url="https://dynamodb.us-west-2.amazonaws.com"),
     ],
 )
-def test_connection_errors_are_an_unreachable_endpoint_and_retryable(exc):
+def test_connection_errors_are_retryable(exc):
     mapped = map_client_error(exc, resource="table t")
 
-    assert type(mapped) is EndpointUnreachableError
-    assert isinstance(mapped, DependencyUnavailableError)
+    assert type(mapped) is DependencyUnavailableError
     assert "table t" in str(mapped) and "dynamodb.us-west-2.amazonaws.com" in str(mapped)
 
 
-def test_a_read_timeout_is_a_service_that_did_not_answer_not_an_unreachable_one():
+def test_a_read_timeout_is_retryable_too():
     mapped = map_client_error(ReadTimeoutError(endpoint_url="https://eks.us-west-2.amazonaws.com"))
 
     assert type(mapped) is DependencyUnavailableError

@@ -15,7 +15,7 @@ from hyperpod_control.exceptions import (
     AccessDeniedError,
     CredentialsExpiredError,
     CredentialsMissingError,
-    EndpointUnreachableError,
+    DependencyUnavailableError,
     ResourceNotFoundError,
     ThrottledError,
 )
@@ -66,7 +66,7 @@ CASES = [
         6,
     ),
     (AccessDeniedError(DENIAL, remedy="grant the role"), UncheckedCause.ACCESS_DENIED, 7),
-    (EndpointUnreachableError("EndpointConnectionError: no route"), UncheckedCause.UNREACHABLE, 8),
+    (DependencyUnavailableError("EndpointConnectionError: no route"), UncheckedCause.UNREACHABLE, 8),
     (ThrottledError("AWS throttled the request (ThrottlingException)."), UncheckedCause.THROTTLED, 9),
 ]
 
@@ -96,7 +96,7 @@ def test_a_cluster_that_could_not_be_read_is_never_ready(exc, cause, code):
 
 
 @pytest.mark.parametrize(
-    "exc", [ThrottledError("throttled"), EndpointUnreachableError("no route")], ids=["throttled", "network"]
+    "exc", [ThrottledError("throttled"), DependencyUnavailableError("no route")], ids=["throttled", "network"]
 )
 def test_under_step_functions_a_retryable_read_propagates_to_the_states_retry(exc):
     with pytest.raises(type(exc)):
@@ -173,3 +173,23 @@ def test_every_exit_code_is_distinct_and_documented():
     assert len(codes) == len(set(codes))
     for code in codes:
         assert f"\n  {code} " in errors.EXIT_CODES_HELP, code
+
+
+def test_an_unreachable_endpoint_and_a_server_error_share_a_code_but_not_a_line():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from hyperpod_control.adapters.aws import map_client_error
+
+    refused = EndpointConnectionError(endpoint_url="http://127.0.0.1:9/")
+    try:  # as an adapter raises it: the project's class, from botocore's
+        raise map_client_error(refused, resource="table t") from refused
+    except DependencyUnavailableError as exc:
+        unreachable = errors.describe(exc)
+    server = errors.describe(
+        ClientError(
+            {"Error": {"Code": "InternalFailure"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "Query"
+        )
+    )
+    assert unreachable.code == server.code == errors.EXIT_UNREACHABLE
+    assert unreachable.line.startswith("hpctl: cannot reach AWS: table t: EndpointConnectionError")
+    assert server.line.startswith("hpctl: AWS did not answer: InternalFailure")

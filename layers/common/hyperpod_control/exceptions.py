@@ -34,11 +34,6 @@ class DependencyUnavailableError(RetryableError):
     """A service we call failed on its side (5xx, timeout, connection reset)."""
 
 
-class EndpointUnreachableError(DependencyUnavailableError):
-    """No connection to the service's endpoint at all (DNS, refused, connect timeout, proxy): the
-    network or the endpoint's address is at fault, not the service."""
-
-
 class CallTimedOutError(DependencyUnavailableError):
     """A call got no answer within its timeout. Of an agent, it is news about the agent (its node
     may be dead: a dead instance's connections hang rather than refuse), not a reason to wait

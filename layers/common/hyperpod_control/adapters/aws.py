@@ -17,7 +17,6 @@ from hyperpod_control.exceptions import (
     CredentialsExpiredError,
     CredentialsMissingError,
     DependencyUnavailableError,
-    EndpointUnreachableError,
     InvalidInputError,
     PermanentError,
     RegionMissingError,
@@ -71,8 +70,12 @@ _BAD_CREDENTIALS = {
     "UnauthorizedSSOTokenError",
     "SSOTokenLoadError",
 }
-# No connection to the endpoint at all (botocore class names); a read timeout is not one of them.
-_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError", "SSLError"}
+#: No connection to the endpoint at all (botocore class names): the network or the endpoint's address
+#: is at fault, not the service. Still DependencyUnavailableError: the ASL retriers name that class
+#: exactly, and a Lambda's network blip is worth their retry.
+UNREACHABLE = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError", "SSLError"}
+)
 _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
 
 
@@ -201,10 +204,8 @@ def map_client_error(exc: Exception, *, resource: str = "") -> ControlPlaneError
         return RegionMissingError(f"{subject}no AWS Region is configured.", remedy="set AWS_REGION.")
     if code in _INVALID:
         return InvalidInputError(f"{subject}{message}")
-    if code in _UNREACHABLE:
-        return EndpointUnreachableError(f"{subject}{code}: {message}")
     status = (getattr(exc, "response", {}) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if status >= 500 or code in {"ConnectionClosedError", "ReadTimeoutError"}:
+    if status >= 500 or code in UNREACHABLE | {"ConnectionClosedError", "ReadTimeoutError"}:
         return DependencyUnavailableError(f"{subject}{code}: {message}")
     # Any other 4xx is a request AWS will refuse again; do not burn the retry budget on it.
     return PermanentError(f"{subject}AWS refused the request ({code}): {message}")
