@@ -6,9 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from hpctl.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, REGION_FIX, describe
+from hpctl.errors import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    REGION_FIX,
+    describe,
+    resolve_region,
+    use_region,
+)
 from hpctl.stack import default_stack_name
 
 
@@ -354,13 +363,112 @@ class _UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    restore_region = None
     try:
-        return _run(args)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        restore_region = _use_region(args)
+        stack = args.stack or default_stack_name()
+        if args.command == "sandbox" and args.sandbox_command != "up":
+            print(json.dumps(_fault_call(args)))
+            return 0
+        if args.command == "sandbox":
+            from sandbox.server import serve
+
+            return serve(
+                env_file=args.env_file,
+                port=args.port,
+                nodes=args.nodes,
+                time_scale=args.time_scale,
+                kubeconfig=args.kubeconfig,
+                pod_start_delay=args.pod_start_delay,
+            )
+        if args.command == "demo":
+            from hpctl.demo import run_demo
+
+            return run_demo(time_scale=args.time_scale)
+        if args.command == "register":
+            from hpctl.commands import register
+
+            outcome = register(stack, args.cluster, args.mode, wait=not args.no_wait, timeout=args.timeout)
+            if isinstance(outcome, str):
+                print(outcome)
+                return 0
+            print(json.dumps({"status": outcome.status, "error": outcome.error, "cause": outcome.cause}))
+            return 0 if outcome.ok else 1
+        if args.command == "preflight":
+            from hpctl.preflight import run_preflight
+
+            return run_preflight(args.cluster, args.operator, args.version, args.cluster_config, args.output)
+        if args.command in ("install", "uninstall"):
+            from hpctl import install as workflows
+
+            if args.command == "install":
+                outcome = workflows.install(
+                    stack,
+                    args.cluster,
+                    args.operator,
+                    args.version,
+                    args.config,
+                    args.role_arn,
+                    wait=not args.no_wait,
+                )
+            else:
+                outcome = workflows.uninstall(stack, args.cluster, args.force, wait=not args.no_wait)
+            if isinstance(outcome, str):
+                print(outcome)
+                return 0
+            return 0 if outcome.ok else 1
+        if args.command == "upgrade":
+            from hpctl.upgrade import exit_code
+            from hpctl.upgrade import upgrade as run_upgrade
+
+            return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
+        if args.command == "addon":
+            import io
+
+            from hpctl.upgrade import addon_versions
+
+            table = io.StringIO()
+            rows = addon_versions(args.cluster, out=table)
+            print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
+            return 0
+        if args.command == "jobs":
+            from hpctl.jobs import run as run_jobs
+
+            return run_jobs(
+                stack,
+                args.jobs_command,
+                name=getattr(args, "name", None),
+                namespace=getattr(args, "namespace", "default"),
+                cluster=args.cluster,
+                as_json=args.json,
+                rank=getattr(args, "rank", 0),
+                follow=getattr(args, "follow", False),
+                previous=getattr(args, "previous", False),
+                out_file=getattr(args, "out_file", None),
+            )
+        if args.command == "dlq":
+            from hpctl import operations
+
+            if args.dlq_command == "show":
+                operations.dlq_show(stack, args.max, as_json=args.json)
+                return 0
+            counts = operations.dlq_redrive(stack, args.max)
+            return 0 if counts["left"] == 0 else 1
+        if args.command == "unlock":
+            from hpctl.operations import unlock
+
+            unlock(stack, args.cluster, force=args.force)
+            return 0
+        if args.command == "status":
+            from hpctl.commands import status
+
+            print(json.dumps(status(stack, args.cluster), indent=2))
+            return 0
     except _UsageError as exc:
         print(f"hpctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise
@@ -369,130 +477,26 @@ def main(argv: list[str] | None = None) -> int:
             # installed (sandbox.compat.UnsupportedMotoError): its message is the line
             print(f"hpctl: {exc}", file=sys.stderr)
             return 1
-        return _failed(exc)
+        failure = describe(exc)
+        print(failure.line, file=sys.stderr)
+        return failure.code
+    finally:
+        if restore_region is not None:
+            restore_region()
+    return 2
 
 
-def _failed(exc: BaseException) -> int:
-    failure = describe(exc)
-    print(failure.line, file=sys.stderr)
-    return failure.code
-
-
-def _run(args: argparse.Namespace) -> int:
-    """The command, under the Region every command resolves the same way (the sandbox's own
-    commands and the demo need none: they talk to a sandbox, or start their own)."""
+def _use_region(args: argparse.Namespace) -> Callable[[], None] | None:
+    """The Region every command resolves the same way, in the environment while it runs (the
+    sandbox's own commands and the demo need none: they talk to a sandbox, or start their own)."""
     if args.command in ("sandbox", "demo"):
-        return _dispatch(args)
-    from hpctl.errors import region_environment, resolve_region
-    from hyperpod_control.exceptions import RegionMissingError
-
+        return None
     region = resolve_region(args.region)
     if not region:
+        from hyperpod_control.exceptions import RegionMissingError
+
         raise RegionMissingError("no AWS Region is configured.", remedy=REGION_FIX)
-    with region_environment(region):
-        return _dispatch(args)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    stack = args.stack or default_stack_name()
-    if args.command == "sandbox" and args.sandbox_command != "up":
-        print(json.dumps(_fault_call(args)))
-        return 0
-    if args.command == "sandbox":
-        from sandbox.server import serve
-
-        return serve(
-            env_file=args.env_file,
-            port=args.port,
-            nodes=args.nodes,
-            time_scale=args.time_scale,
-            kubeconfig=args.kubeconfig,
-            pod_start_delay=args.pod_start_delay,
-        )
-    if args.command == "demo":
-        from hpctl.demo import run_demo
-
-        return run_demo(time_scale=args.time_scale)
-    if args.command == "register":
-        from hpctl.commands import register
-
-        outcome = register(stack, args.cluster, args.mode, wait=not args.no_wait, timeout=args.timeout)
-        if isinstance(outcome, str):
-            print(outcome)
-            return 0
-        print(json.dumps({"status": outcome.status, "error": outcome.error, "cause": outcome.cause}))
-        return 0 if outcome.ok else 1
-    if args.command == "preflight":
-        from hpctl.preflight import run_preflight
-
-        return run_preflight(args.cluster, args.operator, args.version, args.cluster_config, args.output)
-    if args.command in ("install", "uninstall"):
-        from hpctl import install as workflows
-
-        if args.command == "install":
-            outcome = workflows.install(
-                stack,
-                args.cluster,
-                args.operator,
-                args.version,
-                args.config,
-                args.role_arn,
-                wait=not args.no_wait,
-            )
-        else:
-            outcome = workflows.uninstall(stack, args.cluster, args.force, wait=not args.no_wait)
-        if isinstance(outcome, str):
-            print(outcome)
-            return 0
-        return 0 if outcome.ok else 1
-    if args.command == "upgrade":
-        from hpctl.upgrade import exit_code
-        from hpctl.upgrade import upgrade as run_upgrade
-
-        return exit_code(run_upgrade(stack, args.cluster, args.version, args.force, args.dry_run))
-    if args.command == "addon":
-        import io
-
-        from hpctl.upgrade import addon_versions
-
-        table = io.StringIO()
-        rows = addon_versions(args.cluster, out=table)
-        print(json.dumps(rows, indent=2) if args.output == "json" else table.getvalue().rstrip("\n"))
-        return 0
-    if args.command == "jobs":
-        from hpctl.jobs import run as run_jobs
-
-        return run_jobs(
-            stack,
-            args.jobs_command,
-            name=getattr(args, "name", None),
-            namespace=getattr(args, "namespace", "default"),
-            cluster=args.cluster,
-            as_json=args.json,
-            rank=getattr(args, "rank", 0),
-            follow=getattr(args, "follow", False),
-            previous=getattr(args, "previous", False),
-            out_file=getattr(args, "out_file", None),
-        )
-    if args.command == "dlq":
-        from hpctl import operations
-
-        if args.dlq_command == "show":
-            operations.dlq_show(stack, args.max, as_json=args.json)
-            return 0
-        counts = operations.dlq_redrive(stack, args.max)
-        return 0 if counts["left"] == 0 else 1
-    if args.command == "unlock":
-        from hpctl.operations import unlock
-
-        unlock(stack, args.cluster, force=args.force)
-        return 0
-    if args.command == "status":
-        from hpctl.commands import status
-
-        print(json.dumps(status(stack, args.cluster), indent=2))
-        return 0
-    return 2
+    return use_region(region)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hpctl.stack import StackNotFound
@@ -189,18 +188,19 @@ def resolve_region(flag: str | None = None) -> str | None:
     return botocore.session.Session().get_scoped_config().get("region") or None
 
 
-@contextmanager
-def region_environment(region: str) -> Iterator[None]:
-    """Run a command with ``region`` in both variables: boto3 reads only AWS_DEFAULT_REGION, the
-    control plane's adapters AWS_REGION, so every client of every command uses the same Region."""
+def use_region(region: str) -> Callable[[], None]:
+    """Put ``region`` in both variables for the command (boto3 reads only AWS_DEFAULT_REGION, the
+    control plane's adapters AWS_REGION), so every client of every command uses the same Region;
+    returns what puts the environment back (main() in a test process must leave it as it was)."""
     names = ("AWS_REGION", "AWS_DEFAULT_REGION")
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(dict.fromkeys(names, region))
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+    return restore
