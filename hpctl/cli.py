@@ -1,13 +1,24 @@
-"""hpctl's argument parsing and dispatch. Exit codes: 0 ok, 1 the operation failed, 2 bad usage."""
+"""hpctl's argument parsing and dispatch. Exit codes: hpctl/errors.py (EXIT_CODES_HELP), one per
+class of failure; a failure prints one line with its fix, the traceback only with --debug."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from hpctl.stack import StackNotFound, default_stack_name
+from hpctl.errors import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    REGION_FIX,
+    describe,
+    resolve_region,
+    use_region,
+)
+from hpctl.stack import default_stack_name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,8 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Operate the HyperPod serverless control plane. Commands use the standard AWS "
             "environment (credentials, AWS_REGION, AWS_ENDPOINT_URL), so they work the same against "
-            "AWS and against the local sandbox (source the env file of `hpctl sandbox up`)."
+            "AWS and against the local sandbox (source the env file of `hpctl sandbox up`). The Region "
+            "is --region, else AWS_REGION, else AWS_DEFAULT_REGION, else the profile's, for every command."
         ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--stack",
@@ -144,7 +158,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--cluster", required=True, help="HyperPod cluster name")
     _jobs_commands(sub)
     _operations_commands(sub)
+    _common_options(parser, top=True)
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """--region and --debug on hpctl and on every (sub)command, so they work before or after it."""
+    # Below the top, SUPPRESS: an option not given there leaves the top's value alone.
+    region_default = None if top else argparse.SUPPRESS
+    debug_default = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--region",
+        default=region_default,
+        help="AWS Region (default: AWS_REGION, AWS_DEFAULT_REGION, then the profile's region)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=debug_default, help="on a failure, print the traceback"
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _common_options(child)
 
 
 def _operations_commands(sub: Any) -> None:
@@ -329,8 +363,10 @@ class _UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    stack = args.stack or default_stack_name()
+    restore_region = None
     try:
+        restore_region = _use_region(args)
+        stack = args.stack or default_stack_name()
         if args.command == "sandbox" and args.sandbox_command != "up":
             print(json.dumps(_fault_call(args)))
             return 0
@@ -428,25 +464,39 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(status(stack, args.cluster), indent=2))
             return 0
-    except (StackNotFound, _UsageError) as exc:
+    except _UsageError as exc:
         print(f"hpctl: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # the sandbox's control endpoint refused or did not answer, or no
-        # supported moto is installed (sandbox.compat.UnsupportedMotoError): one line, no traceback
-        if args.command not in ("sandbox", "demo"):
-            raise
-        print(f"hpctl: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
-        from hyperpod_control.exceptions import ControlPlaneError
-
-        if isinstance(exc, ControlPlaneError):
+        if args.debug:
+            raise
+        if isinstance(exc, RuntimeError) and args.command in ("sandbox", "demo"):
+            # the sandbox's control endpoint refused or did not answer, or no supported moto is
+            # installed (sandbox.compat.UnsupportedMotoError): its message is the line
             print(f"hpctl: {exc}", file=sys.stderr)
             return 1
-        raise
+        failure = describe(exc)
+        print(failure.line, file=sys.stderr)
+        return failure.code
+    finally:
+        if restore_region is not None:
+            restore_region()
     return 2
+
+
+def _use_region(args: argparse.Namespace) -> Callable[[], None] | None:
+    """The Region every command resolves the same way, in the environment while it runs (the
+    sandbox's own commands and the demo need none: they talk to a sandbox, or start their own)."""
+    if args.command in ("sandbox", "demo"):
+        return None
+    region = resolve_region(args.region)
+    if not region:
+        from hyperpod_control.exceptions import RegionMissingError
+
+        raise RegionMissingError("no AWS Region is configured.", remedy=REGION_FIX)
+    return use_region(region)
 
 
 if __name__ == "__main__":

@@ -332,7 +332,9 @@ def _preflight_summary(cluster: str) -> str:
     failed = [r["id"] for r in results if r["status"] == "failed"]
     return (
         f"{len(results)} checks: {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped (not knowable here){'; failed: ' + ', '.join(failed) if failed else ''}"
+        f"{counts['skipped']} skipped (not knowable here)"
+        + (f", {counts['unchecked']} could not run" if counts["unchecked"] else "")
+        + f"{'; failed: ' + ', '.join(failed) if failed else ''}"
         f"; exit {code}"
     )
 

@@ -43,8 +43,8 @@ class StackOutputs:
             return self.values[key]
         except KeyError:
             raise StackNotFound(
-                f"stack {self.stack_name} has no output {key}; is it deployed from this version of "
-                "template.yaml?"
+                f"stack {self.stack_name} has no output {key}. Fix: deploy it from this version of "
+                "template.yaml (sam deploy)."
             ) from None
 
 
@@ -56,12 +56,18 @@ def load_outputs(stack_name: str, cloudformation: Any = None) -> StackOutputs:
         import boto3
 
         cloudformation = boto3.client("cloudformation")
+    from hyperpod_control.adapters.aws import error_code, map_client_error
+
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except Exception as exc:
-        raise StackNotFound(
-            f"cannot read stack {stack_name}: {exc}. Deploy it with `sam deploy`, pass --stack, or "
-            "source the env file of `hpctl sandbox up`."
-        ) from None
+        # CloudFormation answers a missing stack with ValidationError "Stack with id X does not
+        # exist"; anything else (credentials, access, network) is that error, not a missing stack.
+        if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
+            raise StackNotFound(
+                f"stack {stack_name} does not exist in {cloudformation.meta.region_name}. Fix: deploy it "
+                "with `sam deploy`, pass --stack, or source the env file of `hpctl sandbox up`."
+            ) from None
+        raise map_client_error(exc, resource=f"stack {stack_name}") from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
     return StackOutputs(stack_name, outputs)

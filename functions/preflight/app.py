@@ -1,14 +1,15 @@
 """Preflight task (install_operator's first step): check every prerequisite, report each result.
 
-Returns the report (camelCase) when no error-severity check failed; otherwise raises
-PreflightFailedError listing each failed check with its resource and remedy, which the state
-machine's Catch records.
+Returns the report (camelCase) when no error-severity check failed and every check could run;
+otherwise raises PreflightFailedError listing each failed check with its resource and remedy
+(PreflightUncheckedError when none failed but some could not run: AWS could not be called), which
+the state machine's Catch records.
 """
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from hyperpod_control.exceptions import PreflightFailedError
+from hyperpod_control.exceptions import PreflightFailedError, PreflightUncheckedError
 from hyperpod_control.models.preflight import PreflightInput
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import logger, metrics, tracer
@@ -28,8 +29,9 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         name="PreflightFailed" if not report.ok else "PreflightPassed", unit=MetricUnit.Count, value=1
     )
     if not report.ok:
-        raise PreflightFailedError(
+        error = PreflightUncheckedError if not report.failures else PreflightFailedError
+        raise error(
             preflight.failure_message(report),
-            remedy="fix each failed check as its line says, then start the workflow again.",
+            remedy="fix each check as its line says, then start the workflow again.",
         )
     return report.dump()

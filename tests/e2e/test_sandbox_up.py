@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hpctl.errors import EXIT_UNREACHABLE
 from sandbox.testing import eventually
 
 pytestmark = pytest.mark.e2e
@@ -168,7 +169,9 @@ def test_sandbox_up_serves_until_signalled(tmp_path, stop_signal):
     assert _children(proc.pid) == []
 
 
-def test_register_against_a_missing_stack_explains_what_to_do(tmp_path):
+def test_register_with_no_aws_to_reach_explains_what_to_do(tmp_path):
+    # The stack cannot be read because nothing answers: that is the network's class (exit 8), not
+    # a missing stack's (3, tests/integration/test_hpctl_errors.py).
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPCTL_")}
     env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens on the discard port
     env["AWS_MAX_ATTEMPTS"] = "1"
@@ -180,8 +183,9 @@ def test_register_against_a_missing_stack_explains_what_to_do(tmp_path):
         timeout=120,
         cwd=tmp_path,
     )
-    assert out.returncode == 2
-    assert "cannot read stack nope" in out.stderr and "sam deploy" in out.stderr
+    assert out.returncode == EXIT_UNREACHABLE, out.stderr
+    assert "cannot reach AWS: stack nope" in out.stderr and "AWS_ENDPOINT_URL" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_help_explains_the_commands():

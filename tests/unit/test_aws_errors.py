@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    TokenRetrievalError,
+)
 
 from hyperpod_control.adapters.aws import error_code, map_client_error
 from hyperpod_control.exceptions import (
     AccessDeniedError,
+    CredentialsExpiredError,
+    CredentialsMissingError,
     DependencyUnavailableError,
     InvalidInputError,
     PermanentError,
+    RegionMissingError,
     ResourceNotFoundError,
     RetryableError,
     ThrottledError,
@@ -95,12 +107,62 @@ def test_server_errors_are_retryable(status):
     assert "InternalServerError" in str(mapped)
 
 
-def test_connection_errors_are_retryable():
-    mapped = map_client_error(
-        EndpointConnectionError(endpoint_url="https://dynamodb.us-west-2.amazonaws.com")
-    )
+@pytest.mark.parametrize(
+    "exc",
+    [
+        EndpointConnectionError(endpoint_url="https://dynamodb.us-west-2.amazonaws.com"),
+        ConnectTimeoutError(endpoint_url="https://dynamodb.us-west-2.amazonaws.com"),
+    ],
+)
+def test_connection_errors_are_retryable(exc):
+    mapped = map_client_error(exc, resource="table t")
 
     assert type(mapped) is DependencyUnavailableError
+    assert "table t" in str(mapped) and "dynamodb.us-west-2.amazonaws.com" in str(mapped)
+
+
+def test_a_read_timeout_is_retryable_too():
+    mapped = map_client_error(ReadTimeoutError(endpoint_url="https://eks.us-west-2.amazonaws.com"))
+
+    assert type(mapped) is DependencyUnavailableError
+
+
+@pytest.mark.parametrize(
+    "exc", [NoCredentialsError(), ProfileNotFound(profile="work")], ids=["no-credentials", "no-profile"]
+)
+def test_missing_credentials_are_permanent_with_a_remedy(exc):
+    mapped = map_client_error(exc, resource="cluster c")
+
+    assert type(mapped) is CredentialsMissingError
+    assert isinstance(mapped, PermanentError)
+    assert "cluster c: no AWS credentials" in str(mapped) and type(exc).__name__ in str(mapped)
+    assert mapped.remedy
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        client_error("ExpiredToken", "The security token included in the request is expired", 403),
+        client_error("ExpiredTokenException", "The security token included in the request is expired", 403),
+        client_error("UnrecognizedClientException", "The security token included in the request is invalid."),
+        client_error("InvalidClientTokenId", "The security token included in the request is invalid.", 403),
+        TokenRetrievalError(provider="sso", error_msg="Token has expired and refresh failed"),
+    ],
+    ids=lambda e: getattr(e, "response", {}).get("Error", {}).get("Code") or type(e).__name__,
+)
+def test_refused_credentials_are_their_own_class_not_access_denied(exc):
+    mapped = map_client_error(exc)
+
+    assert type(mapped) is CredentialsExpiredError
+    assert not isinstance(mapped, AccessDeniedError)
+    assert "AWS refused the credentials" in str(mapped)
+
+
+def test_no_region_is_its_own_class():
+    mapped = map_client_error(NoRegionError())
+
+    assert type(mapped) is RegionMissingError
+    assert "AWS_REGION" in str(mapped)
 
 
 def test_another_4xx_is_permanent_not_retryable():

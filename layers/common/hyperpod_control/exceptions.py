@@ -78,6 +78,23 @@ class AccessDeniedError(PermanentError):
     """The control plane's role lacks a permission."""
 
 
+class CredentialsError(PermanentError):
+    """AWS could not be called with the caller's credentials: none, or ones AWS refuses."""
+
+
+class CredentialsMissingError(CredentialsError):
+    """No AWS credentials were found (environment, profile, SSO cache, instance role)."""
+
+
+class CredentialsExpiredError(CredentialsError):
+    """The credentials were found but AWS refuses them: the session expired, or the key is not
+    (or no longer) valid."""
+
+
+class RegionMissingError(PermanentError):
+    """No AWS Region is configured, so no endpoint can be chosen."""
+
+
 class ClusterUnusableError(PermanentError):
     """The cluster is in a state the control plane cannot work with (Failed, Deleting)."""
 
@@ -93,6 +110,11 @@ class ClusterMismatchError(PermanentError):
 
 class PreflightFailedError(PermanentError):
     """One or more prerequisite checks failed; the message lists each with its remedy."""
+
+
+class PreflightUncheckedError(PreflightFailedError):
+    """No check failed, but some could not run because AWS could not be called (credentials,
+    access denied, network, throttling): the cluster is not known to be ready."""
 
 
 # -- install / uninstall workflow leaves ---------------------------------------------------------

@@ -14,9 +14,12 @@ from typing import Any
 from hyperpod_control.exceptions import (
     AccessDeniedError,
     ControlPlaneError,
+    CredentialsExpiredError,
+    CredentialsMissingError,
     DependencyUnavailableError,
     InvalidInputError,
     PermanentError,
+    RegionMissingError,
     ResourceNotFoundError,
     ThrottledError,
     VersionConflictError,
@@ -43,12 +46,50 @@ _NOT_FOUND = {
     "NotFoundException",
     "NoSuchKey",
 }
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+# botocore found nothing to sign with (these are exception class names: no request was sent).
+_NO_CREDENTIALS = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "ProfileNotFound",
+}
+# AWS refused the signature's credentials (expired session, unknown or deleted key, skewed clock),
+# or botocore could not refresh an SSO session (class names).
+_BAD_CREDENTIALS = {
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "InvalidAccessKeyId",
+    "TokenRetrievalError",
+    "UnauthorizedSSOTokenError",
+    "SSOTokenLoadError",
+}
+#: No connection to the endpoint at all (botocore class names): the network or the endpoint's address
+#: is at fault, not the service. Still DependencyUnavailableError: the ASL retriers name that class
+#: exactly, and a Lambda's network blip is worth their retry.
+UNREACHABLE = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError", "SSLError"}
+)
 _INVALID = {"ValidationException", "InvalidParameterException", "InvalidParameterValue"}
 
 
 AWS_CONNECT_TIMEOUT_S = 5
 AWS_READ_TIMEOUT_S = 15
+AWS_RETRIES = 5
+
+
+def _attempts() -> dict[str, int]:
+    """Five retries (botocore's ``max_attempts`` counts retries), or AWS_MAX_ATTEMPTS attempts in all."""
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    if value.isdigit() and int(value) > 0:
+        return {"total_max_attempts": int(value)}
+    return {"max_attempts": AWS_RETRIES}
 
 
 def get_client(service: str, region: str | None = None) -> Any:
@@ -71,7 +112,9 @@ def get_client(service: str, region: str | None = None) -> Any:
                     config=Config(
                         connect_timeout=AWS_CONNECT_TIMEOUT_S,
                         read_timeout=AWS_READ_TIMEOUT_S,
-                        retries={"mode": "adaptive", "max_attempts": 5},
+                        # AWS_MAX_ATTEMPTS, botocore's own variable, still bounds them (this
+                        # Config would override it): a person's hpctl run, or a test, asks fewer.
+                        retries={"mode": "adaptive", **_attempts()},
                     ),
                 )
                 _clients[key] = client
@@ -147,10 +190,22 @@ def map_client_error(exc: Exception, *, resource: str = "") -> ControlPlaneError
             f"{subject}{message}",
             remedy="grant the control plane's role this permission (see template.yaml policies).",
         )
+    if code in _NO_CREDENTIALS:
+        return CredentialsMissingError(
+            f"{subject}no AWS credentials ({code}): {message}",
+            remedy="give the caller credentials (environment, profile, SSO login or an instance role).",
+        )
+    if code in _BAD_CREDENTIALS:
+        return CredentialsExpiredError(
+            f"{subject}AWS refused the credentials ({code}): {message}",
+            remedy="renew them (aws sso login, a new session token) or use a valid access key.",
+        )
+    if code == "NoRegionError":
+        return RegionMissingError(f"{subject}no AWS Region is configured.", remedy="set AWS_REGION.")
     if code in _INVALID:
         return InvalidInputError(f"{subject}{message}")
     status = (getattr(exc, "response", {}) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if status >= 500 or code in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"}:
+    if status >= 500 or code in UNREACHABLE | {"ConnectionClosedError", "ReadTimeoutError"}:
         return DependencyUnavailableError(f"{subject}{code}: {message}")
     # Any other 4xx is a request AWS will refuse again; do not burn the retry budget on it.
     return PermanentError(f"{subject}AWS refused the request ({code}): {message}")

@@ -3,7 +3,10 @@
 The service gathers everything it needs through the adapters into ``ClusterFacts`` first and then
 runs pure checks over it, so most checks are tested with plain data. A fact the APIs could not
 supply is ``None`` with a reason in ``ClusterFacts.gaps``: a check over it is ``skipped`` with that
-reason, never passed.
+reason, never passed. When the reason is that AWS could not be called at all (no or refused
+credentials, access denied, no network, throttling after the retries), the gap is also in
+``ClusterFacts.unchecked`` and the check is ``unchecked``: it could not run, which blocks an install
+as a failed error does, where ``skipped`` means the APIs cannot tell and does not.
 """
 
 from __future__ import annotations
@@ -27,6 +30,40 @@ class CheckStatus(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    #: AWS could not be called (``CheckResult.cause`` says why): not a finding, and not "ready".
+    UNCHECKED = "unchecked"
+
+
+class UncheckedCause(StrEnum):
+    """Why a check could not run; each has its own exit code in ``hpctl`` (README, hpctl)."""
+
+    NO_CREDENTIALS = "no-credentials"
+    EXPIRED_CREDENTIALS = "expired-credentials"
+    ACCESS_DENIED = "access-denied"
+    UNREACHABLE = "unreachable"
+    THROTTLED = "throttled"
+
+
+#: What each cause is, in a summary line ("3 could not run: access denied").
+CAUSE_TEXT = {
+    UncheckedCause.NO_CREDENTIALS: "no AWS credentials",
+    UncheckedCause.EXPIRED_CREDENTIALS: "AWS refused the credentials (expired or invalid)",
+    UncheckedCause.ACCESS_DENIED: "access denied",
+    UncheckedCause.UNREACHABLE: "AWS did not answer (network, endpoint or a server error)",
+    UncheckedCause.THROTTLED: "AWS throttled the calls after the retries",
+}
+#: The fix of an unchecked check, by cause.
+CAUSE_REMEDY = {
+    UncheckedCause.NO_CREDENTIALS: "give the caller AWS credentials (environment, profile, SSO login or "
+    "an instance role), then run preflight again.",
+    UncheckedCause.EXPIRED_CREDENTIALS: "renew the credentials (aws sso login, a new session token) or "
+    "use a valid access key, then run preflight again.",
+    UncheckedCause.ACCESS_DENIED: "grant the principal the action AWS names in the message, then run "
+    "preflight again.",
+    UncheckedCause.UNREACHABLE: "check the network, proxy, Region and AWS_ENDPOINT_URL, then run preflight "
+    "again.",
+    UncheckedCause.THROTTLED: "run preflight again when the account's API rate allows.",
+}
 
 
 class CheckResult(TaskModel):
@@ -36,10 +73,17 @@ class CheckResult(TaskModel):
     resource: str = Field(default="", description="The resource the message is about (name, id or ARN).")
     message: str
     remedy: str = ""
+    cause: UncheckedCause | None = Field(
+        default=None, description="Why an unchecked check could not run (None for the other statuses)."
+    )
 
     @property
     def blocking(self) -> bool:
-        return self.status is CheckStatus.FAILED and self.severity is Severity.ERROR
+        """Stops an install: a failed error, or a check that could not run (whatever its severity:
+        what it would have found is unknown)."""
+        return (
+            self.status is CheckStatus.FAILED and self.severity is Severity.ERROR
+        ) or self.status is CheckStatus.UNCHECKED
 
 
 class PreflightInput(TaskModel):
@@ -94,7 +138,12 @@ class PreflightReport(TaskModel):
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.blocking]
+        """The failed error checks (the unchecked ones are in ``unchecked``)."""
+        return [r for r in self.results if r.blocking and r.status is CheckStatus.FAILED]
+
+    @property
+    def unchecked(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status is CheckStatus.UNCHECKED]
 
     def dump(self) -> dict:
         # exclude_none would drop clusterArn etc.; the contract lists them, so keep them as null.
@@ -305,6 +354,8 @@ class ClusterFacts(Facts):
     kube: KubeFacts | None = None
     #: fact name -> why it could not be gathered ("kube": "401 Unauthorized ...").
     gaps: dict[str, str] = Field(default_factory=dict)
+    #: The gaps AWS could not be called for, fact name -> why (their checks are unchecked, not skipped).
+    unchecked: dict[str, UncheckedCause] = Field(default_factory=dict)
 
     def gap(self, *names: str) -> str:
         for name in names:

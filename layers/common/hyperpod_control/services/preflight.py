@@ -4,8 +4,11 @@ Two halves. ``gather`` asks the adapters (SageMaker, EKS, EC2, Service Quotas, F
 for what the checks need and returns a ``ClusterFacts``; a read that fails for a reason retrying
 will not cure (access denied, not found, an unreachable Kubernetes API) leaves its fact ``None``
 with the reason in ``facts.gaps``, while throttling and service errors propagate so the state
-machine's Retry handles them. ``run_checks`` then runs pure checks over the facts: each returns
-one ``CheckResult`` (passed / failed / skipped with the reason; never a pass it cannot back up).
+machine's Retry handles them (``hpctl``, which has no such Retry after botocore's, records them as
+gaps too). ``run_checks`` then runs pure checks over the facts: each returns one ``CheckResult``
+(passed / failed / skipped with the reason; never a pass it cannot back up). A read that failed
+because AWS could not be called (credentials, access denied, network, throttling) is not something
+the APIs cannot tell: its checks are ``unchecked``, which stops an install (``mark_unchecked``).
 
 Sources (docs/hyperpod-contract.md, "Cluster prerequisites"): AWS's page "Installing the training
 operator" for the add-on prerequisites; "Prerequisites for using SageMaker HyperPod" for quotas,
@@ -31,6 +34,9 @@ from pydantic.alias_generators import to_pascal
 from hyperpod_control.exceptions import (
     AccessDeniedError,
     ControlPlaneError,
+    CredentialsExpiredError,
+    CredentialsMissingError,
+    DependencyUnavailableError,
     InvalidInputError,
     KubernetesAccessPendingError,
     PermanentError,
@@ -46,6 +52,7 @@ from hyperpod_control.models.install import (
     version_key,
 )
 from hyperpod_control.models.preflight import (
+    CAUSE_REMEDY,
     AddonFact,
     AddonVersionFact,
     CheckResult,
@@ -65,6 +72,7 @@ from hyperpod_control.models.preflight import (
     SecurityGroupFact,
     Severity,
     SubnetFact,
+    UncheckedCause,
     VpcEndpointFact,
 )
 from hyperpod_control.models.records import OperatorMode
@@ -494,6 +502,9 @@ class PreflightAdapters:
     region: str = "us-east-1"
     #: The IAM principal this preflight runs as (access entries name it); None: not known.
     principal: Callable[[], str] | None = None
+    #: True (the Lambda): a throttled or unanswered read propagates, the state machine's Retry runs
+    #: the step again. False (hpctl): botocore's retries were the last, the read is unchecked.
+    retried_outside: bool = True
 
     @classmethod
     def default(cls, region: str | None = None) -> PreflightAdapters:
@@ -525,16 +536,45 @@ def _own_principal() -> str:
     return canonical_principal(get_client("sts").get_caller_identity()["Arn"])
 
 
-def _attempt(facts: ClusterFacts, gap: str, fn: Callable[[], Any]) -> Any:
-    """Run one read; a permanent failure becomes a gap (the checks over it skip with the reason),
-    a retryable one propagates to the state machine's Retry."""
+def unchecked_cause(exc: ControlPlaneError) -> UncheckedCause | None:
+    """Why AWS could not be called for a read, or None when AWS answered (not found, invalid...)."""
+    if isinstance(exc, CredentialsMissingError):
+        return UncheckedCause.NO_CREDENTIALS
+    if isinstance(exc, CredentialsExpiredError):
+        return UncheckedCause.EXPIRED_CREDENTIALS
+    if isinstance(exc, AccessDeniedError):
+        return UncheckedCause.ACCESS_DENIED
+    if isinstance(exc, ThrottledError):
+        return UncheckedCause.THROTTLED
+    if isinstance(exc, DependencyUnavailableError):
+        return UncheckedCause.UNREACHABLE
+    return None
+
+
+def _attempt(adapters: PreflightAdapters, facts: ClusterFacts, gap: str, fn: Callable[[], Any]) -> Any:
+    """Run one read; a permanent failure becomes a gap (the checks over it skip with the reason,
+    or are unchecked when AWS could not be called); a retryable one propagates to the state
+    machine's Retry, or is an unchecked gap too where no Retry follows (``retried_outside``)."""
     try:
         return fn()
+    except (ThrottledError, DependencyUnavailableError) as exc:
+        if adapters.retried_outside:
+            raise
+        _gap(facts, gap, exc)
+        return None
     except PermanentError as exc:
-        facts.gaps[gap] = str(exc)
+        _gap(facts, gap, exc)
         if isinstance(exc, ResourceNotFoundError):
             facts.gaps[f"{gap}.not-found"] = str(exc)
         return None
+
+
+def _gap(facts: ClusterFacts, gap: str, exc: ControlPlaneError) -> None:
+    cause = unchecked_cause(exc)
+    # Unchecked: the message without the control plane's remedy, the check's own (CAUSE_REMEDY) says it.
+    facts.gaps[gap] = str(exc) if cause is None else exc.message
+    if cause is not None:
+        facts.unchecked[gap] = cause
 
 
 def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts:
@@ -546,7 +586,9 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
         addon_version=request.addon_version,
         role_arn=request.role_arn,
     )
-    desc = _attempt(facts, "hyperpod", lambda: adapters.sagemaker.describe_cluster(request.cluster_name))
+    desc = _attempt(
+        adapters, facts, "hyperpod", lambda: adapters.sagemaker.describe_cluster(request.cluster_name)
+    )
     if request.cluster_config is not None:
         if desc is None and "hyperpod.not-found" in facts.gaps:  # expected: it is planned
             facts.gaps.pop("hyperpod")
@@ -560,8 +602,12 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
             )
     elif desc is not None:
         facts_from_description(facts, desc)
-        facts.tags = _attempt(facts, "tags", lambda: adapters.sagemaker.list_tags(facts.cluster_arn))
-        nodes = _attempt(facts, "nodes", lambda: adapters.sagemaker.list_cluster_nodes(request.cluster_name))
+        facts.tags = _attempt(
+            adapters, facts, "tags", lambda: adapters.sagemaker.list_tags(facts.cluster_arn)
+        )
+        nodes = _attempt(
+            adapters, facts, "nodes", lambda: adapters.sagemaker.list_cluster_nodes(request.cluster_name)
+        )
         if nodes is not None:
             facts.nodes = [
                 NodeFact(
@@ -578,15 +624,18 @@ def gather(request: PreflightInput, adapters: PreflightAdapters) -> ClusterFacts
     eks_cluster = None
     if facts.eks_cluster_arn:
         name = facts.eks_cluster_arn.rsplit("/", 1)[-1]
-        eks_cluster = _attempt(facts, "eks", lambda: adapters.eks.describe_cluster(name))
+        eks_cluster = _attempt(adapters, facts, "eks", lambda: adapters.eks.describe_cluster(name))
         if eks_cluster is not None:
             facts.eks = eks_fact(eks_cluster)
-            addons = _attempt(facts, "addons", lambda: _addons(adapters.eks, name))
+            addons = _attempt(adapters, facts, "addons", lambda: _addons(adapters.eks, name))
             if addons is not None:
                 facts.addons = {n: addon_fact(a) for n, a in addons.items()}
             if request.operator is OperatorMode.ADDON:
                 versions = _attempt(
-                    facts, "addon-versions", lambda: adapters.eks.addon_versions(ADDON_NAME, None)
+                    adapters,
+                    facts,
+                    "addon-versions",
+                    lambda: adapters.eks.addon_versions(ADDON_NAME, None),
                 )
                 if versions is not None:
                     facts.operator_versions = addon_version_facts(versions)
@@ -628,28 +677,30 @@ def _gather_network(facts: ClusterFacts, adapters: PreflightAdapters) -> None:
             + (facts.eks.security_group_ids if facts.eks else [])
         )
     )
-    found = _attempt(facts, "subnets", lambda: adapters.ec2.subnets(subnet_ids))
+    found = _attempt(adapters, facts, "subnets", lambda: adapters.ec2.subnets(subnet_ids))
     if found is not None:
         subnets, facts.missing_subnets = found
         vpcs = list(dict.fromkeys(s.get("VpcId", "") for s in subnets if s.get("VpcId")))
         tables: list[dict[str, Any]] = []
         endpoints: list[dict[str, Any]] | None = []
         for vpc in vpcs:
-            tables += _attempt(facts, "route-tables", lambda v=vpc: adapters.ec2.route_tables(v)) or []
-            got = _attempt(facts, "vpc-endpoints", lambda v=vpc: adapters.ec2.vpc_endpoints(v))
+            tables += (
+                _attempt(adapters, facts, "route-tables", lambda v=vpc: adapters.ec2.route_tables(v)) or []
+            )
+            got = _attempt(adapters, facts, "vpc-endpoints", lambda v=vpc: adapters.ec2.vpc_endpoints(v))
             endpoints = None if got is None or endpoints is None else endpoints + got
         facts.subnets = subnet_facts(subnets, tables)
         facts.vpc_endpoints = [vpc_endpoint_fact(e) for e in endpoints] if endpoints is not None else None
-    groups = _attempt(facts, "security-groups", lambda: adapters.ec2.security_groups(group_ids))
+    groups = _attempt(adapters, facts, "security-groups", lambda: adapters.ec2.security_groups(group_ids))
     if groups is not None:
         found_groups, facts.missing_security_groups = groups
         facts.security_groups = {g["GroupId"]: security_group_fact(g) for g in found_groups}
 
 
 def _gather_quotas(facts: ClusterFacts, adapters: PreflightAdapters) -> None:
-    quota = _attempt(facts, "eni-quota", lambda: adapters.quotas.get("vpc", ENI_QUOTA_CODE))
+    quota = _attempt(adapters, facts, "eni-quota", lambda: adapters.quotas.get("vpc", ENI_QUOTA_CODE))
     if quota is not None:
-        in_use = _attempt(facts, "eni-quota", adapters.ec2.count_network_interfaces)
+        in_use = _attempt(adapters, facts, "eni-quota", adapters.ec2.count_network_interfaces)
         facts.eni_quota = QuotaFact(
             name=quota.get("QuotaName", "Network interfaces per Region"),
             code=ENI_QUOTA_CODE,
@@ -659,11 +710,13 @@ def _gather_quotas(facts: ClusterFacts, adapters: PreflightAdapters) -> None:
     types = sorted({g.instance_type for g in facts.instance_groups})
     if not types:
         return
-    usage = _attempt(facts, "cluster-usage", lambda: _instances_in_use(adapters.sagemaker, types))
+    usage = _attempt(adapters, facts, "cluster-usage", lambda: _instances_in_use(adapters.sagemaker, types))
     quotas: dict[str, QuotaFact] = {}
     for instance_type in types:
         name = f"{instance_type} for cluster usage"
-        found = _attempt(facts, "cluster-usage", lambda n=name: adapters.quotas.find_by_name("sagemaker", n))
+        found = _attempt(
+            adapters, facts, "cluster-usage", lambda n=name: adapters.quotas.find_by_name("sagemaker", n)
+        )
         quotas[instance_type] = QuotaFact(
             name=name,
             code=(found or {}).get("QuotaCode"),
@@ -706,11 +759,13 @@ def _unauthorized(
     facts.gaps["kube.kind"] = "unauthorized"
     if adapters.principal is None:
         return
-    principal = _attempt(facts, "kube.principal", adapters.principal)
+    principal = _attempt(adapters, facts, "kube.principal", adapters.principal)
     if not principal:
         return
     name = eks_cluster.get("name") or ""
-    entry = _attempt(facts, "kube.entry", lambda: adapters.eks.describe_access_entry(name, principal))
+    entry = _attempt(
+        adapters, facts, "kube.entry", lambda: adapters.eks.describe_access_entry(name, principal)
+    )
     if entry is None and "kube.entry" not in facts.gaps:
         facts.gaps["kube.kind"] = "no-entry"
         facts.gaps["kube.principal"] = principal
@@ -801,7 +856,7 @@ def _gather_fsx(facts: ClusterFacts, adapters: PreflightAdapters) -> None:
         facts.fsx = None
         return
     described = _attempt(
-        facts, "fsx", lambda: adapters.fsx.file_systems([f.file_system_id for f in same_region])
+        adapters, facts, "fsx", lambda: adapters.fsx.file_systems([f.file_system_id for f in same_region])
     )
     if described is None:
         return
@@ -811,7 +866,9 @@ def _gather_fsx(facts: ClusterFacts, adapters: PreflightAdapters) -> None:
             fact.subnet_ids = list(fs.get("SubnetIds") or [])
             fact.region = fact.region or facts.region
     subnet_ids = [s for f in referenced.values() for s in f.subnet_ids if s not in (facts.subnets or {})]
-    extra = _attempt(facts, "fsx", lambda: adapters.ec2.subnets(subnet_ids)) if subnet_ids else ([], [])
+    extra = (
+        _attempt(adapters, facts, "fsx", lambda: adapters.ec2.subnets(subnet_ids)) if subnet_ids else ([], [])
+    )
     zones = {s.subnet_id: s.availability_zone for s in (facts.subnets or {}).values()}
     zones.update({s["SubnetId"]: s.get("AvailabilityZone", "") for s in (extra or ([], []))[0]})
     for fact in referenced.values():
@@ -1977,7 +2034,32 @@ CHECKS: tuple[Callable[[ClusterFacts, PreflightOptions], CheckResult], ...] = (
 
 def run_checks(facts: ClusterFacts, options: PreflightOptions | None = None) -> list[CheckResult]:
     options = options or PreflightOptions()
-    return [check(facts, options) for check in CHECKS]
+    return [mark_unchecked(facts, check(facts, options)) for check in CHECKS]
+
+
+def mark_unchecked(facts: ClusterFacts, result: CheckResult) -> CheckResult:
+    """A check that could not run because AWS could not be called is ``unchecked``, not skipped.
+
+    When the HyperPod cluster itself could not be read, every check is: each starts from its
+    description (or, planned, from whether the name is taken), so even a pass is not backed.
+    Otherwise a skip is unchecked when its reason is a read AWS could not be called for."""
+    if "hyperpod" in facts.unchecked:
+        gap = "hyperpod"
+    elif result.status is CheckStatus.SKIPPED:
+        gap = next((g for g in facts.unchecked if facts.gaps[g] in result.message), "")
+        if not gap:
+            return result
+    else:
+        return result
+    cause = facts.unchecked[gap]
+    return result.model_copy(
+        update={
+            "status": CheckStatus.UNCHECKED,
+            "message": f"could not run: {facts.gaps[gap]}",
+            "remedy": CAUSE_REMEDY[cause],
+            "cause": cause,
+        }
+    )
 
 
 def report_for(facts: ClusterFacts, results: list[CheckResult]) -> PreflightReport:
@@ -2004,9 +2086,11 @@ def run_preflight(
 def failure_message(report: PreflightReport) -> str:
     """What PreflightFailedError says: every failed error check with its resource and remedy."""
     lines = [
-        f"preflight failed for HyperPod cluster '{report.cluster_name}' ({len(report.failures)} errors):"
+        f"preflight failed for HyperPod cluster '{report.cluster_name}' ({len(report.failures)} errors"
+        + (f", {len(report.unchecked)} checks could not run" if report.unchecked else "")
+        + "):"
     ]
-    for r in report.failures:
+    for r in [*report.failures, *report.unchecked]:
         lines.append(f"- [{r.id}] {r.resource}: {r.message} Fix: {r.remedy}")
     return "\n".join(lines)
 
