@@ -38,6 +38,23 @@ $(SAM_VENV)/.installed: requirements/sam.lock
 	$(SAM_VENV)/bin/pip check
 	touch $@
 
+# AWS's HyperPod elastic agent (hyperpod-elastic-agent 1.1.3) for the tests that drive training
+# images built with it (README, "The agent"). It reuses .venv's packages (torch 2.13 above all):
+# a .pth file adds .venv's site-packages after its own. Then the lock of what the agent needs beyond
+# dev.lock, and the agent itself --no-deps (it pins torch<2.12; agent/aws_compat/hyperpodrun_aws.py
+# runs it on 2.13) from its sdist, built with the locked hatchling. No `pip check`: that torch pin
+# fails it by design. The e2e tests build it when they need it (tests/e2e/conftest.py).
+AWS_AGENT_VENV := .venv-aws-agent
+$(AWS_AGENT_VENV)/.installed: requirements/aws-agent.lock requirements/aws-agent-deps.lock $(VENV)/.installed
+	rm -rf $(AWS_AGENT_VENV)
+	$(PYTHON) -m venv $(AWS_AGENT_VENV)
+	$(BIN)/python -c 'import site; print("import site; site.addsitedir(%r)" % site.getsitepackages()[0])' \
+		> $$($(AWS_AGENT_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/project-venv.pth
+	$(AWS_AGENT_VENV)/bin/$(LOCK_INSTALL) -r requirements/aws-agent-deps.lock
+	$(AWS_AGENT_VENV)/bin/$(LOCK_INSTALL) --no-build-isolation -r requirements/aws-agent.lock
+	$(AWS_AGENT_VENV)/bin/python agent/aws_compat/hyperpodrun_aws.py --help > /dev/null
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -79,15 +96,16 @@ IAM_USAGE := .iam-usage
 iam-report: $(VENV)/.installed  ## per function: AWS actions and Kubernetes verbs used by the last test run vs granted
 	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
 
-bench: $(VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission
+bench: $(VENV)/.installed $(AWS_AGENT_VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission, AWS's agent
 	$(BIN)/python tests/bench/coldstart_bench.py --runs 5
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/supervisor_bench.py --agents 512,2048,4096 --rounds 3 --transport both
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3
 	$(BIN)/python tests/bench/admission_bench.py --runs 3
+	$(BIN)/python tests/bench/aws_agent_bench.py --runs 5
 
 clean:
-	rm -rf .aws-sam .pytest_cache .ruff_cache $(LATEST_VENV) $(LOCK_VENV)
+	rm -rf .aws-sam .pytest_cache .ruff_cache $(LATEST_VENV) $(LOCK_VENV) $(AWS_AGENT_VENV)
 
 # ---------------------------------------------------------------- moving the locks (deliberately)
 LOCK_VENV := .venv-lock
@@ -118,6 +136,10 @@ lock: $(LOCK_VENV)/.installed  ## re-resolve the newest versions the ranges allo
 	$(COMPILE) requirements/sam.in -o requirements/sam.lock
 	$(COMPILE) --no-deps requirements/kubectl.in -o requirements/kubectl.lock
 	$(COMPILE) requirements/tools.in -o requirements/tools.lock
+	# AWS's agent alone (its torch pin is not ours), and what it needs beyond dev.lock.
+	$(COMPILE) --no-deps requirements/aws-agent.in -o requirements/aws-agent.lock
+	$(COMPILE) -c requirements/dev.lock requirements/aws-agent-deps.in \
+		| $(BIN)/python -m tests.lockfile without requirements/dev.lock > requirements/aws-agent-deps.lock
 	@git diff --stat -- requirements layers/common/requirements.txt || true
 	@echo "locks rewritten: review the diff, run make test, and commit it as its own change"
 

@@ -36,6 +36,7 @@ from sandbox.eventbus import (
 from sandbox.kube.cluster import ClusterSeed
 from sandbox.lambdas import FunctionSpec, LambdaRuntime
 from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
+from sandbox.workloads import IMAGE_PATHS
 from sandbox.world import World, WorldOptions
 
 log = logging.getLogger("sandbox")
@@ -597,6 +598,7 @@ class Sandbox:
             self.pods = KubeRuntime(
                 self.kube,
                 start_delay=self.config.pod_start_delay,
+                image_paths=IMAGE_PATHS,
                 aws_env=aws,
                 pod_identity=self.pod_identity,
             ).start()

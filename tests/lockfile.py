@@ -67,9 +67,20 @@ def drift(locked: dict[str, str], have: dict[str, str], ignore: frozenset[str] =
     return lines
 
 
+def without(text: str, pinned: dict[str, str]) -> str:
+    """A lock's text less the packages ``pinned`` holds (each package's block: its pin, hashes and
+    comments): what an environment needs beyond one it reuses (``.venv-aws-agent`` over ``.venv``)."""
+    blocks = re.split(r"\n(?=\S)", text.rstrip("\n"))
+    kept = [b for b in blocks if not ((m := _PIN.match(b)) and canonical(m.group(1)) in pinned)]
+    return "\n".join(kept) + "\n"
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "without":
+        sys.stdout.write(without(sys.stdin.read(), pins(Path(sys.argv[2]))))
+        sys.exit(0)
     if len(sys.argv) != 3 or sys.argv[1] != "diff":
-        sys.exit("usage: python -m tests.lockfile diff LOCKFILE")
+        sys.exit("usage: python -m tests.lockfile diff LOCKFILE | without LOCKFILE < LOCK > LOCK")
     changes = drift(pins(Path(sys.argv[2])), installed())
     print("\n".join(changes) if changes else "the environment is exactly the lock")
     sys.exit(1 if changes else 0)

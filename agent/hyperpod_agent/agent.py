@@ -192,6 +192,10 @@ class HyperPodElasticAgent(LocalElasticAgent):
                     self._escalation or (RestartMode.IN_PROCESS if self._ipr else RestartMode.PROCESS)
                 ).value,
                 "spare": str(self._spare),
+                # Not in the HyperPod agent: a spare /started with spare: true runs no worker until
+                # promoted, in either restart mode (AWS's process-restart agent ignores spare), so
+                # the control plane may /start our spares ahead of their promotion.
+                "holds_spares": "True",
             }
             if self._sm.reason is not None:
                 out["reason"] = self._sm.reason

@@ -120,6 +120,9 @@ class KubeletConfig:
     restart_backoff: float = 10.0
     #: image (with or without tag) -> entrypoint, for containers that give no command
     image_entrypoints: dict[str, list[str]] = field(default_factory=dict)
+    #: image (with or without tag) -> directories first on its containers' PATH: the executables
+    #: the image carries (a container of an image not listed gets the node's PATH)
+    image_paths: dict[str, list[str]] = field(default_factory=dict)
     #: base environment of every container (PATH, HOME, KUBERNETES_SERVICE_HOST, ...)
     base_env: dict[str, str] = field(default_factory=dict)
     #: the node's EKS Pod Identity Agent (``pod_identity.PodIdentityAgent``); None: not installed
@@ -491,6 +494,13 @@ class PodWorker:
         env = {**config.base_env, "HOSTNAME": self.name, **declared}
         if config.pod_identity is not None:
             config.pod_identity.container_env(self.pod, slot.spec, env, self.dir)
+        image = str(slot.spec.get("image") or "")
+        image_path = config.image_paths.get(image) or config.image_paths.get(image.rsplit(":", 1)[0])
+        if image_path:
+            missing = [d for d in image_path if not os.path.isdir(d)]
+            if missing:
+                raise SpecError("ErrImagePull", f'image "{image}" is not on this host: {", ".join(missing)}')
+            env["PATH"] = os.pathsep.join([*image_path, env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PODNET), declared.get("PYTHONPATH", "")) if p)
         env["SANDBOX_POD_IP"] = self.ip or ""
         env["SANDBOX_POD_UID"] = self.uid

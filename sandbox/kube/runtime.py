@@ -45,6 +45,7 @@ class KubeRuntime:
         start_delay: float = 0.0,
         restart_backoff: float = 10.0,
         image_entrypoints: dict[str, list[str]] | None = None,
+        image_paths: dict[str, list[str]] | None = None,
         workdir: str | os.PathLike[str] | None = None,
         stop_grace: float = 0.0,
         aws_env: dict[str, str] | None = None,
@@ -54,6 +55,7 @@ class KubeRuntime:
         container start; a pod's ``sandbox.hyperpod.aws/start-delay-seconds`` annotation wins);
         ``restart_backoff``: crash-loop back-off base (10 s on a real kubelet);
         ``image_entrypoints``: image -> entrypoint for containers without a command;
+        ``image_paths``: image -> directories first on its containers' PATH (what it carries);
         ``stop_grace``: seconds ``stop()`` gives pods between SIGTERM and SIGKILL;
         ``aws_env``: what a node gives every pod of AWS (``AWS_ENDPOINT_URL``, the Region; never
         credentials, which pods get from EKS Pod Identity only); ``pod_identity``: the nodes' Pod
@@ -76,6 +78,7 @@ class KubeRuntime:
             "start_delay": start_delay,
             "restart_backoff": restart_backoff,
             "image_entrypoints": dict(image_entrypoints or {}),
+            "image_paths": dict(image_paths or {}),
         }
         self.addresses = PodAddresses()
         self.config: KubeletConfig | None = None

@@ -7,6 +7,18 @@ from pathlib import Path
 from typing import Any
 
 TRAIN_TINY = Path(__file__).with_name("train_tiny.py")
+REPO = Path(__file__).resolve().parents[2]
+#: The image of jobs whose pods run this project's agent: the sandbox's own interpreter, .venv.
+IMAGE = "sandbox/pytorch:2.13"
+#: An image built as teams on HyperPod build theirs: AWS's agent (hyperpod-elastic-agent 1.1.3) on
+#: torch 2.13, launched by agent/aws_compat/hyperpodrun_aws.py (`make .venv-aws-agent/.installed`).
+AWS_AGENT_IMAGE = "sandbox/pytorch-aws-agent:2.13"
+AWS_AGENT_VENV = REPO / ".venv-aws-agent"
+AWS_LAUNCHER = REPO / "agent" / "aws_compat" / "hyperpodrun_aws.py"
+#: What each image carries, as the sandbox's kubelets run it: directories first on PATH.
+IMAGE_PATHS = {AWS_AGENT_IMAGE: [str(AWS_AGENT_VENV / "bin")]}
+#: The agents a job's pods can run: this project's hyperpodrun, or AWS's.
+AGENTS = ("ours", "aws")
 
 
 def tiny_job(
@@ -23,20 +35,29 @@ def tiny_job(
     queue: str | None = None,
     extra_args: list[str] | None = None,
     log_rules: list[dict[str, Any]] | None = None,
+    agent: str = "ours",
 ) -> dict[str, Any]:
-    """A HyperPodPyTorchJob running ``train_tiny.py`` under hyperpodrun.
+    """A HyperPodPyTorchJob running ``train_tiny.py`` under hyperpodrun: this project's (``agent``
+    "ours"), or AWS's 1.1.3 ("aws": ``AWS_AGENT_IMAGE``, through the launcher its torch needs).
 
     ``hyp_shaped`` shapes it as the ``hyp`` CLI does (container ``pytorch-job-container``,
     replica spec ``pod``, ``runPolicy.cleanPodPolicy: None`` from ``--max-retry``, Kueue labels
     for ``queue``); docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource"."""
     script = [str(TRAIN_TINY), "--steps", str(steps), *(["--ckpt-dir", ckpt_dir] if ckpt_dir else [])]
+    if agent not in AGENTS:
+        raise ValueError(f"agent: {agent!r} is none of {', '.join(AGENTS)}")
+    launcher = ["hyperpodrun"]
+    if agent == "aws":
+        # AWS's agent writes the rank table to /opt/ml/input/config; every sandbox pod shares the
+        # host's filesystem, so each gets that directory in its own working directory instead.
+        launcher = ["python", str(AWS_LAUNCHER), "--rdzv-conf=resource_config_dir=opt-ml-input-config"]
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
-        "image": "sandbox/pytorch:2.13",
+        "image": AWS_AGENT_IMAGE if agent == "aws" else IMAGE,
         # Log-monitoring rules read the workers' output from files: --tee 3 writes them (with it,
         # the workers' stdout no longer reaches the container log; see the README).
         "command": [
-            "hyperpodrun",
+            *launcher,
             f"--nproc-per-node={nproc_per_node}",
             *(["--tee=3"] if log_rules else []),
             *script,

@@ -1,5 +1,6 @@
 """A small real PyTorch training job for the sandbox: a tiny regression model trained with
-DistributedDataParallel over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun.
+DistributedDataParallel over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun
+(this project's, or AWS's: checkpoints are reported through the client of the agent that runs it).
 
 Every rank sees its own shard of a fixed synthetic dataset (y = 3x - 1 plus noise); gradients are
 all-reduced by DDP, so every rank ends with the same weights, which the script checks at the end.
@@ -21,7 +22,27 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+try:  # under AWS's agent (hyperpod-elastic-agent): its client speaks its worker socket's protocol
+    from hyperpod_elastic_agent import CheckpointDiscoverySocketClient
+except ImportError:
+    CheckpointDiscoverySocketClient = None
 from hyperpod_agent.worker import CheckpointClient
+
+
+class AwsCheckpointClient:
+    """This script's checkpoint reports through AWS's client: it gives the path of the latest
+    checkpoint every rank finished, whose name carries the step."""
+
+    def __init__(self, prefix: str) -> None:
+        self.client = CheckpointDiscoverySocketClient(prefix, num_model_checkpoints=1)
+
+    def latest(self):
+        path = self.client.get_latest_checkpoint_path()
+        return (path, int(path.rsplit("_", 1)[1])) if path else None
+
+    def update(self, step: int, path: str) -> None:
+        self.client.update(step, path, "model_checkpoint")
+
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=300)
@@ -42,7 +63,7 @@ generator = torch.Generator().manual_seed(1000 + rank)
 x = torch.rand(256, 1, generator=generator) * 2 - 1
 y = 3 * x - 1 + 0.01 * torch.randn(256, 1, generator=generator)
 
-ckpt = CheckpointClient("tiny")
+ckpt = AwsCheckpointClient("tiny") if CheckpointDiscoverySocketClient else CheckpointClient("tiny")
 start = 0
 latest = ckpt.latest()
 if latest:

@@ -71,6 +71,7 @@ def test_spare_holds_until_promoted(ctl, agents):
     spare.post("/start", start_body(1, 2, port, spare=True))
     status = spare.status()
     assert status["status"] == "running" and status["spare"] == "True"
+    assert status["holds_spares"] == "True", "the supervisor /starts our spares ahead of promotion"
     a.post("/start", start_body(0, 2, port))
     wait_for(
         lambda: len([e for e in read_events(ctl) if e["event"] == "spawned"]) >= 2, 60, "rank 0's workers"

@@ -6,12 +6,17 @@ seconds cross segments."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from sandbox import Sandbox, SandboxConfig
+from sandbox.workloads import AGENTS, AWS_AGENT_VENV
 from sandbox.world import WorldOptions
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +43,21 @@ def serverless() -> Iterator[Sandbox]:
         )
         assert outcome.ok, (outcome.error, outcome.cause)
         yield sb
+
+
+@pytest.fixture(scope="session")
+def aws_agent_env() -> Path:
+    """AWS's agent's environment (``.venv-aws-agent``, from its locks; README "The agent"), built
+    when it is missing or older than its locks: make decides, in about 40 s the first time."""
+    subprocess.run(
+        ["make", "--no-print-directory", f"{AWS_AGENT_VENV.name}/.installed"], cwd=REPO, check=True
+    )
+    return AWS_AGENT_VENV
+
+
+@pytest.fixture(params=AGENTS)
+def agent(request) -> str:
+    """The agent a job's pods run: this project's hyperpodrun, or AWS's 1.1.3 (``tiny_job(agent=)``)."""
+    if request.param == "aws":
+        request.getfixturevalue("aws_agent_env")
+    return request.param

@@ -20,6 +20,12 @@ def apis(sb: Sandbox) -> tuple[Any, Any]:
     return client.CustomObjectsApi(api), client.CoreV1Api(api)
 
 
+def named(name: str, agent: str) -> str:
+    """A job's name for the agent its pods run (conftest's ``agent``): the session's cluster runs
+    the same jobs under both."""
+    return name if agent == "ours" else f"{name}-{agent}"
+
+
 def submit(sb: Sandbox, manifest: dict) -> dict:
     custom, _ = apis(sb)
     namespace = manifest["metadata"].get("namespace", "default")

@@ -20,6 +20,7 @@ from job_support import (
     get_job,
     history,
     job_item,
+    named,
     pods_of,
     submit,
     wait_finished,
@@ -35,27 +36,33 @@ def _ckpt() -> str:
     return tempfile.mkdtemp(prefix="hp-ckpt-")
 
 
-def test_two_by_two_with_a_spare_runs_to_completed(serverless):
+def test_two_by_two_with_a_spare_runs_to_completed(serverless, agent):
+    """Under this project's agent and AWS's 1.1.3: AWS's process-restart agent ignores ``spare``,
+    so its spare gets no /start and stands by READY (ours is /started as a spare and holds)."""
     sb = serverless
+    name = named("pair", agent)
     job = submit(
-        sb, tiny_job("pair", replicas=2, spares=1, steps=200, ckpt_dir=_ckpt(), clean_pod_policy="None")
+        sb,
+        tiny_job(
+            name, replicas=2, spares=1, steps=200, ckpt_dir=_ckpt(), clean_pod_policy="None", agent=agent
+        ),
     )
     uid = job["metadata"]["uid"]
     outcome = wait_finished(sb, uid)
-    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause, job_item(sb, uid).reason)
     assert outcome.states_entered()[-1] == "JobCompleted"
 
-    status = get_job(sb, "pair")["status"]
-    found = conditions(get_job(sb, "pair"))
+    status = get_job(sb, name)["status"]
+    found = conditions(get_job(sb, name))
     assert found["Completed"]["status"] == "True" and found["Running"]["status"] == "False"
     assert {"Created", "PodsRunning"} <= set(found)
     assert status["startTime"] <= status["completionTime"]
     # AWS's CRD types: ObjectReferences and a string port
-    assert [p["name"] for p in status["jobPods"]] == ["pair-0", "pair-1", "pair-2"]
+    assert [p["name"] for p in status["jobPods"]] == [f"{name}-0", f"{name}-1", f"{name}-2"]
     assert status["jobPods"][0] == {
         "apiVersion": "v1",
         "kind": "Pod",
-        "name": "pair-0",
+        "name": f"{name}-0",
         "namespace": "default",
     }
     assert status["masterPort"].isdigit()
@@ -63,26 +70,28 @@ def test_two_by_two_with_a_spare_runs_to_completed(serverless):
     item = job_item(sb, uid)
     assert item.phase == "Completed" and item.nnodes == 2 and item.spares == 1
     ranks = {slot.pod: slot.rank for slot in item.pods}
-    assert ranks == {"pair-0": 0, "pair-1": 1, "pair-2": None}, "the spare must never hold a rank"
+    assert ranks == {f"{name}-0": 0, f"{name}-1": 1, f"{name}-2": None}, "the spare must never hold a rank"
     assert status["masterAddr"] == next(s.ip for s in item.pods if s.rank == 0)
 
-    pods = {p.metadata.name: p for p in pods_of(sb, "pair")}
+    pods = {p.metadata.name: p for p in pods_of(sb, name)}
     assert len({p.spec.node_name for p in pods.values()}) == 3, "one pod per node"
     # cleanPodPolicy None: every pod stays, and every one exited cleanly - the spare on /shutdown.
     eventually(
-        lambda: {p.status.phase for p in pods_of(sb, "pair")} == {"Succeeded"}, 30, "every pod Succeeded"
+        lambda: {p.status.phase for p in pods_of(sb, name)} == {"Succeeded"}, 30, "every pod Succeeded"
     )
-    spare_log = sb.pods.container_log("default", "pair-2", "trainer") or ""
-    assert "POST /start" in spare_log and "starting at step" not in spare_log, "the spare ran no worker"
+    spare_log = sb.pods.container_log("default", f"{name}-2", "trainer") or ""
+    assert "starting at step" not in spare_log, "the spare ran no worker"
+    # ours is /started as a spare and holds; AWS's process-restart agent would run workers: none
+    assert ("POST /start" in spare_log) is (agent == "ours"), spare_log[-2000:]
     assert "SHUTDOWN" in spare_log
-    for rank_pod in ("pair-0", "pair-1"):
+    for rank_pod in (f"{name}-0", f"{name}-1"):
         assert '"weight"' in (sb.pods.container_log("default", rank_pod, "trainer") or "")
     kinds = [e.kind for e in history(sb, uid)]
     assert kinds[0] == "Admitted" and kinds[-1] == "Completed" and "Started" in kinds
     # Who may reach the pods: each other on any port, the control plane (AgentAllowedCidrs) on the
     # agents' port, nobody else.
-    policy = network_policy(sb, "pair-network-policy")
-    selector = {"matchLabels": {"HPJob": "pair", "hyperpod.control-plane/job-uid": uid}}
+    policy = network_policy(sb, f"{name}-network-policy")
+    selector = {"matchLabels": {"HPJob": name, "hyperpod.control-plane/job-uid": uid}}
     assert policy["metadata"]["ownerReferences"][0]["uid"] == uid
     assert policy["spec"]["podSelector"] == selector and policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [
@@ -106,16 +115,20 @@ def network_policy(sb, name: str, namespace: str = "default") -> dict | None:
     return api.sanitize_for_serialization(found)
 
 
-def test_a_job_shaped_by_the_hyp_cli_runs(serverless):
+def test_a_job_shaped_by_the_hyp_cli_runs(serverless, agent):
+    """The plain job (2 ranks, no spare), under this project's agent and AWS's 1.1.3."""
     sb = serverless
-    manifest = tiny_job("hyp-shaped", replicas=2, steps=60, ckpt_dir=_ckpt(), hyp_shaped=True, queue="team-a")
+    name = named("hyp-shaped", agent)
+    manifest = tiny_job(
+        name, replicas=2, steps=60, ckpt_dir=_ckpt(), hyp_shaped=True, queue="team-a", agent=agent
+    )
     job = submit(sb, manifest)
     outcome = wait_finished(sb, job["metadata"]["uid"])
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause)
-    found = conditions(get_job(sb, "hyp-shaped"))
+    found = conditions(get_job(sb, name))
     assert found["Created"]["reason"] == "AdmittedWithoutKueue" and "team-a" in found["Created"]["message"]
     assert found["Completed"]["status"] == "True"
-    pods = pods_of(sb, "hyp-shaped")
+    pods = pods_of(sb, name)
     assert len(pods) == 2 and all(p.spec.containers[0].name == "pytorch-job-container" for p in pods)
     assert all(p.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a" for p in pods)
 

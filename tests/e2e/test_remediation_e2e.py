@@ -13,7 +13,7 @@ import tempfile
 from datetime import UTC, datetime
 
 import pytest
-from job_support import apis, conditions, get_job, history, job_item, pods_of, submit, wait_finished
+from job_support import apis, conditions, get_job, history, job_item, named, pods_of, submit, wait_finished
 
 from sandbox.testing import eventually
 from sandbox.workloads import tiny_job
@@ -65,10 +65,16 @@ def _start_step(log: str) -> int:
     return int(found[-1]) if found else -1
 
 
-def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
+def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless, agent):
+    """Under this project's agent and AWS's 1.1.3 (whose spare stands by READY, never /started,
+    until the swap /starts it with the lost rank)."""
     sb = serverless
+    name = named("swap", agent)
     job = submit(
-        sb, tiny_job("swap", replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
+        sb,
+        tiny_job(
+            name, replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG, agent=agent
+        ),
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -83,14 +89,14 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless):
     assert remediated.details["action"] == "spare_swap"
     assert remediated.details["recovery_ms"] > 0 and "remediated in" in remediated.message
     final = job_item(sb, uid)
-    assert final.ranked()[0].pod == rank0.pod == "swap-0", "rank 0 keeps its pod"
+    assert final.ranked()[0].pod == rank0.pod == f"{name}-0", "rank 0 keeps its pod"
     assert final.ranked()[1].pod == spare.pod, "the spare took the lost rank"
     assert final.restart_count == 1 and final.fault_count == 1
-    status = get_job(sb, "swap")["status"]
+    status = get_job(sb, name)["status"]
     assert status["restartCount"] == 1
     assert status["latestFaultyPodInstanceList"]["restartType"] == "PLR"
     assert status["latestFaultyPodInstanceList"]["faultyRankList"] == ["1"]  # strings in AWS's CRD
-    assert conditions(get_job(sb, "swap"))["Completed"]["status"] == "True"
+    assert conditions(get_job(sb, name))["Completed"]["status"] == "True"
     kinds = [e.kind for e in history(sb, uid)]
     assert kinds.count("Started") == 1, "a swap restarts no pod but the lost one"
     emitted = _remediation_metrics(sb, final.cluster_arn, "spare_swap")
@@ -179,10 +185,12 @@ def test_a_hung_agent_on_a_healthy_node_is_found_by_its_silence_and_its_rank_mov
     assert job_item(sb, uid).ranked()[1].pod == spare.pod
 
 
-def test_a_worker_crash_restarts_processes_in_place(serverless):
+def test_a_worker_crash_restarts_processes_in_place(serverless, agent):
     sb = serverless
+    name = named("crash", agent)
     manifest = tiny_job(
-        "crash",
+        name,
+        agent=agent,
         replicas=2,
         steps=200,
         ckpt_dir=tempfile.mkdtemp(),
@@ -198,11 +206,11 @@ def test_a_worker_crash_restarts_processes_in_place(serverless):
     # a /status from before the new ipVersion) is history, never a second fault.
     assert len(remediations) == 1, [r.message for r in remediations]
     assert remediations[0].details["action"] in ("process_restart", "in_process_restart")
-    pods = pods_of(sb, "crash")
-    assert sorted(p.metadata.name for p in pods) == ["crash-0", "crash-1"], "no pod recreated"
-    log = sb.pods.container_log("default", "crash-0", "trainer") or ""
+    pods = pods_of(sb, name)
+    assert sorted(p.metadata.name for p in pods) == [f"{name}-0", f"{name}-1"], "no pod recreated"
+    log = sb.pods.container_log("default", f"{name}-0", "trainer") or ""
     assert _start_step(log) >= 50, "the restarted workers resumed from the last checkpoint"
-    assert get_job(sb, "crash")["status"]["restartCount"] == len(remediations)
+    assert get_job(sb, name)["status"]["restartCount"] == len(remediations)
 
 
 def test_no_spare_left_means_a_full_restart_avoiding_the_bad_node(serverless):
@@ -272,11 +280,12 @@ def test_a_spent_restart_budget_fails_the_job_with_the_reason(serverless):
     assert job_item(sb, uid).phase == "Failed"
 
 
-def test_a_hang_found_by_a_log_rule_is_remediated(serverless):
+def test_a_hang_found_by_a_log_rule_is_remediated(serverless, agent):
     sb = serverless
     rules = [{"name": "StepProgress", "logPattern": ".*loss.*", "expectedRecurringFrequencyInSeconds": 4}]
     manifest = tiny_job(
-        "hang",
+        named("hang", agent),
+        agent=agent,
         replicas=2,
         steps=200,
         ckpt_dir=tempfile.mkdtemp(),

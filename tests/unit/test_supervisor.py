@@ -281,7 +281,8 @@ RULES = [
 def test_start_bodies_for_ranks_and_spares():
     spec_job = job(replicas=2, spares=2, runPolicy={"logMonitoringConfiguration": RULES})
     record = running_record(nnodes=2, spares=2, fault_count=3)
-    calls = start_calls(record, spec_job, "2026-03-04T10:00:00.000000Z")
+    # both spares' agents hold a spare's workers (test_agent_kinds.py: those that do not get none)
+    calls = start_calls(record, spec_job, "2026-03-04T10:00:00.000000Z", {"llama-2", "llama-3"})
     by_pod = {c.pod: c for c in calls}
     assert set(by_pod) == {"llama-0", "llama-1", "llama-2", "llama-3"}
     table = [{"rank": 0, "ip": "10.0.0.10"}, {"rank": 1, "ip": "10.0.0.11"}]
@@ -310,7 +311,9 @@ def test_start_bodies_are_accepted_by_the_agent():
 
     spec_job = job(replicas=2, spares=3, runPolicy={"logMonitoringConfiguration": RULES})
     record = running_record(nnodes=2, spares=3)
-    for call in start_calls(record, spec_job, "v1"):
+    calls = start_calls(record, spec_job, "v1", {s.pod for s in record.spare_pods()})
+    assert len(calls) == 5
+    for call in calls:
         parsed = parse_start(call.body)
         # what goes on the wire (the shared part serialised once) is the same body
         assert parse_start(json.loads(call.payload())) == parsed

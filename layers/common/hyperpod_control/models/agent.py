@@ -2,7 +2,9 @@
 speaks it: the ``/status`` answer and the ``/start`` and ``/stop`` bodies (hyperpod-facts 1.4).
 
 Field names are the agent's own, mixed case included (``faultCount`` beside ``master_addr``):
-AWS's agent and ours read exactly these.
+AWS's agent and ours read exactly these. Values are read as either agent writes them: AWS's
+``hyperpod-elastic-agent`` answers ``assigned_rank`` and ``spare`` as strings (``"0"``, ``"True"``),
+a JSON number or boolean is taken as well.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AGENT_PORT = 8080
+#: ``restartMode`` of an agent that restarts its workers in process (AWS's ``--inprocess-restart``
+#: agent, ours with the same flag); a process-restart agent says ``process_level_restart``.
+IN_PROCESS_RESTART = "in_process_restart"
 
 
 class AgentState(StrEnum):
@@ -36,11 +41,44 @@ class AgentStatus(BaseModel):
     message: str | None = None
     restart_mode: str | None = Field(default=None, alias="restartMode")
     progress: dict[str, Any] | None = None
-    assigned_rank: str | None = None
-    spare: str | None = None
+    assigned_rank: int | None = None
+    spare: bool | None = None
     ipversion: str | None = None
     agent_version: str | None = None
     transitions: dict[str, str] = Field(default_factory=dict)
+    #: This project's agent says it keeps a spare's workers from running (``"True"``); AWS's agent
+    #: has no such key (its process-restart agent ignores ``spare``, README "The agent").
+    holds_spares_flag: bool | None = Field(default=None, alias="holds_spares")
+
+    @field_validator("assigned_rank", mode="before")
+    @classmethod
+    def _rank(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return int(value) if value.strip().lstrip("-").isdigit() else None
+        return value
+
+    @field_validator("spare", "holds_spares_flag", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
+        return value
+
+    def holds_spares(self) -> bool:
+        """Whether ``/start`` with ``spare: true`` keeps this agent's workers from running until a
+        later ``/start`` promotes it: this project's agent (``holds_spares``) and any agent that
+        restarts in process (AWS's in-process-restart agent holds spares at its barrier). AWS's
+        process-restart agent ignores ``spare`` (its ``handle_spare_update`` does nothing) and would
+        start workers with the placeholder rank, so its spares get no ``/start`` until promoted."""
+        return bool(self.holds_spares_flag) or self.restart_mode == IN_PROCESS_RESTART
+
+    def runs_workers(self) -> bool:
+        """RUNNING with workers of its own: not a spare standing by in an agent that holds it."""
+        return self.status is AgentState.RUNNING and not (self.holds_spares() and self.spare)
+
+    def describe(self) -> str:
+        """The agent as a reason names it: its version and restart mode."""
+        return f"agent {self.agent_version or 'of unknown version'}, {self.restart_mode or 'no restartMode'}"
 
 
 class RankIp(BaseModel):

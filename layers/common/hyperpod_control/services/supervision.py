@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -24,7 +24,14 @@ from pydantic import Field
 
 from hyperpod_control.adapters.agents import AgentCall, SharedJson
 from hyperpod_control.exceptions import InvalidInputError
-from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentState, RankIp, StartRequest
+from hyperpod_control.models.agent import (
+    AGENT_PORT,
+    AgentAnswer,
+    AgentState,
+    AgentStatus,
+    RankIp,
+    StartRequest,
+)
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, set_condition
 from hyperpod_control.models.names import INDEX_LABEL, JOB_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
@@ -337,10 +344,21 @@ def pod_index(pod: str) -> int:
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> list[AgentCall]:
-    """Pure: the ``/start`` of every pod: ranks with the full IP table, spares flagged spare. The
-    agent requires a rank below nnodes even of a spare; a spare's is only a placeholder (it runs no
-    workers until a later /start or /update promotes it), and the JOB item records it as a spare.
+def spares_held(answers: dict[str, AgentAnswer]) -> set[str]:
+    """Pure: the pods whose ``/status`` says their agent holds a spare's workers
+    (``AgentStatus.holds_spares``): only those get a ``/start`` with ``spare: true``."""
+    return {pod for pod, a in answers.items() if a.ok and a.status is not None and a.status.holds_spares()}
+
+
+def start_calls(
+    record: JobRecord, job: HyperPodPytorchJob, ip_version: str, spares_held: Collection[str] = ()
+) -> list[AgentCall]:
+    """Pure: the ``/start`` of every pod: ranks with the full IP table, and the spares in
+    ``spares_held`` (those whose agents hold a spare's workers, ``AgentStatus.holds_spares``)
+    flagged spare. The agent requires a rank below nnodes even of a spare; a spare's is only a
+    placeholder (it runs no workers until a later /start or /update promotes it), and the JOB item
+    records it as a spare. Other spares get no ``/start`` at all: they stay READY until promoted
+    (AWS's process-restart agent ignores ``spare`` and would run workers with the placeholder).
 
     Only ``rank`` and ``spare`` differ between the agents: the rest (the IP table above all) is
     built and validated once, each call's body shares its values, and ``SharedJson`` serialises
@@ -349,7 +367,7 @@ def start_calls(record: JobRecord, job: HyperPodPytorchJob, ip_version: str) -> 
     rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
     rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
     calls = []
-    for standby, slot in enumerate(record.spare_pods()):
+    for standby, slot in enumerate(s for s in record.spare_pods() if s.pod in spares_held):
         calls.append((slot, standby % max(record.nnodes, 1), True))
     calls = [(s, s.rank or 0, False) for s in ranked] + calls
     base = StartRequest(
@@ -407,6 +425,94 @@ def _slot_fault(slot: PodSlot, kind: str, reason: str, at: datetime) -> JobFault
     return JobFault(kind=kind, reason=reason, pod=slot.pod, node=slot.node, rank=slot.rank, at=at)
 
 
+def _since(status: AgentStatus, state: str, until: datetime) -> float | None:
+    """Seconds from the agent's last entry into ``state`` (its transitions) to ``until``."""
+    stamp = status.transitions.get(state)
+    if not stamp:
+        return None
+    try:
+        return (until - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def _run_seconds(status: AgentStatus) -> float | None:
+    """How long a COMPLETED agent ran: its RUNNING to its COMPLETED transition (one clock)."""
+    done = status.transitions.get("COMPLETED")
+    if not done:
+        return None
+    with contextlib.suppress(ValueError):
+        return _since(status, "RUNNING", datetime.fromisoformat(done.replace("Z", "+00:00")))
+    return None
+
+
+def misbehaviour(
+    record: JobRecord, statuses: dict[str, AgentStatus], now: datetime, straggler_s: float | None = None
+) -> dict[str, JobFault]:
+    """Pure: faults of a job that stopped making sense while no agent says FAULTED (``statuses``:
+    this round's answers of the current start). Each reason starts with which:
+
+    - ``SpareRunsWorkers``: a spare's agent runs workers while it should stand by (one that ignores
+      ``spare`` was started anyway, or one that holds spares was told it is none);
+    - ``DuplicateRank``: two agents run the same assigned rank; the fault is the one whose slot holds
+      another rank (or none);
+    - ``RankStraggling``: some ranks COMPLETED and a rank still RUNNING has run ``straggler_s``
+      longer than the longest of them took (its peers are gone: it can only wait forever).
+    """
+    faults: dict[str, JobFault] = {}
+    slots = {s.pod: s for s in record.pods}
+
+    def fault(slot: PodSlot, kind: str, reason: str) -> None:
+        where = f"rank {slot.rank}" if slot.rank is not None else "spare"
+        faults.setdefault(slot.pod, _slot_fault(slot, kind, f"{where} ({slot.pod}): {reason}", now))
+
+    for slot in record.spare_pods():
+        status = statuses.get(slot.pod)
+        # Judged only for agents that say how they restart (AWS's and ours always do): of one that
+        # does not, nothing tells whether RUNNING means workers.
+        if status is not None and status.restart_mode and status.runs_workers():
+            rank = f" as rank {status.assigned_rank}" if status.assigned_rank is not None else ""
+            fault(
+                slot,
+                "agent",
+                f"SpareRunsWorkers: its agent runs workers{rank} while the spare should stand by "
+                f"({status.describe()}, spare {status.spare})",
+            )
+    by_rank: dict[int, list[str]] = {}
+    for pod, status in sorted(statuses.items()):
+        if pod in slots and status.runs_workers() and status.assigned_rank is not None:
+            by_rank.setdefault(status.assigned_rank, []).append(pod)
+    for rank, holders in sorted(by_rank.items()):
+        if len(holders) < 2:
+            continue
+        for pod in [p for p in holders if slots[p].rank != rank] or holders:
+            fault(slots[pod], "agent", f"DuplicateRank: rank {rank} is run by {', '.join(holders)} at once")
+    if straggler_s is None:
+        return faults
+    took = [
+        t
+        for s in record.ranked()
+        if (st := statuses.get(s.pod)) is not None and st.status is AgentState.COMPLETED
+        if (t := _run_seconds(st)) is not None
+    ]
+    if not took:
+        return faults
+    longest = max(took)
+    for slot in record.ranked():
+        status = statuses.get(slot.pod)
+        if status is None or status.status is not AgentState.RUNNING:
+            continue
+        running = _since(status, "RUNNING", now)
+        if running is not None and running > longest + straggler_s:
+            fault(
+                slot,
+                "hang",
+                f"RankStraggling: still running after {running:.0f} s while {len(took)} rank(s) "
+                f"completed within {longest:.0f} s (bound: {straggler_s:.0f} s more)",
+            )
+    return faults
+
+
 def judge_round(
     record: JobRecord,
     pods: dict[str, dict[str, Any]],
@@ -415,6 +521,7 @@ def judge_round(
     *,
     troubles: dict[str, str] | None = None,
     silent_limit: int = 3,
+    straggler_s: float | None = None,
 ) -> RoundVerdict:
     """Pure: what one poll round says about the job. A pod lost, Terminating or on a troubled node
     (``troubles``: NotReady, unreachable, marked by HyperPod's health monitoring) is a fault of its
@@ -422,10 +529,13 @@ def judge_round(
     start, and one silent ``silent_limit`` rounds in a row (hung: its node looked healthy). All
     ranks COMPLETED is completion. An agent failing to answer fewer rounds, or for another reason
     than silence, is judged again next round. A lost spare is a fault too (remediation replaces
-    it), and so is every fault reported from outside (``pending_faults``)."""
+    it), and so is every fault reported from outside (``pending_faults``). A job that stopped
+    making sense (``misbehaviour``: a spare running workers, a rank run twice, a rank straggling
+    ``straggler_s`` behind completed peers) is a fault too."""
     now = now or utcnow()
     troubles = troubles or {}
     faults: dict[str, JobFault] = {}
+    current: dict[str, AgentStatus] = {}
     completed = 0
     ranked = record.ranked()
     for slot in record.pods:
@@ -434,6 +544,8 @@ def judge_round(
         status = answer.status if answer and answer.ok else None
         if status is not None and stale_status(status.ipversion, record.ip_version):
             status = None  # said before the current /start reached it: no news of this start
+        if status is not None and not failure and slot.pod not in troubles:
+            current[slot.pod] = status
         where = f"rank {slot.rank}" if slot.rank is not None else "spare"
         if status is not None and status.status is AgentState.COMPLETED and slot.rank is not None:
             completed += 1
@@ -461,10 +573,12 @@ def judge_round(
                 rank=slot.rank,
                 at=_fault_time(status, now),
             )
-    current = {s.pod for s in record.pods}
+    for pod, fault in misbehaviour(record, current, now, straggler_s).items():
+        faults.setdefault(pod, fault)
+    present = {s.pod for s in record.pods}
     for raw in record.pending_faults:
         fault = JobFault.model_validate(raw)
-        if fault.pod and fault.pod not in current:
+        if fault.pod and fault.pod not in present:
             continue  # a late report about a pod a remediation already replaced
         if fault.stale(record.ip_version):
             continue  # reported before the restart that already remediated it

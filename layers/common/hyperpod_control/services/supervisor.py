@@ -95,6 +95,7 @@ from hyperpod_control.services.supervision import (
     rfc3339,
     service_account,
     silence,
+    spares_held,
     start_calls,
     status_master_port,
     unreachable,
@@ -189,6 +190,9 @@ class SupervisorConfig:
     #: Where the control plane calls the agents from (AgentAllowedCidrs): the only sources each
     #: job's NetworkPolicy admits to the agent's port; empty admits every source.
     agent_cidrs: tuple[str, ...] = ()
+    #: Some ranks COMPLETED and another still RUNNING this many seconds longer than the longest of
+    #: them took: a fault (``RankStraggling``), not a wait forever (supervision.misbehaviour).
+    straggler_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
@@ -207,6 +211,7 @@ class SupervisorConfig:
             silent_rounds=int(env.get("SUPERVISOR_SILENT_ROUNDS", 3)),
             status_timeout_s=float(env.get("AGENT_STATUS_TIMEOUT_SECONDS", 5)),
             agent_cidrs=agent_cidrs(env.get("AGENT_ALLOWED_CIDRS", "")),
+            straggler_seconds=float(env.get("SUPERVISOR_STRAGGLER_SECONDS", 300)),
         )
 
 
@@ -653,7 +658,8 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     now = sup.now()
     ip_version = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     record = record.model_copy(update={"pods": slots, "master_addr": master, "ip_version": ip_version})
-    answers = sup.agents.call_all(start_calls(record, job, ip_version))
+    spares = sup.statuses(record, record.spare_pods(), {})
+    answers = sup.agents.call_all(start_calls(record, job, ip_version, spares_held(spares)))
     refused = [f"{pod}: {a.error}" for pod, a in answers.items() if not a.ok]
     if refused:
         return StepResult(next="fail", reason="agents refused /start: " + listed(refused, "; "))
@@ -725,7 +731,13 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
         return StepResult(next="gone", reason="the job was deleted")
     pods, troubles, answers = _observe(sup, record)
     verdict = judge_round(
-        record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
+        record,
+        pods,
+        answers,
+        sup.now(),
+        troubles=troubles,
+        silent_limit=sup.config.silent_rounds,
+        straggler_s=sup.config.straggler_seconds,
     )
     update: dict[str, Any] = {
         "task_token": None,
@@ -784,13 +796,15 @@ def _start_new_spares(
     job: HyperPodPytorchJob,
 ) -> list[PodSlot]:
     """A replacement spare created after a swap joins once its pod runs and its agent is READY:
-    /start it as a spare, with the current IP table."""
+    /start it as a spare, with the current IP table, when its agent holds spares; otherwise it
+    only joins the JOB item (its node and IP) and stays READY until promoted."""
     slots = []
     fresh = []
+    held = spares_held(answers)
     for slot in record.pods:
         answer = answers.get(slot.pod)
         status = answer.status.status if answer and answer.ok and answer.status else None
-        if slot.rank is None and status is AgentState.READY:
+        if slot.rank is None and status is AgentState.READY and (slot.pod in held or slot.ip is None):
             slot = slot.model_copy(
                 update={
                     "node": (pods[slot.pod].get("spec") or {}).get("nodeName"),
@@ -801,7 +815,7 @@ def _start_new_spares(
         slots.append(slot)
     if fresh:
         staged = record.model_copy(update={"pods": slots})
-        calls = [c for c in start_calls(staged, job, record.ip_version or "") if c.pod in fresh]
+        calls = [c for c in start_calls(staged, job, record.ip_version or "", held) if c.pod in fresh]
         sup.agents.call_all(calls)
         _history(sup, record, "SpareJoined", f"spare(s) {', '.join(fresh)} standing by", pods=fresh)
     return slots
@@ -854,7 +868,13 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     record, job, _obj = loaded
     pods, troubles, answers = _observe(sup, record)
     verdict = judge_round(
-        record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
+        record,
+        pods,
+        answers,
+        sup.now(),
+        troubles=troubles,
+        silent_limit=sup.config.silent_rounds,
+        straggler_s=sup.config.straggler_seconds,
     )
     if verdict.next != "fault":
         return StepResult(
@@ -909,7 +929,9 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
             "in_process_restart" if decision.action is Action.IN_PROCESS_RESTART else "process_level_restart"
         )
         targets = record.ranked()
-        _stop_and_wait(sup, record, targets, mode)
+        # A spare found running workers is stopped too; it gets no /start (it stands by again).
+        running_spares = [s for s in record.spare_pods() if s.pod in {f.pod for f in faults}]
+        _stop_and_wait(sup, record, targets + running_spares, mode)
         actions.append(f"stopped {len(targets)} agents ({mode})")
     master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
     ip_version = sup.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
