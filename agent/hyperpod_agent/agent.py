@@ -42,7 +42,7 @@ from .errors import InvalidStateError
 from .events import EventPublisher
 from .ipc import SOCKET_ENV, IpcServer, default_socket_path
 from .logmon import LogMonitor
-from .models import StopRequest, parse_start, parse_stop
+from .models import StopRequest, master_outside, parse_start, parse_stop
 from .rendezvous import HyperPodRendezvousHandler, RankAssignment
 from .server import ControlCallbacks
 from .state import IPR_TRANSITIONS, PLR_TRANSITIONS, AgentState, StateMachine
@@ -256,10 +256,14 @@ class HyperPodElasticAgent(LocalElasticAgent):
         return self.status()
 
     def _apply_assignment(self, req) -> None:
+        if req.rank_ips and len({r.rank for r in req.rank_ips}) < req.nnodes:
+            # Only the changed ranks: the master must be among the table they make (422 if not).
+            master_outside(req.master_addr, [ip for ip in self._rdzv.merged_ips(req.rank_ips) if ip])
         self._rdzv.assign(
             RankAssignment(req.rank, req.nnodes, req.fault_count, req.master_addr, req.master_port),
             req.rank_ips,
             req.ip_version,
+            req.rank_ips_sent,
         )
         self._spare = req.spare
         if req.log_rules is not None:

@@ -148,6 +148,21 @@ def _same_host(a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
 
+def master_outside(master_addr: str, ips: list[str], errs: _Errors | None = None) -> None:
+    """``master_addr`` is none of the job's pod IPs ``ips`` (the whole table): added to ``errs``,
+    or raised (422) without it."""
+    if any(_same_host(master_addr, ip) for ip in ips):
+        return
+    collected = errs or _Errors()
+    collected.add(
+        ["master_addr"],
+        f"'master_addr' {master_addr!r} is not one of the job's pod IPs in 'rankIps'; "
+        "the rendezvous host must be a pod of the job (rank 0's IP)",
+    )
+    if errs is None:
+        collected.raise_if_any()
+
+
 @dataclass(frozen=True)
 class RankIp:
     rank: int
@@ -166,6 +181,9 @@ class StartRequest:
     log_rules: list[LogRule] | None = None  # None: field absent, keep the rules the agent has
     ip_version: str | None = None
     rank_ips: list[RankIp] = field(default_factory=list)
+    #: ``rankIps`` was sent (even empty): with ``ipVersion``, the table the agent holds takes
+    #: these ranks and that version ("first call full, later calls only the changed ranks").
+    rank_ips_sent: bool = False
     worker_data: Any = None
     spare: bool = False
     progress: dict | None = None
@@ -244,19 +262,16 @@ def parse_start(body: Any, *, with_progress: bool = True) -> StartRequest:
                 else:
                     rank_ips.append(RankIp(item["rank"], item["ip"]))
             # The port has no authentication: without this, anyone who can reach it could point the
-            # workers at a rendezvous host of their own. Checked once the whole table is readable.
+            # workers at a rendezvous host of their own. Checked once the whole table is readable;
+            # a table of only the changed ranks is checked against the merged one (master_outside).
             if (
-                rank_ips
+                nnodes is not None
+                and len({r.rank for r in rank_ips}) >= nnodes
                 and len(rank_ips) == len(raw_ips)
                 and isinstance(master_addr, str)
                 and master_addr.strip()
-                and not any(_same_host(master_addr, r.ip) for r in rank_ips)
             ):
-                errs.add(
-                    ["master_addr"],
-                    f"'master_addr' {master_addr!r} is not one of the job's pod IPs in 'rankIps'; "
-                    "the rendezvous host must be a pod of the job (rank 0's IP)",
-                )
+                master_outside(master_addr, [r.ip for r in rank_ips], errs)
 
     spare_raw = body.get("spare", False)
     spare = False
@@ -289,6 +304,7 @@ def parse_start(body: Any, *, with_progress: bool = True) -> StartRequest:
         log_rules=log_rules,
         ip_version=ip_version,
         rank_ips=rank_ips,
+        rank_ips_sent=isinstance(raw_ips, list),
         worker_data=body.get("worker_data"),
         spare=spare,
         progress=progress,

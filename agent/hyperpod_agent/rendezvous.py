@@ -77,19 +77,40 @@ class HyperPodRendezvousHandler(RendezvousHandler):
         )
 
     # -- what the control plane pushes -------------------------------------------------------
-    def assign(self, assignment: RankAssignment, rank_ips: list[RankIp], ip_version: str | None) -> None:
+    def assign(
+        self,
+        assignment: RankAssignment,
+        rank_ips: list[RankIp],
+        ip_version: str | None,
+        rank_ips_sent: bool | None = None,
+    ) -> None:
+        """Take a /start's rank and IP table. A ``rankIps`` (``rank_ips_sent``; by default, a
+        non-empty one) is merged into the table held, which takes its ``ipVersion``: the first call
+        carries the whole table, later ones only the ranks whose IP changed, none when none did
+        (as the HyperPod agent does)."""
+        sent = bool(rank_ips) if rank_ips_sent is None else rank_ips_sent
         with self._lock:
             self._assignment = assignment
             self._assigned = True
-            if rank_ips:
-                for item in rank_ips:
-                    if item.rank >= len(self._ips):
-                        self._ips.extend([None] * (item.rank + 1 - len(self._ips)))
-                    self._ips[item.rank] = item.ip
+            if sent and (rank_ips or ip_version is not None):
+                self._ips = self._merged(rank_ips)
                 self._ip_version = ip_version
                 self._write_ip_table()
             elif ip_version is not None and not self._ips:
                 self._ip_version = ip_version
+
+    def merged_ips(self, rank_ips: list[RankIp]) -> list[str | None]:
+        """The table held with ``rank_ips`` merged in (nothing changes)."""
+        with self._lock:
+            return self._merged(rank_ips)
+
+    def _merged(self, rank_ips: list[RankIp]) -> list[str | None]:
+        ips = list(self._ips)
+        for item in rank_ips:
+            if item.rank >= len(ips):
+                ips.extend([None] * (item.rank + 1 - len(ips)))
+            ips[item.rank] = item.ip
+        return ips
 
     @property
     def assignment(self) -> RankAssignment:

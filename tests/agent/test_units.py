@@ -11,7 +11,7 @@ from hyperpod_agent.config import build_parser, normalize_args, resolve_shutdown
 from hyperpod_agent.errors import ConfigurationError, RequestValidationError
 from hyperpod_agent.events import DETAIL_TYPE, SOURCE, EventPublisher
 from hyperpod_agent.logmon import LogMonitor
-from hyperpod_agent.models import parse_log_rules, parse_start, parse_stop
+from hyperpod_agent.models import master_outside, parse_log_rules, parse_start, parse_stop
 from hyperpod_agent.state import IPR_TRANSITIONS, PLR_TRANSITIONS, AgentState, StateMachine
 
 pytestmark = pytest.mark.unit
@@ -272,3 +272,38 @@ def test_the_default_client_is_made_in_the_buss_region(monkeypatch):
     pub.publish("FAULTED", "WorkerCrash", None, 0, 1)  # the None client fails: logged, swallowed
     pub.close()
     assert made == [("events", {"region_name": "ap-south-1"})]
+
+
+def test_the_ip_table_takes_the_changed_ranks_and_the_new_version(tmp_path):
+    """ "First call full, later calls only the changed ranks": what the workers read
+    (pod_resourceconfig.json) and what /status reports (ipversion) follow each /start; an empty
+    rankIps keeps the table and takes the version, an absent one changes nothing."""
+    from hyperpod_agent.models import RankIp
+    from hyperpod_agent.rendezvous import HyperPodRendezvousHandler, RankAssignment
+
+    path = tmp_path / "pod_resourceconfig.json"
+    rdzv = HyperPodRendezvousHandler("run", 3, "127.0.0.1", 1, resource_config_path=str(path))
+    who = RankAssignment(1, 3, 0, "10.0.0.1", 1)
+    full = [RankIp(0, "10.0.0.1"), RankIp(1, "10.0.0.2"), RankIp(2, "10.0.0.3")]
+    rdzv.assign(who, full, "v1", True)
+    rdzv.assign(who, [RankIp(2, "10.0.0.9")], "v2", True)
+    assert json.loads(path.read_text())["ips"] == ["10.0.0.1", "10.0.0.2", "10.0.0.9"]
+    assert (rdzv.ip_version, json.loads(path.read_text())["ips_timestamp"]) == ("v2", "v2")
+    rdzv.assign(who, [], "v3", True)
+    assert rdzv.ip_version == "v3" and rdzv.rank_ips == {0: "10.0.0.1", 1: "10.0.0.2", 2: "10.0.0.9"}
+    rdzv.assign(who, [], "v4", False)
+    assert rdzv.ip_version == "v3"
+    # the master of a partial table is checked against the table it makes
+    assert "10.0.0.9" in rdzv.merged_ips([RankIp(0, "10.0.0.7")])
+    master_outside("10.0.0.9", [ip for ip in rdzv.merged_ips([RankIp(0, "10.0.0.7")]) if ip])
+    with pytest.raises(RequestValidationError) as exc:
+        master_outside("10.0.0.1", [ip for ip in rdzv.merged_ips([RankIp(0, "10.0.0.7")]) if ip])
+    assert [e["loc"] for e in exc.value.errors] == [["body", "master_addr"]]
+
+
+def test_parse_start_reads_a_table_of_changed_ranks_without_judging_its_master():
+    body = {"rank": 1, "nnodes": 3, "faultCount": 1, "master_addr": "10.0.0.1", "master_port": 1}
+    changed = parse_start({**body, "ipVersion": "v2", "rankIps": [{"rank": 2, "ip": "10.0.0.9"}]})
+    assert (changed.rank_ips_sent, [r.rank for r in changed.rank_ips]) == (True, [2])
+    assert parse_start({**body, "ipVersion": "v2", "rankIps": []}).rank_ips_sent is True
+    assert parse_start(body).rank_ips_sent is False

@@ -1,7 +1,15 @@
-"""Supervisor round benchmark: the time, the calls and the bytes of one poll round and one start
-round, for jobs of 512, 2,048 and 4,096 agents (issue 21's acceptance: ``make bench``).
+"""Supervisor round benchmark: the time, the calls and the bytes of a poll round, a start round
+and a restart, for jobs of 512, 2,048 and 4,096 agents (issue 21's acceptance: ``make bench``).
 
-A round is the real step function (``supervisor.poll`` and ``supervisor.start_agents``) run as one
+Rounds: ``start`` is a job's first start (``supervisor.start_agents``: every agent is new and gets
+the whole IP table), ``poll`` a monitoring round (``supervisor.poll``), ``restart`` a remediation
+of one agent's fault by a process-level restart of every rank (``supervisor.remediate``: a poll,
+``/stop`` to every agent, a poll until all are READY, ``/start`` to every agent), and ``restart's
+/start`` the last part of it alone (its time and the bodies' bytes): the agents hold the job's
+table there, so with ``AGENT_RANK_IPS=changed`` (``--rank-ips``) they get only the ranks whose IP
+changed.
+
+A round is the real step function (``supervisor.poll``, ``start_agents``, ``remediate``) run as one
 Lambda invocation runs it: one invocation per round whatever the job's size (no Map state), the
 agents reached from ``AgentClient``'s bounded thread pool. The supervisor is the only thing this
 process runs; what it talks to runs in other processes, so the times are the supervisor's own:
@@ -10,13 +18,15 @@ process runs; what it talks to runs in other processes, so the times are the sup
   process of its own, holding the HyperPodPyTorchJob and its pods (from ``build_pod``, status
   Running with a podIP), with the pod proxy installed; every HTTP request it receives is counted
   as one Kubernetes call, with its bytes;
-- lightweight fake agents speaking the agent's protocol (hyperpod-facts 1.4), in ``--agent-procs``
-  processes: ``GET /status`` answers the agent's JSON, ``POST /start`` parses the whole body and
-  checks the agent's required fields (rank below nnodes, faultCount, a non-empty master_addr that
-  is one of ``rankIps``, master_port, a full ``rankIps`` table) and answers 200 empty, or 422 as the
-  agent does. Each agent has its own loopback address 127.X.Y.Z and port 8080, as in the sandbox
-  (the pod proxy and the direct transport both dial ``<podIP>:8080``); a process serves its agents
-  from one asyncio loop, not a thread per agent;
+- lightweight fake agents speaking the agent's protocol, in ``--agent-procs`` processes:
+  ``GET /status`` answers the agent's JSON (``ipversion``: the version of the IP table it holds),
+  ``POST /start`` parses the whole body, merges its ``rankIps`` into the table the agent holds (as
+  the HyperPod agent does: the first call whole, later ones the changed ranks), checks the
+  required fields, a table with an IP for every rank and a master_addr among them, and answers 200
+  empty, or 422 as the agent does; ``POST /stop`` makes it READY. Each agent has its own loopback
+  address 127.X.Y.Z and port 8080, as in the sandbox (the pod proxy and the direct transport both
+  dial ``<podIP>:8080``); a process serves its agents from one asyncio loop, not a thread per
+  agent;
 - the JOB item and the history go to an in-memory record store (DynamoDB is not measured: the JOB
   item's size at 4,096 ranks is tests/unit/test_scale_limits.py's).
 
@@ -89,6 +99,11 @@ START_REQUIRED = ("rank", "nnodes", "faultCount", "master_addr", "master_port")
 class AgentState:
     started: bool = False
     rank: int | None = None
+    faulted: bool = False
+    #: The IP table the agent holds (pod_resourceconfig.json's ``ips``) and its version
+    #: (``ipversion`` in /status): a /start's ``rankIps`` is merged into it.
+    table: tuple[str | None, ...] | None = None
+    version: str | None = None
 
 
 @dataclass
@@ -99,6 +114,9 @@ class FakeAgents:
     agents: dict[str, AgentState] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"status": 0, "start": 0, "bytes": 0})
+    #: One table object per version, shared by the agents that hold it (4,096 agents each holding
+    #: its own copy of a 4,096-rank table would be 16 million strings).
+    tables: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
@@ -117,8 +135,12 @@ class FakeAgents:
         return self
 
     def reset(self) -> None:
-        for state in self.agents.values():
-            state.started, state.rank = False, None
+        """New pods: no agent started, none holding a table."""
+        self.agents = {ip: AgentState() for ip in self.ips}
+        self.tables.clear()
+
+    def fault(self, ip: str) -> None:
+        self.agents[ip].faulted = True
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -199,49 +221,76 @@ class FakeAgents:
         agent = self.agents[ip]
         if method == "GET" and path == "/status":
             self.counts["status"] += 1
+            state = "faulted" if agent.faulted else "running" if agent.started else "ready"
             status: dict[str, Any] = {
-                "status": "running" if agent.started else "ready",
-                "reason": "Running" if agent.started else "Ready",
+                "status": state,
+                "reason": {"faulted": "WorkerCrash", "running": "Running", "ready": "Ready"}[state],
                 "restartMode": "process_level_restart",
-                "transitions": {"RUNNING" if agent.started else "READY": "2026-01-01T00:00:00Z"},
+                "transitions": {state.upper(): "2026-01-01T00:00:00Z"},
                 "agent_version": "bench",
                 "spare": "False",
             }
             if agent.rank is not None:
                 status["assigned_rank"] = str(agent.rank)
+            if agent.version is not None:
+                status["ipversion"] = agent.version
             return 200, status
         if method == "POST" and path == "/start":
             self.counts["start"] += 1
-            request, refusal = read_start(body)
+            request, table, refusal = read_start(body, agent.table)
             if refusal:
                 self.rejected.append(f"{ip}: {refusal}")
                 return 422, {"detail": [{"loc": ["body"], "msg": refusal}]}
+            if "rankIps" in request and request.get("ipVersion") is not None:
+                version = request["ipVersion"]
+                known = self.tables.get(version)
+                if known == table:
+                    table = known
+                else:
+                    self.tables[version] = table
+                agent.table, agent.version = table, version
             agent.started, agent.rank = True, int(request["rank"])
+            return 200, None
+        if method == "POST" and path == "/stop":
+            agent.started = agent.faulted = False
             return 200, None
         return 404, {"detail": "Not Found"}
 
 
-def read_start(body: bytes) -> tuple[dict[str, Any], str | None]:
-    """The /start body, and why the agent would refuse it (None: it takes it), as
-    hyperpod_agent.models does for the fields a round depends on."""
+def read_start(
+    body: bytes, held: tuple[str | None, ...] | None = None
+) -> tuple[dict[str, Any], tuple[str | None, ...] | None, str | None]:
+    """The /start body, the IP table the agent holds after it (``held`` with the body's
+    ``rankIps`` merged in, sized to nnodes, as HyperPod's agent merges them), and why the agent
+    would refuse it (None: it takes it): the required fields, a table without a hole (the
+    in-process-restart agent asserts it before releasing its workers) and a master among it."""
     try:
         request = json.loads(body or b"null")
     except ValueError as exc:
-        return {}, f"unreadable JSON: {exc}"
+        return {}, held, f"unreadable JSON: {exc}"
     if not isinstance(request, dict):
-        return {}, "not a JSON object"
+        return {}, held, "not a JSON object"
     missing = [k for k in START_REQUIRED if k not in request]
     if missing:
-        return request, f"missing {missing}"
-    table = request.get("rankIps") or []
+        return request, held, f"missing {missing}"
     nnodes = request["nnodes"]
-    if len(table) != nnodes or {r["rank"] for r in table} != set(range(nnodes)):
-        return request, f"rankIps has {len(table)} entries for nnodes {nnodes}"
     if not 0 <= request["rank"] < nnodes:
-        return request, f"rank {request['rank']} outside 0..{nnodes - 1}"
-    if not request["master_addr"] or request["master_addr"] not in {r["ip"] for r in table}:
-        return request, f"master_addr {request['master_addr']!r} is not in rankIps"
-    return request, None
+        return request, held, f"rank {request['rank']} outside 0..{nnodes - 1}"
+    table = held
+    if request.get("rankIps") is not None:
+        ips = list(held or ())[:nnodes]
+        ips.extend([None] * (nnodes - len(ips)))
+        for entry in request["rankIps"]:
+            if not 0 <= entry["rank"] < nnodes:
+                return request, held, f"rankIps names rank {entry['rank']} outside 0..{nnodes - 1}"
+            ips[entry["rank"]] = entry["ip"]
+        table = tuple(ips)
+    if table is None or len(table) != nnodes or None in table:
+        holes = nnodes if table is None else sum(ip is None for ip in table)
+        return request, held, f"the IP table held has no IP for {holes} of {nnodes} ranks"
+    if not request["master_addr"] or request["master_addr"] not in table:
+        return request, held, f"master_addr {request['master_addr']!r} is not in the IP table"
+    return request, table, None
 
 
 def _addresses(second: int, count: int) -> list[str]:
@@ -262,12 +311,22 @@ def _agents_process(conn: Any, ips: list[str]) -> None:
         return
     conn.send(("ok", None))
     while True:
-        (command,) = conn.recv()
+        command, *args = conn.recv()
         if command == "stop":
             fakes.stop()
             conn.send(("ok", None))
             return
-        conn.send(("ok", fakes.reset() if command == "reset" else fakes.stats()))
+        if command == "reset":
+            conn.send(("ok", fakes._call(_run(fakes.reset))))
+        elif command == "fault":
+            conn.send(("ok", fakes._call(_run(fakes.fault, *args))))
+        else:
+            conn.send(("ok", fakes.stats()))
+
+
+async def _run(function: Callable[..., Any], *args: Any) -> Any:
+    """``function`` on the agents' loop: their state is the loop's alone."""
+    return function(*args)
 
 
 # ============================================================== Kubernetes API server (its process)
@@ -382,7 +441,8 @@ def job_body(name: str, replicas: int) -> dict:
             "replicaSpecs": [
                 {"name": "workers", "replicas": replicas, "template": {"spec": {"containers": [container]}}}
             ],
-            "runPolicy": {"cleanPodPolicy": "None"},
+            # every round's restart counts against the budget: enough for any bench
+            "runPolicy": {"cleanPodPolicy": "None", "jobMaxRetryCount": 1000},
         },
     }
 
@@ -449,6 +509,10 @@ class AgentProcesses:
     def reset(self) -> None:
         for child in self.children:
             child.call("reset")
+
+    def fault(self, index: int) -> None:
+        """The agent at ``ips[index]`` reports FAULTED (a worker crashed) until its next /stop."""
+        self.children[index % len(self.children)].call("fault", self.ips[index])
 
     def stats(self) -> dict[str, int]:
         total: dict[str, Any] = {
@@ -560,18 +624,24 @@ class Row:
 
 
 class TimedAgentClient(AgentClient):
-    """``AgentClient`` that adds up the time spent in ``call_all`` (the agents' part of a round)."""
+    """``AgentClient`` that adds up the time spent in ``call_all`` (the agents' part of a round),
+    and keeps the time and the bodies' bytes of the last fan-out of ``/start``s."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seconds = 0.0
+        self.last_start: tuple[float, int] = (0.0, 0)
 
     def call_all(self, calls: Any) -> Any:
+        calls = list(calls)
         began = time.perf_counter()
         try:
             return super().call_all(calls)
         finally:
-            self.seconds += time.perf_counter() - began
+            took = time.perf_counter() - began
+            self.seconds += took
+            if calls and calls[0].path == "/start":
+                self.last_start = (took, sum(len(c.payload() or b"") for c in calls))
 
 
 @dataclass
@@ -581,9 +651,13 @@ class Env:
 
 
 def measure(
-    row: Row, step: Callable[[], Any], env: Env, agents: TimedAgentClient, limiter: RateLimiter | None
+    row: Row,
+    step: Callable[[], Any],
+    env: Env,
+    agents: TimedAgentClient,
+    limiter: RateLimiter | None,
+    expect: str,
 ) -> None:
-    expect = "monitor" if row.round == "start" else "running"
     calls0, seconds0 = agents.calls, agents.seconds
     waited0 = limiter.waited if limiter else 0.0
     kube0, agents0 = env.kube.call("stats"), env.agents.stats()
@@ -610,7 +684,14 @@ def measure(
 
 
 def run_size(
-    env: Env, n: int, transport: str, rounds: int, pool: int, qps: float, name: str | None = None
+    env: Env,
+    n: int,
+    transport: str,
+    rounds: int,
+    pool: int,
+    qps: float,
+    name: str | None = None,
+    rank_ips: str = "changed",
 ) -> list[Row]:
     store = MemoryStore()
     name = name or f"bench-{n}-{transport}"
@@ -625,25 +706,33 @@ def run_size(
     agents = TimedAgentClient(
         ProxyTransport(kube, limiter=limiter) if limiter else DirectTransport(), pool_size=pool
     )
-    sup = Supervisor(store=store, kube=kube, agents=agents, config=SupervisorConfig())
+    sup = Supervisor(store=store, kube=kube, agents=agents, config=SupervisorConfig(rank_ips=rank_ips))
     request = StepInput(job=ref)
     start, poll = Row(n, transport, "start"), Row(n, transport, "poll")
-    env.agents.reset()
+    restart, restart_start = Row(n, transport, "restart"), Row(n, transport, "restart's /start")
     rejected0 = env.agents.stats()["rejections"]
     try:
-        for _ in range(rounds):
-            measure(start, lambda: supervisor.start_agents(request, sup), env, agents, limiter)
-            measure(poll, lambda: supervisor.poll(request, sup), env, agents, limiter)
+        for i in range(rounds):
+            env.agents.reset()  # new pods: agents holding no table, as at a job's start
+            measure(start, lambda: supervisor.start_agents(request, sup), env, agents, limiter, "monitor")
+            measure(poll, lambda: supervisor.poll(request, sup), env, agents, limiter, "running")
+            env.agents.fault((i * 7919) % n)
+            measure(restart, lambda: supervisor.remediate(request, sup), env, agents, limiter, "monitor")
+            seconds, sent = agents.last_start
+            restart_start.times_ms.append(seconds * 1000)
+            restart_start.sent.append(sent)
     finally:
         api_client.close()
         env.kube.call("delete", name, n)
     after = env.agents.stats()
     if after["rejections"] != rejected0:
         raise SystemExit(f"agents refused /start: {after['rejected']}")
-    return [poll, start]
+    return [poll, start, restart, restart_start]
 
 
 def _spread(values: list[int]) -> str:
+    if not values:
+        return "-"
     low, high = min(values), max(values)
     return str(low) if low == high else f"{low}-{high}"
 
@@ -673,19 +762,23 @@ def print_table(rows: list[Row]) -> None:
         "bytes sent",
         "bytes/agent",
     )
+
+    def median(values: list[float], scale: float = 1.0) -> str:
+        return f"{statistics.median(values) / scale:.2f}" if values else "-"
+
     table = [
         (
             str(r.agents),
             r.transport,
             r.round,
-            f"{statistics.median(r.times_ms) / 1000:.2f}",
+            median(r.times_ms, 1000),
             f"{max(r.times_ms) / 1000:.2f}",
-            f"{statistics.median(r.cpu_s):.2f}",
-            f"{statistics.median(r.agents_cpu_s):.2f}",
+            median(r.cpu_s),
+            median(r.agents_cpu_s),
             _spread(r.kube_calls),
             _spread(r.agent_calls),
-            f"{statistics.median(r.agent_ms) / 1000:.2f}",
-            f"{statistics.median(r.throttled_ms) / 1000:.2f}",
+            median(r.agent_ms, 1000),
+            median(r.throttled_ms, 1000),
             _spread(r.kube_conns),
             _size(statistics.median(r.sent)),
             _size(statistics.median(r.sent) / r.agents),
@@ -726,6 +819,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the transport itself)",
     )
     parser.add_argument("--agent-procs", type=int, default=2, help="processes serving the fake agents")
+    parser.add_argument(
+        "--rank-ips",
+        choices=("changed", "full"),
+        default="changed",
+        help="what a restart's /start carries (AGENT_RANK_IPS; default changed)",
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.agents.split(",") if s.strip()]
     if not args.sizes or min(args.sizes) < 1 or args.rounds < 1 or args.pool < 1 or args.agent_procs < 1:
@@ -758,7 +857,11 @@ def main(argv: list[str] | None = None) -> int:
             run_size(env, 1, transport, 1, args.pool, args.proxy_qps, name=f"warmup-{transport}")
         for n in args.sizes:
             for transport in transports:
-                rows.extend(run_size(env, n, transport, args.rounds, args.pool, args.proxy_qps))
+                rows.extend(
+                    run_size(
+                        env, n, transport, args.rounds, args.pool, args.proxy_qps, rank_ips=args.rank_ips
+                    )
+                )
     qps = f"{args.proxy_qps:g}/s" if args.proxy_qps > 0 else "off"
     print(
         f"Supervisor rounds: median of {args.rounds} of each per job size; agent pool {args.pool} "
@@ -782,9 +885,10 @@ def main(argv: list[str] | None = None) -> int:
         "limit, summed; new TLS conns = connections the API server accepted in the round (each size "
         "starts with a fresh ApiClient, as a Lambda's first round does); bytes sent = what the "
         "supervisor sent in the round (request lines, headers, bodies): to the API server, and for "
-        "direct to the agents too. A start round's bytes are the rank table (about 35 bytes a rank) "
-        "times the agents, since every agent's /start carries the whole table (the agent's wire "
-        "format); a poll round's are linear in the agents."
+        "direct to the agents too (restart's /start: the /start bodies alone). A first start's bytes "
+        "are the rank table (about 35 bytes a rank) times the agents: each new agent needs the whole "
+        "table once. A restart's /start sends agents holding the job's table only the changed ranks "
+        f"(--rank-ips {args.rank_ips}); poll and restart rounds are linear in the agents."
     )
     print()
     print_table(rows)

@@ -406,3 +406,20 @@ def test_every_upgrade_state_of_a_2000_job_cluster_fits_step_functions():
     state = largest_state("upgrade_operator", initial, payloads)
     assert json_size(state) < STATE_LIMIT_BYTES / 2, json_size(state)
     assert state["plan"]["jobCount"] == JOBS
+
+
+def test_every_uninstall_state_of_a_2000_job_cluster_fits_step_functions():
+    """A forced uninstall of a 2,000-job cluster: CheckJobs counts them all and names 100."""
+    from hyperpod_control.services.install import judge_jobs
+
+    jobs = cluster_jobs(JOBS)
+    checked = judge_jobs(jobs, force=True)
+    assert checked.count == JOBS and len(checked.jobs) == SHOWN_JOBS
+    initial = {
+        "request": {"clusterName": "c" * 63, "force": True},
+        "cluster": {"clusterArn": CLUSTER_ARN, "eksClusterName": "e" * 100},
+        "lock": {"owner": "o" * 200},
+    }
+    state = largest_state("uninstall_operator", initial, {"CheckJobs": checked.dump()})
+    assert json_size(state) < STATE_LIMIT_BYTES / 16, json_size(state)
+    assert state["jobs"]["count"] == JOBS

@@ -348,6 +348,102 @@ def test_start_without_rules_sends_an_empty_rule_list():
     assert call.body["rankIps"] == [{"rank": 0, "ip": "10.0.0.10"}]
 
 
+def test_a_restart_sends_agents_holding_the_last_table_only_the_changed_ranks():
+    """A spare swap: rank 1 moves to the spare's IP. The agents that report the previous table's
+    version get that one rank (or none changed: an empty rankIps, which keeps the table and takes
+    the new version); an agent without it (a restarted container) gets the whole table."""
+    from hyperpod_control.services.supervision import held_table
+
+    before = running_record(nnodes=3, spares=1, ip_version="v1")
+    answers = {
+        "llama-0": answer("llama-0", AgentState.READY, ipversion="v1"),
+        "llama-1": answer("llama-1", AgentState.READY, ipversion="v1"),
+        "llama-2": answer("llama-2", AgentState.READY),  # lost its table
+        "llama-3": answer("llama-3", AgentState.READY, ipversion="v1"),
+    }
+    held = held_table(before, answers)
+    assert held is not None and held.pods == {"llama-0", "llama-1", "llama-3"}
+    swapped = [
+        s.model_copy(update={"rank": {1: None, 3: 1}.get(i, s.rank)}) for i, s in enumerate(before.pods)
+    ]
+    after = before.model_copy(update={"pods": swapped, "ip_version": "v2"})
+    # this project's agents: a spare's agent holds a spare's workers, so it gets its /start too
+    ours = {s.pod for s in after.spare_pods()}
+    by_pod = {c.pod: c for c in start_calls(after, job(replicas=3, spares=1), "v2", ours, held=held)}
+    full = [{"rank": 0, "ip": "10.0.0.10"}, {"rank": 1, "ip": "10.0.0.13"}, {"rank": 2, "ip": "10.0.0.12"}]
+    assert by_pod["llama-0"].body["rankIps"] == [{"rank": 1, "ip": "10.0.0.13"}]
+    assert by_pod["llama-3"].body["rankIps"] == [{"rank": 1, "ip": "10.0.0.13"}]
+    assert by_pod["llama-2"].body["rankIps"] == full
+    for call in by_pod.values():
+        wire = json.loads(call.payload())
+        assert wire["rankIps"] == call.body["rankIps"] and wire["ipVersion"] == "v2"
+    # a restart that moves no rank: an empty table to those holding it, the whole to the others
+    unmoved = before.model_copy(update={"ip_version": "v2"})
+    same = start_calls(
+        unmoved, job(replicas=3, spares=1), "v2", {s.pod for s in unmoved.spare_pods()}, held=held
+    )
+    assert {c.pod: len(c.body["rankIps"]) for c in same} == {
+        "llama-0": 0,
+        "llama-1": 0,
+        "llama-2": 3,
+        "llama-3": 0,
+    }
+    assert held_table(before.model_copy(update={"ip_version": None}), answers) is None
+
+
+def test_a_restart_of_4096_ranks_sends_bytes_linear_in_the_agents():
+    """Every agent holds the last table and one rank moved: each /start is a few hundred bytes,
+    not the 140 KB table, and the round's bytes grow with the agents, not with their square."""
+    from hyperpod_control.services.supervision import held_table
+
+    sizes = {}
+    for n in (1024, 4096):
+        record = running_record(nnodes=n, spares=0, ip_version="v1")
+        answers = {s.pod: answer(s.pod, AgentState.READY, ipversion="v1") for s in record.pods}
+        held = held_table(record, answers)
+        pods = [s.model_copy(update={"ip": "10.9.9.9"}) if s.rank == 7 else s for s in record.pods]
+        calls = start_calls(
+            record.model_copy(update={"pods": pods}), job(replicas=n, spares=0), "v2", held=held
+        )
+        sizes[n] = sum(len(c.payload()) for c in calls)
+        assert max(len(c.payload()) for c in calls) < 300
+    assert sizes[4096] < 4.2 * sizes[1024]
+
+
+def test_rank_ips_mode_and_direct_size_from_the_environment():
+    from hyperpod_control.exceptions import InvalidInputError
+    from hyperpod_control.services.supervisor import SupervisorConfig
+
+    assert SupervisorConfig.from_env({}).rank_ips == "changed"
+    assert SupervisorConfig.from_env({}).direct_min_ranks == 0
+    config = SupervisorConfig.from_env({"AGENT_RANK_IPS": "Full", "AGENT_DIRECT_MIN_RANKS": "1024"})
+    assert (config.rank_ips, config.direct_min_ranks) == ("full", 1024)
+    with pytest.raises(InvalidInputError, match="AGENT_RANK_IPS: 'some'"):
+        SupervisorConfig.from_env({"AGENT_RANK_IPS": "some"})
+
+
+def test_a_job_at_or_above_the_direct_size_calls_its_agents_at_their_pod_ips():
+    from hyperpod_control.adapters.agents import AgentClient
+    from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig
+
+    proxy, direct = AgentClient(lambda call: None), AgentClient(lambda call: None)
+    sup = Supervisor(
+        store=None,
+        kube=None,
+        agents=proxy,
+        config=SupervisorConfig(direct_min_ranks=1024),
+        direct_agents=direct,
+    )
+    sup.fit_transport(running_record(nnodes=1024, spares=0))
+    assert sup.agents is direct
+    sup.fit_transport(running_record(nnodes=1023, spares=0))
+    assert sup.agents is proxy
+    # 0: the transport AGENT_TRANSPORT names, whatever the size
+    sup.config = SupervisorConfig(direct_min_ranks=0)
+    sup.fit_transport(running_record(nnodes=4096, spares=0))
+    assert sup.agents is proxy
+
+
 # ============================================================== judge_round
 
 

@@ -166,6 +166,22 @@ def test_with_the_vpc_parameters_those_functions_run_in_the_subnets_and_may_crea
     assert function(d, "PreflightFunction")["Environment"]["Variables"]["CONTROL_PLANE_IN_VPC"] == "true"
 
 
+def test_large_jobs_go_direct_only_where_the_supervisor_runs_in_the_vpc():
+    """DirectTransportMinRanks reaches supervise_job (AGENT_DIRECT_MIN_RANKS) only with the VPC
+    parameters: outside the VPC the pod IPs cannot be reached, so it is 0 (never)."""
+    from hyperpod_control.services.supervisor import SupervisorConfig
+
+    outside = function(deployer(), "SuperviseJobFunction")["Environment"]["Variables"]
+    inside = function(deployer(VpcSubnetIds=SUBNETS, VpcSecurityGroupIds=GROUP), "SuperviseJobFunction")
+    variables = inside["Environment"]["Variables"]
+    assert SupervisorConfig.from_env(outside).direct_min_ranks == 0
+    assert SupervisorConfig.from_env(variables).direct_min_ranks == 1024
+    assert SupervisorConfig.from_env(variables).rank_ips == "changed"
+    small = deployer(VpcSubnetIds=SUBNETS, VpcSecurityGroupIds=GROUP, DirectTransportMinRanks="256")
+    small_variables = function(small, "SuperviseJobFunction")["Environment"]["Variables"]
+    assert small_variables["AGENT_DIRECT_MIN_RANKS"] == "256"
+
+
 @pytest.mark.parametrize(
     ("parameters", "words"),
     [

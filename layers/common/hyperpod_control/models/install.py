@@ -407,6 +407,7 @@ class CheckJobsInput(LockedClusterInput):
 
 class JobsOutcome(TaskModel):
     count: int
+    #: The first ``SHOWN_JOBS`` (namespace/name, sorted); ``count`` counts them all.
     jobs: list[str] = Field(default_factory=list)
 
 

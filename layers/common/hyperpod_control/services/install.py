@@ -83,6 +83,7 @@ from hyperpod_control.models.install import (
 from hyperpod_control.models.job_schema import job_schema
 from hyperpod_control.models.names import MANAGED_TAG as MANAGED_TAG  # re-exported
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus, utcnow
+from hyperpod_control.models.upgrade import SHOWN_JOBS
 from hyperpod_control.models.validation import parse_input
 
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
@@ -1008,7 +1009,8 @@ def judge_jobs(jobs: list[dict[str, Any]], force: bool) -> JobsOutcome:
             "deletes them.",
             remedy="delete or finish them first, or uninstall with force (hpctl uninstall --force).",
         )
-    return JobsOutcome(count=len(names), jobs=names)
+    # A forced uninstall of a 2,000-job cluster: the names stay under Step Functions' 256 KiB.
+    return JobsOutcome(count=len(names), jobs=names[:SHOWN_JOBS])
 
 
 def check_jobs(kube: KubeAdapter, force: bool) -> JobsOutcome:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -203,6 +204,17 @@ def build_network_policy(job: HyperPodPytorchJob, agent_cidrs: Sequence[str] = (
     }
 
 
+def rank_ips_mode(text: str) -> Literal["changed", "full"]:
+    """``AGENT_RANK_IPS``: ``changed`` (the default) or ``full``."""
+    mode = text.strip().lower() or "changed"
+    if mode not in ("changed", "full"):
+        raise InvalidInputError(
+            f"AGENT_RANK_IPS: {text!r} is neither 'changed' nor 'full'.",
+            remedy="set 'changed' (a restart sends agents only the ranks whose IP changed) or 'full'.",
+        )
+    return mode  # type: ignore[return-value]
+
+
 def agent_cidrs(text: str) -> tuple[str, ...]:
     """Pure: the comma-separated CIDRs of ``AGENT_ALLOWED_CIDRS`` (the ``AgentAllowedCidrs``
     parameter), each checked as Kubernetes checks an ipBlock's cidr."""
@@ -351,18 +363,26 @@ def spares_held(answers: dict[str, AgentAnswer]) -> set[str]:
 
 
 def start_calls(
-    record: JobRecord, job: HyperPodPytorchJob, ip_version: str, spares_held: Collection[str] = ()
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    ip_version: str,
+    spares_held: Collection[str] = (),
+    held: HeldTable | None = None,
 ) -> list[AgentCall]:
-    """Pure: the ``/start`` of every pod: ranks with the full IP table, and the spares in
+    """Pure: the ``/start`` of every pod: ranks with the IP table, and the spares in
     ``spares_held`` (those whose agents hold a spare's workers, ``AgentStatus.holds_spares``)
     flagged spare. The agent requires a rank below nnodes even of a spare; a spare's is only a
     placeholder (it runs no workers until a later /start or /update promotes it), and the JOB item
     records it as a spare. Other spares get no ``/start`` at all: they stay READY until promoted
     (AWS's process-restart agent ignores ``spare`` and would run workers with the placeholder).
 
+    An agent that holds the table of ``held`` (the job's previous start) gets only the ranks whose
+    IP changed since (``rankIps`` empty when none did: the agent keeps its table and takes the new
+    ``ipVersion``), every other agent the whole table; without ``held`` every agent gets it all.
+
     Only ``rank`` and ``spare`` differ between the agents: the rest (the IP table above all) is
     built and validated once, each call's body shares its values, and ``SharedJson`` serialises
-    them once for the round."""
+    them once for the round (twice with ``held``: the whole table and the changed ranks)."""
     ranked = record.ranked()
     rank_ips = [RankIp(rank=s.rank or 0, ip=s.ip or "") for s in ranked]
     rules = [r.dump() for r in job.spec.run_policy.log_monitoring_configuration or []]
@@ -383,18 +403,52 @@ def start_calls(
         progress=record.progress,
     ).body()
     shared = SharedJson({k: v for k, v in base.items() if k not in PER_AGENT_START_FIELDS})
-    return [
-        AgentCall(
-            pod=slot.pod,
-            method="POST",
-            path="/start",
-            ip=slot.ip,
-            namespace=record.namespace,
-            body={**base, "rank": rank, "spare": spare},
-            shared=shared,
+    bodies = {False: (base, shared)}
+    if held is not None:
+        changed = {**base, "rankIps": [r.model_dump() for r in rank_ips if held.ips.get(r.rank) != r.ip]}
+        bodies[True] = (changed, SharedJson({k: changed[k] for k in shared.keys}))
+    out = []
+    for slot, rank, spare in calls:
+        body, keys = bodies[held is not None and slot.pod in held.pods]
+        out.append(
+            AgentCall(
+                pod=slot.pod,
+                method="POST",
+                path="/start",
+                ip=slot.ip,
+                namespace=record.namespace,
+                body={**body, "rank": rank, "spare": spare},
+                shared=keys,
+            )
         )
-        for slot, rank, spare in calls
-    ]
+    return out
+
+
+@dataclass(frozen=True)
+class HeldTable:
+    """The IP table of the job's previous start and the pods whose agents hold it: what a
+    ``/start`` may leave out (``start_calls``). The agent merges a ``rankIps`` into the table it
+    holds ("first call full, later calls only the changed ranks") and reports the table's version
+    as ``ipversion``."""
+
+    version: str
+    ips: dict[int, str]
+    pods: frozenset[str]
+
+
+def held_table(record: JobRecord, answers: dict[str, AgentAnswer]) -> HeldTable | None:
+    """Pure: the table ``record`` was last started with (its ``ip_version``) and the agents whose
+    ``/status`` in ``answers`` reports holding that version. An agent that reports another version
+    or none (a new pod, a restarted container that lost its table) is not among them and gets the
+    whole table again."""
+    if not record.ip_version:
+        return None
+    pods = frozenset(
+        pod
+        for pod, answer in answers.items()
+        if answer.ok and answer.status is not None and answer.status.ipversion == record.ip_version
+    )
+    return HeldTable(record.ip_version, {s.rank or 0: s.ip or "" for s in record.ranked()}, pods)
 
 
 class RoundVerdict(TaskModel):

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -79,6 +79,7 @@ from hyperpod_control.services.supervision import (
     clean_targets,
     conditions_after,
     decide_agent_association,
+    held_table,
     instance_id,
     job_selector,
     judge_round,
@@ -91,6 +92,7 @@ from hyperpod_control.services.supervision import (
     pod_name,
     pod_phase,
     pod_refs,
+    rank_ips_mode,
     rank_list,
     rfc3339,
     service_account,
@@ -193,6 +195,13 @@ class SupervisorConfig:
     #: Some ranks COMPLETED and another still RUNNING this many seconds longer than the longest of
     #: them took: a fault (``RankStraggling``), not a wait forever (supervision.misbehaviour).
     straggler_seconds: float = 300.0
+    #: What a remediation's /start carries (AGENT_RANK_IPS): ``changed`` sends an agent that holds
+    #: the previous table only the ranks whose IP changed, ``full`` every agent the whole table
+    #: (README, "Operations").
+    rank_ips: Literal["changed", "full"] = "changed"
+    #: Jobs of at least this many ranks call their agents at the pod IPs (AGENT_DIRECT_MIN_RANKS,
+    #: set where the functions run in the cluster's VPC); 0: the transport AGENT_TRANSPORT names.
+    direct_min_ranks: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
@@ -212,6 +221,8 @@ class SupervisorConfig:
             status_timeout_s=float(env.get("AGENT_STATUS_TIMEOUT_SECONDS", 5)),
             agent_cidrs=agent_cidrs(env.get("AGENT_ALLOWED_CIDRS", "")),
             straggler_seconds=float(env.get("SUPERVISOR_STRAGGLER_SECONDS", 300)),
+            rank_ips=rank_ips_mode(env.get("AGENT_RANK_IPS", "")),
+            direct_min_ranks=int(env.get("AGENT_DIRECT_MIN_RANKS") or 0),
         )
 
 
@@ -231,6 +242,19 @@ class Supervisor:
     #: EksAdapter and the EKS cluster's name: the agents' Pod Identity association (CreatePods)
     eks: Any = None
     eks_cluster: str = ""
+    #: The agents at their pod IPs, for jobs of ``config.direct_min_ranks`` ranks or more (where
+    #: the functions run in the cluster's VPC); None: ``agents`` calls every job's agents.
+    direct_agents: AgentClient | None = None
+    _usual_agents: AgentClient | None = field(default=None, repr=False)
+
+    def fit_transport(self, record: JobRecord) -> None:
+        """Call ``record``'s agents directly when the job is large enough: a proxied round is an
+        API server request per agent (README, "Operations")."""
+        if self.direct_agents is None:
+            return
+        self._usual_agents = self._usual_agents or self.agents
+        large = 0 < self.config.direct_min_ranks <= record.nnodes
+        self.agents = self.direct_agents if large else self._usual_agents
 
     def statuses(self, record: JobRecord, slots: Iterable[PodSlot], pods: dict[str, dict[str, Any]]) -> Any:
         """``/status`` of each slot's agent, with the poll's short timeout."""
@@ -253,7 +277,8 @@ def open_supervisor(
 ) -> Supervisor:
     """A Supervisor for ``operator``'s cluster with the production adapters: the cluster's
     Kubernetes API (EKS token), and the agents through the pod proxy, or at their pod IPs when
-    ``AGENT_TRANSPORT=direct`` (Lambdas in the cluster's VPC)."""
+    ``AGENT_TRANSPORT=direct`` (Lambdas in the cluster's VPC) or the job has at least
+    ``AGENT_DIRECT_MIN_RANKS`` ranks (the template sets it only where the functions are in the VPC)."""
     import os
 
     from hyperpod_control.adapters.agents import DirectTransport, ProxyTransport
@@ -280,6 +305,11 @@ def open_supervisor(
         store=store,
         kube=kube,
         agents=AgentClient(transport, pool_size=pool, deadline=deadline),
+        direct_agents=(
+            AgentClient(DirectTransport(), pool_size=pool, deadline=deadline)
+            if config.direct_min_ranks and not direct
+            else None
+        ),
         config=config,
         sfn=StepFunctionsAdapter(),
         deadline=deadline,
@@ -403,6 +433,7 @@ def _record(sup: Supervisor, ref: JobRef) -> JobRecord:
             f"job {ref.namespace}/{ref.name} ({ref.uid}) has no JOB item.",
             remedy="start supervise_job through reconcile_jobs, which claims the job first.",
         )
+    sup.fit_transport(record)
     return record
 
 
@@ -815,7 +846,9 @@ def _start_new_spares(
         slots.append(slot)
     if fresh:
         staged = record.model_copy(update={"pods": slots})
-        calls = [c for c in start_calls(staged, job, record.ip_version or "", held) if c.pod in fresh]
+        calls = [
+            c for c in start_calls(staged, job, record.ip_version or "", spares_held=held) if c.pod in fresh
+        ]
         sup.agents.call_all(calls)
         _history(sup, record, "SpareJoined", f"spare(s) {', '.join(fresh)} standing by", pods=fresh)
     return slots
@@ -939,7 +972,9 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters}
     )
     chosen = {t.pod for t in targets}
-    calls = [c for c in start_calls(staged, job, ip_version) if c.pod in chosen]
+    # The agents hold the table of the last start (their /status said so): they need the changes.
+    held = held_table(record, answers) if sup.config.rank_ips == "changed" else None
+    calls = [c for c in start_calls(staged, job, ip_version, held=held) if c.pod in chosen]
     started = sup.agents.call_all(calls)
     refused = [f"{pod}: {a.error}" for pod, a in started.items() if not a.ok]
     if refused:
@@ -1144,6 +1179,8 @@ def complete(request: StepInput, sup: Supervisor) -> StepResult:
 def fail(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
     record = sup.store.get_job(ref.cluster_arn, ref.uid)
+    if record is not None:
+        sup.fit_transport(record)
     reason = request.reason or "the job failed"
     if request.error:
         from hyperpod_control.services.failures import readable
