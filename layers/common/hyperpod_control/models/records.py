@@ -241,6 +241,13 @@ class JobRecord(Record):
     #: A full job restart in progress: when the fault happened and what was decided, so that
     #: StartAgents can report the time to recover once the new pods run.
     recovery: dict | None = None
+    # -- elastic training (services/elastic.py) ----------------------------------------------
+    #: A scale-up under way: ``{"target": ranks, "since": ISO time, "pods": [the new pods]}``.
+    scaling: dict | None = None
+    #: Scale-ups in a row whose new pods did not run in ``scalingTimeoutInSeconds``.
+    scaling_failures: int = 0
+    #: When the job last changed size (``scaleUpSnoozeTimeInSeconds`` counts from here too).
+    last_resize_at: datetime | None = None
 
     @property
     def pk(self) -> str:

@@ -56,6 +56,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.observability import logger
+from hyperpod_control.services import elastic
 from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     Action,
@@ -745,14 +746,75 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     )
     if progress and progress != record.progress:
         update["progress"] = progress
+    nxt, why = verdict.next, verdict.reason
     if verdict.next == "running":
+        job = parse_job(obj)
         staged = record.model_copy(update={"pods": update["pods"]})
-        update["pods"] = _start_new_spares(sup, staged, pods, answers, parse_job(obj))
+        update["pods"] = _start_new_spares(sup, staged, pods, answers, job)
+        staged = staged.model_copy(update={"pods": update["pods"]})
+        grow = _scale_up_round(sup, staged, job, pods, answers)
+        update.update(grow)
+        if grow.get("resize"):
+            update.pop("resize")
+            target = (update.get("scaling") or record.scaling or {}).get("target")
+            nxt, why = "resize", f"elastic scale-up to {target} ranks"
     _save(sup, record, **update)
-    due = verdict.next == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
-    return StepResult(
-        next=verdict.next, reason=verdict.reason, segment_due=due, poll_seconds=sup.config.poll_seconds
+    due = nxt == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
+    return StepResult(next=nxt, reason=why, segment_due=due, poll_seconds=sup.config.poll_seconds)
+
+
+def _scale_up_round(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    pods: dict[str, dict[str, Any]],
+    answers: dict[str, AgentAnswer],
+) -> dict[str, Any]:
+    """An elastic job's growth, one poll round at a time (services/elastic.py decides): with a
+    scale-up under way, ``resize`` once its new pods' agents stand by, or its pods deleted once
+    ``scalingTimeoutInSeconds`` passed; else, capacity back (schedulable nodes without a pod of the
+    job) and ``scaleUpSnoozeTimeInSeconds`` since the last restart: the new pods created. Returns
+    the JOB item's update."""
+    now = sup.now()
+    scaling = record.scaling
+    if scaling:
+        if elastic.scale_up_ready(scaling, standing_spares(record, answers)):
+            return {"resize": True}
+        if not elastic.scaling_expired(scaling, job, now):
+            return {}
+        for pod in scaling["pods"]:
+            sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
+        failures = record.scaling_failures + 1
+        message = (
+            f"elastic scale-up to {scaling['target']} ranks abandoned: its pods {', '.join(scaling['pods'])} "
+            f"did not run and answer within scalingTimeoutInSeconds ({failures} in a row)"
+        )
+        _k8s_event(sup, job, "Warning", "ScaleUpFailed", message)
+        _history(sup, record, "ScaleUpFailed", message, target=scaling["target"], pods=scaling["pods"])
+        return {
+            "scaling": None,
+            "scaling_failures": failures,
+            "last_resize_at": now,  # the snooze applies before the next try too
+            "pods": [s for s in record.pods if s.pod not in set(scaling["pods"])],
+        }
+    if not elastic.scale_up_open(record, job, now):
+        return {}
+    free = elastic.free_nodes(sup.kube.nodes(), pods)
+    target = elastic.grow_target(record, job, len(free))
+    if target is None:
+        return {}
+    standing = max(0, len(record.spare_pods()) - job.spares)
+    count = max(0, target - record.nnodes - standing)
+    new = _replacement_spares(sup, job, record.pods, count)
+    message = (
+        f"elastic scale-up from {record.nnodes} to {target} ranks: {len(free)} schedulable node(s) free, "
+        f"{count} pod(s) created"
     )
+    _history(sup, record, "ScaleUpStarted", message, target=target, pods=[s.pod for s in new], nodes=free)
+    scaling = {"target": target, "since": now.isoformat(), "pods": [s.pod for s in new]}
+    if not new:  # idle pods enough already: resize at once
+        return {"scaling": scaling, "resize": True}
+    return {"scaling": scaling, "pods": [*record.pods, *new]}
 
 
 def _observe(
@@ -812,17 +874,27 @@ def _start_new_spares(
 STOP_WAIT_S = 90.0
 
 
-def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mode: str) -> list[str]:
+def _stop_and_wait(
+    sup: Supervisor,
+    record: JobRecord,
+    slots: list[PodSlot],
+    mode: str,
+    *,
+    graceful: bool = False,
+    timeout: int | None = None,
+) -> list[str]:
     """/stop ``slots``' agents and wait until each is READY again (its workers stopped). Agents
-    that cannot answer are returned: their pods are dying with their node."""
+    that cannot answer are returned: their pods are dying with their node. ``graceful``: the
+    workers get the elastic-event signal (SIGUSR1) rather than the kill, ``timeout`` seconds to
+    checkpoint and exit (the wire protocol's ``is_graceful`` and ``timeout``)."""
     from hyperpod_control.models.agent import StopRequest
 
-    body = StopRequest(restart_mode=mode).body()
+    body = StopRequest(restart_mode=mode, is_graceful=graceful or None, timeout=timeout).body()
     calls = [AgentCall(s.pod, "POST", "/stop", body=body, ip=s.ip, namespace=record.namespace) for s in slots]
     answers = sup.agents.call_all(calls)
     pending = {s.pod: s.ip for s in slots if answers.get(s.pod) and answers[s.pod].ok}
     unreachable = [s.pod for s in slots if s.pod not in pending]
-    deadline = time.monotonic() + STOP_WAIT_S
+    deadline = time.monotonic() + STOP_WAIT_S + (timeout or 0)
     while pending:
         statuses = sup.agents.statuses(record.namespace, pending.items())
         for pod, answer in statuses.items():
@@ -856,6 +928,8 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     verdict = judge_round(
         record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
     )
+    if verdict.next == "running" and record.scaling:
+        return _scale_up(sup, record, job, answers)
     if verdict.next != "fault":
         return StepResult(
             next="monitor" if verdict.next == "running" else verdict.next,
@@ -891,9 +965,27 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     actions: list[str] = []
     counters = restart_counters(record, faults, now)
     if decision.action is Action.FULL_JOB_RESTART:
-        return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
+        shrink = elastic.scale_down(faults, record, job, ready_spares=ready_spares)
+        if shrink is None:
+            return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
+        decision = shrink
     slots = list(record.pods)
-    if decision.action is Action.SPARE_SWAP:
+    resized: dict[str, Any] = {}
+    if decision.action is Action.SCALE_DOWN:
+        assert decision.nnodes is not None
+        leaving = set(decision.delete_pods)
+        slots = elastic.resize_slots(record, decision.nnodes, leaving)
+        promoted = {s.pod for s in slots if s.rank is not None}
+        stop = [s for s in record.pods if s.pod not in leaving and (s.rank is not None or s.pod in promoted)]
+        _stop_and_wait(sup, record, stop, "process_level_restart")
+        actions.append(f"stopped {len(stop)} agents")
+        for pod in decision.delete_pods:
+            sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
+            actions.append(f"deleted {pod}")
+        # every pod stopped starts again: the ranks, and former ranks now standing by
+        targets = [s for s in slots if s.pod in {p.pod for p in stop}]
+        resized = {"nnodes": decision.nnodes, "last_resize_at": now, "scaling": None}
+    elif decision.action is Action.SPARE_SWAP:
         plan = swap_plan(record, decision)
         _stop_and_wait(sup, record, plan.stop, "process_level_restart")
         actions.append(f"stopped {len(plan.stop)} agents")
@@ -914,7 +1006,7 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
     ip_version = sup.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     staged = record.model_copy(
-        update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters}
+        update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters, **resized}
     )
     chosen = {t.pod for t in targets}
     calls = [c for c in start_calls(staged, job, ip_version) if c.pod in chosen]
@@ -931,12 +1023,121 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         actions.append(
             f"created replacement spare(s) {', '.join(s.pod for s in slots[-len(decision.delete_pods) :])}"
         )
+    before = record.nnodes
     record = _save(
-        sup, record, **{**counters, "pods": slots, "master_addr": master, "ip_version": ip_version}
+        sup,
+        record,
+        **{**counters, **resized, "pods": slots, "master_addr": master, "ip_version": ip_version},
     )
     outcome = _report_recovery(sup, record, job, decision, faults, fault_at, resumed, actions)
+    if resized:
+        _report_resize(sup, record, job, before, decision.reason, fault_at, resumed, faulty=True)
     return StepResult(
         next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
+    )
+
+
+def _scale_up(
+    sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob, answers: dict[str, AgentAnswer]
+) -> StepResult:
+    """The coordinated restart of a scale-up whose new pods stand by: the ranks stopped
+    gracefully (the workers get the elastic-event signal and checkpoint, within
+    ``gracefulShutdownTimeoutInSeconds``), then every rank started at the new size from the
+    checkpoint all of them finished."""
+    scaling = record.scaling or {}
+    poll = sup.config.poll_seconds
+    if not elastic.scale_up_ready(scaling, standing_spares(record, answers)) and scaling.get("pods"):
+        return StepResult(next="monitor", poll_seconds=poll)  # a new pod went away meanwhile
+    began = sup.now()
+    before = record.nnodes
+    target = int(scaling["target"])
+    slots = elastic.resize_slots(record, target, set())
+    ranked = {s.pod for s in slots if s.rank is not None}
+    stop = [s for s in record.pods if s.rank is not None or s.pod in ranked]
+    _stop_and_wait(
+        sup, record, stop, "process_level_restart", graceful=True, timeout=elastic.graceful_timeout(job)
+    )
+    # the checkpoint the workers took on the signal, as the stopped agents report it
+    after = sup.statuses(record, [s for s in record.ranked()], {})
+    progress = (
+        aggregate_progress({pod: a.status.progress for pod, a in after.items() if a.ok and a.status})
+        or record.progress
+    )
+    master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
+    ip_version = sup.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    update = {
+        "pods": slots,
+        "nnodes": target,
+        "master_addr": master,
+        "ip_version": ip_version,
+        "fault_count": record.fault_count + 1,
+        "progress": progress,
+        "scaling": None,
+        "scaling_failures": 0,
+        "last_resize_at": began,
+        "task_token": None,
+    }
+    staged = record.model_copy(update=update)
+    chosen = {s.pod for s in stop}
+    started = sup.agents.call_all(c for c in start_calls(staged, job, ip_version) if c.pod in chosen)
+    refused = [f"{pod}: {a.error}" for pod, a in started.items() if not a.ok]
+    if refused:
+        from hyperpod_control.exceptions import DependencyUnavailableError
+
+        raise DependencyUnavailableError("agents refused /start after a scale-up: " + listed(refused, "; "))
+    record = _save(sup, record, **update)
+    why = f"capacity returned: {target - before} more rank(s), towards maxReplicas {elastic.max_size(job)}"
+    _report_resize(sup, record, job, before, why, began, sup.now(), faulty=False)
+    return StepResult(
+        next="monitor", reason=f"elastic scale-up from {before} to {target} ranks", poll_seconds=poll
+    )
+
+
+def _report_resize(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    before: int,
+    why: str,
+    began: datetime,
+    resumed: datetime,
+    *,
+    faulty: bool,
+) -> None:
+    """``status.elasticScalingStatus``, a Kubernetes Event and a ``Resized`` history entry after
+    the job changed size: from and to, why, and how long training stood still."""
+    took_ms = max(0, int((resumed - began).total_seconds() * 1000))
+    direction = "ScaledDown" if record.nnodes < before else "ScaledUp"
+    message = f"elastic {direction}: {before} -> {record.nnodes} ranks in {took_ms} milliseconds"
+    stamp = rfc3339(resumed)
+    status = {
+        "elasticScalingStatus": elastic.scaling_status(
+            job,
+            record.nnodes,
+            stamp,
+            faulty=faulty,
+            pods_scaled=abs(record.nnodes - before),
+            failures=record.scaling_failures,
+        ),
+        "masterAddr": record.master_addr,
+        "masterPort": status_master_port(record.fault_count),
+        "jobPods": pod_refs(record.namespace, [s.pod for s in record.pods]),
+    }
+    if not faulty:  # a fault's recovery has set the Running condition already (_report_recovery)
+        status["conditions"] = conditions_after(job, "Running", direction, message, stamp)
+    _patch_status(sup, job, status)
+    _k8s_event(sup, job, "Normal", direction, f"{message}: {why}")
+    _history(
+        sup,
+        record,
+        "Resized",
+        message,
+        direction=direction,
+        reason=why,
+        **{"from": before, "to": record.nnodes},
+        duration_ms=took_ms,
+        ranks={str(s.rank): s.pod for s in record.ranked()},
+        progress=record.progress,
     )
 
 
@@ -1001,6 +1202,9 @@ def _full_restart(
         full_restart_count=record.full_restart_count + 1,
         recovery=recovery,
         master_addr=None,
+        # an elastic job that had shrunk restarts at its full size
+        nnodes=job.replicas,
+        scaling=None,
     )
     # decided now, recovered once StartAgents runs the new pods (it reports the time to recover)
     outcome = RemediationOutcome(action=decision.action.value, fault=_fault_kind(faults))
