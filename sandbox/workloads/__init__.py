@@ -23,12 +23,14 @@ def tiny_job(
     queue: str | None = None,
     extra_args: list[str] | None = None,
     log_rules: list[dict[str, Any]] | None = None,
+    elastic_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A HyperPodPyTorchJob running ``train_tiny.py`` under hyperpodrun.
 
     ``hyp_shaped`` shapes it as the ``hyp`` CLI does (container ``pytorch-job-container``,
     replica spec ``pod``, ``runPolicy.cleanPodPolicy: None`` from ``--max-retry``, Kueue labels
-    for ``queue``); hyperpod-facts 2.3."""
+    for ``queue``). ``elastic_policy``: the job's ``elasticPolicy``, its workers told to stop
+    together on a graceful /stop (``HYPERPOD_SIGNAL_COORDINATION=distributed``)."""
     script = [str(TRAIN_TINY), "--steps", str(steps), *(["--ckpt-dir", ckpt_dir] if ckpt_dir else [])]
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
@@ -43,7 +45,10 @@ def tiny_job(
             *(extra_args or []),
         ],
         "ports": [{"containerPort": 8080}],
-        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+        "env": [
+            {"name": "OMP_NUM_THREADS", "value": "1"},
+            *([{"name": "HYPERPOD_SIGNAL_COORDINATION", "value": "distributed"}] if elastic_policy else []),
+        ],
     }
     labels: dict[str, str] = {}
     if queue:
@@ -68,5 +73,6 @@ def tiny_job(
                 }
             ],
             "runPolicy": run_policy,
+            **({"elasticPolicy": elastic_policy} if elastic_policy else {}),
         },
     }
