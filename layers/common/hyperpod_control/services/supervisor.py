@@ -56,7 +56,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.observability import logger
-from hyperpod_control.services import elastic
+from hyperpod_control.services import elastic, run_policy
 from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     Action,
@@ -624,12 +624,14 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     answers = sup.agents.statuses(ref.namespace, running)
     verdict, why = agents_ready(record, pods, answers)
     if verdict == "wait":
-        deadline = job.spec.run_policy.startup_deadline_seconds or sup.config.startup_deadline_seconds
-        waited = (sup.now() - record.created_at).total_seconds()
-        if waited > deadline:
-            return StepResult(
-                next="fail", reason=f"StartupDeadlineExceeded: after {int(waited)} s still {why}"
-            )
+        now, policy = sup.now(), job.spec.run_policy
+        over = (
+            run_policy.active_deadline(record, policy, now)
+            or run_policy.fault_deadline(record, policy, now)
+            or run_policy.startup_deadline(record, policy, now, sup.config.startup_deadline_seconds)
+        )
+        if over:
+            return StepResult(next="fail", reason=f"{over}; still {why}")
         return StepResult(next="wait", reason=why)
     if verdict == "fail":
         return StepResult(next="fail", reason=why)
@@ -747,7 +749,10 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     if progress and progress != record.progress:
         update["progress"] = progress
     nxt, why = verdict.next, verdict.reason
-    if verdict.next == "running":
+    over = run_policy.active_deadline(record, parse_job(obj).spec.run_policy, sup.now())
+    if over and verdict.next != "completed":
+        nxt, why = "fail", over
+    elif verdict.next == "running":
         job = parse_job(obj)
         staged = record.model_copy(update={"pods": update["pods"]})
         update["pods"] = _start_new_spares(sup, staged, pods, answers, job)
