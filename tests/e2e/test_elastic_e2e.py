@@ -42,7 +42,16 @@ def test_an_elastic_job_shrinks_on_a_lost_node_and_grows_back_when_it_heals(serv
         item = job_item(sb, uid)
         return item if item and item.phase == "Running" and item.progress else None
 
-    item = eventually(running, 120, "the job running with a checkpoint every rank finished")
+    try:
+        item = eventually(running, 180, "the job running with a checkpoint every rank finished")
+    except AssertionError:
+        found = job_item(sb, uid)
+        raise AssertionError(
+            (
+                found and (found.phase, found.reason, found.progress),
+                [(e.kind, e.message) for e in history(sb, uid)],
+            )
+        ) from None
     _, core = apis(sb)
     nodes = sorted(n.metadata.name for n in core.list_node().items)
     used = {s.node for s in item.pods}

@@ -171,6 +171,8 @@ class JobPhase(StrEnum):
     PENDING = "Pending"  # claimed; the execution has not admitted it yet
     CREATING = "Creating"  # pods created, waiting for every agent to answer
     RUNNING = "Running"  # agents started
+    #: runPolicy.suspend: pods removed until it is unset; the JOB item keeps the last pods' names
+    SUSPENDED = "Suspended"
     COMPLETED = "Completed"
     FAILED = "Failed"
     #: addon mode: AWS's operator runs the job; we only record what its status says
@@ -206,6 +208,9 @@ class JobRecord(Record):
     namespace: str
     name: str
     generation: int = 1
+    #: The job's generation after an edit the supervisor honours on a running job (runPolicy.suspend);
+    #: the execution keeps ``generation`` (its name carries it).
+    honoured_generation: int = 0
     mode: OperatorMode = OperatorMode.SERVERLESS
     phase: JobPhase = JobPhase.PENDING
     reason: str | None = None

@@ -500,7 +500,9 @@ def admit(request: StepInput, sup: Supervisor) -> StepResult:
             f"execution segment {ref.segment} took over",
             execution=request.execution,
         )
-    nxt = {JobPhase.RUNNING: "monitor", JobPhase.CREATING: "wait"}.get(record.phase, "create")
+    nxt = {JobPhase.RUNNING: "monitor", JobPhase.SUSPENDED: "monitor", JobPhase.CREATING: "wait"}.get(
+        record.phase, "create"
+    )
     return StepResult(next=nxt, poll_seconds=poll)
 
 
@@ -616,7 +618,10 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     loaded = _load(sup, ref)
     if loaded is None:
         return GONE
-    record, job, _obj = loaded
+    record, job, obj = loaded
+    suspended = _suspension(sup, record, obj)
+    if suspended is not None:
+        return suspended
     pods = _pods_by_name(sup, record)
     running = [
         (s.pod, pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
@@ -726,6 +731,9 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     obj = _read_job(sup, ref)
     if obj is None:
         return StepResult(next="gone", reason="the job was deleted")
+    suspended = _suspension(sup, record, obj)
+    if suspended is not None:
+        return suspended
     pods, troubles, answers = _observe(sup, record)
     verdict = judge_round(
         record, pods, answers, sup.now(), troubles=troubles, silent_limit=sup.config.silent_rounds
@@ -766,6 +774,98 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     _save(sup, record, **update)
     due = nxt == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
     return StepResult(next=nxt, reason=why, segment_due=due, poll_seconds=sup.config.poll_seconds)
+
+
+def _suspension(sup: Supervisor, record: JobRecord, obj: dict[str, Any]) -> StepResult | None:
+    """``runPolicy.suspend``: set on a job that runs or starts, its agents are shut down and its
+    pods deleted (the JOB item keeps the checkpoint progress); unset on a suspended job, its pods
+    are created anew and it starts from that checkpoint. None: nothing to do about it. The edit
+    of ``suspend`` is the one spec change honoured on a running job: the JOB item records the
+    job's generation as honoured (reconcile_jobs would otherwise call it an edit not applied)."""
+    job = parse_job(obj)
+    wanted = bool(job.spec.run_policy.suspend)
+    poll = sup.config.poll_seconds
+    if wanted == (record.phase is JobPhase.SUSPENDED):
+        if wanted:  # still suspended: nothing runs, nothing to observe
+            rounds = record.poll_rounds + 1
+            # faults reported about the deleted pods' nodes concern no running pod
+            _save(sup, record, poll_rounds=rounds, task_token=None, pending_faults=[])
+            due = rounds >= (record.segment + 1) * sup.config.segment_rounds
+            return StepResult(
+                next="suspended", reason="runPolicy.suspend", poll_seconds=poll, segment_due=due
+            )
+        return None
+    now = sup.now()
+    stamp = rfc3339(now)
+    generation = job.metadata.generation
+    if wanted:
+        pods = _pods_by_name(sup, record)
+        live = [s for s in record.pods if s.pod in pods and pod_phase(pods[s.pod]) == "Running"]
+        sup.agents.call_all(
+            AgentCall(s.pod, "POST", "/shutdown", ip=s.ip, namespace=record.namespace) for s in live
+        )
+        for slot in record.pods:
+            sup.kube.delete_pod(record.namespace, slot.pod)
+        record = _save(
+            sup,
+            record,
+            phase=JobPhase.SUSPENDED,
+            honoured_generation=generation,
+            pending_faults=[],
+            task_token=None,
+            scaling=None,
+            recovery=None,
+            master_addr=None,
+        )
+        message = f"runPolicy.suspend: {len(record.pods)} pods deleted; training resumes from the checkpoint"
+        conditions = conditions_after(job, "Suspended", "Suspended", message, stamp)
+        if job.condition("Running") is not None:
+            conditions = _with_condition(conditions, "Running", "False", "Suspended", message, stamp)
+        _patch_status(sup, job, {"conditions": _edit_honoured(conditions, stamp), "jobPods": []})
+        _k8s_event(sup, job, "Normal", "Suspended", message)
+        _history(sup, record, "Suspended", message, progress=record.progress)
+        return StepResult(next="suspended", reason=message, poll_seconds=poll)
+    slots = _fresh_pods(sup, record, job)
+    record = _save(
+        sup,
+        record,
+        phase=JobPhase.CREATING,
+        honoured_generation=generation,
+        pods=slots,
+        nnodes=job.replicas,
+        created_at=now,
+        task_token=None,
+    )
+    message = f"runPolicy.suspend unset: {len(slots)} pods created, training resumes from the checkpoint"
+    current = (
+        [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in job.status.conditions]
+        if job.status
+        else []
+    )
+    conditions = _with_condition(current, "Suspended", "False", "Resumed", message, stamp)
+    _patch_status(sup, job, {"conditions": _edit_honoured(conditions, stamp)})
+    _k8s_event(sup, job, "Normal", "Resumed", message)
+    _history(sup, record, "Resumed", message, pods=[s.pod for s in slots], progress=record.progress)
+    return StepResult(next="wait", reason=message, poll_seconds=poll)
+
+
+def _edit_honoured(conditions: list[dict[str, Any]], stamp: str) -> list[dict[str, Any]]:
+    """Pure: reconcile_jobs may have called the suspend edit one not applied before this step
+    honoured it (its ``SpecChangeRejected`` condition): no longer true."""
+    if not any(c.get("type") == "SpecChangeRejected" and c.get("status") == "True" for c in conditions):
+        return conditions
+    message = "runPolicy.suspend was applied; other edits of a running job are not"
+    return _with_condition(conditions, "SpecChangeRejected", "False", "SuspendApplied", message, stamp)
+
+
+def _with_condition(
+    conditions: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, stamp: str
+) -> list[dict[str, Any]]:
+    """Pure: ``conditions`` (as the status holds them) with ``kind`` set."""
+    merged = set_condition(
+        [JobCondition.model_validate(c) for c in conditions], kind, status, reason, message, stamp
+    )
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in merged]
 
 
 def _scale_up_round(
@@ -1178,15 +1278,8 @@ def _full_restart(
     for slot in record.pods:
         sup.kube.delete_pod(record.namespace, slot.pod, grace_period_seconds=0)
     actions.append(f"deleted all {len(record.pods)} pods")
-    start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
     total = job.replicas + job.spares
-    slots = []
-    for index in range(start, start + total):
-        body = build_pod(job, index, sup.config.event_bus)
-        if decision.avoid_nodes:
-            avoid_nodes(body, decision.avoid_nodes)
-        sup.kube.create_pod(job.metadata.namespace, body)
-        slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    slots = _fresh_pods(sup, record, job, decision.avoid_nodes)
     actions.append(
         f"created {total} pods {slots[0].pod}..{slots[-1].pod}"
         + (f" avoiding {', '.join(decision.avoid_nodes)}" if decision.avoid_nodes else "")
@@ -1216,6 +1309,22 @@ def _full_restart(
     return StepResult(
         next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
     )
+
+
+def _fresh_pods(
+    sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob, avoid: list[str] | None = None
+) -> list[PodSlot]:
+    """Every pod of the job created anew (``replicas`` + ``spares``), indexed after every pod it
+    had (so no old pod still terminating is mistaken for a new one), off the ``avoid`` nodes."""
+    start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
+    slots = []
+    for index in range(start, start + job.replicas + job.spares):
+        body = build_pod(job, index, sup.config.event_bus)
+        if avoid:
+            avoid_nodes(body, avoid)
+        sup.kube.create_pod(job.metadata.namespace, body)
+        slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    return slots
 
 
 def _fault_kind(faults: list[JobFault]) -> str:
@@ -1364,6 +1473,20 @@ def cleanup(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
     record = sup.store.get_job(ref.cluster_arn, ref.uid) or new_job_record(ref)
     return StepResult(next="done", reason=delete_job_resources(sup, record))
+
+
+def expire_finished_job(sup: Supervisor, record: JobRecord, obj: dict[str, Any]) -> bool:
+    """``runPolicy.ttlSecondsAfterFinished``: the finished job's object deleted once it passed
+    (reconcile_jobs then removes its pods and JOB item, as for any deleted job; its history stays).
+    True when it was deleted now."""
+    job = _lenient(obj)
+    if job is None or not run_policy.ttl_due(job.spec.run_policy, record.completed_at, sup.now()):
+        return False
+    if not sup.kube.delete_custom_object(JOB_GROUP, JOB_VERSION, JOB_PLURAL, record.namespace, record.name):
+        return False
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
+    _history(sup, record, "Expired", f"deleted {ttl} s after it finished (runPolicy.ttlSecondsAfterFinished)")
+    return True
 
 
 def delete_job_resources(sup: Supervisor, record: JobRecord) -> str:
