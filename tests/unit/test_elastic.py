@@ -221,3 +221,33 @@ def test_scaling_status_uses_the_crd_names_and_splits_the_target_over_the_replic
         "isFaultyPodScaleDown",
         "consecutiveScalingFailures",
     }
+
+
+# ============================================================== several replica specs
+
+
+def test_each_replica_spec_builds_its_own_pods_ranks_first_in_entry_order_then_spares():
+    from hyperpod_control.services.supervision import ROLE_LABEL, build_pod
+
+    def entry(name: str, replicas: int, spares: int) -> dict[str, Any]:
+        container = {"name": "trainer", "image": f"img-{name}"}
+        return {
+            "name": name,
+            "replicas": replicas,
+            "spares": spares,
+            "template": {"spec": {"containers": [container]}},
+        }
+
+    job = HyperPodPytorchJob.model_validate(
+        {
+            "metadata": {"name": "mix", "uid": "u1"},
+            "spec": {"replicaSpecs": [entry("a", 1, 1), entry("b", 2, 0)]},
+        }
+    )
+    roles = [job.replica_spec_at(i).name for i in range(5)]
+    assert roles == ["a", "b", "b", "a", "a"], "ranks a, b, b; a's spare; beyond: the first entry"
+    pods = [build_pod(job, i) for i in range(4)]
+    assert [p["metadata"]["labels"][ROLE_LABEL] for p in pods] == ["a", "b", "b", "a"]
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == ["img-a", "img-b", "img-b", "img-a"]
+    recreated = build_pod(job, 7, position=1)  # a full restart's second pod
+    assert recreated["spec"]["containers"][0]["image"] == "img-b"

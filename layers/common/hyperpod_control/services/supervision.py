@@ -34,6 +34,8 @@ from hyperpod_control.services.faults import JobFault, agent_fault_kind
 JOB_LABEL = "HPJob"
 UID_LABEL = "hyperpod.control-plane/job-uid"
 INDEX_LABEL = "hyperpod.control-plane/pod-index"
+#: The replica spec (``replicaSpecs[].name``) whose template built the pod.
+ROLE_LABEL = "hyperpod.control-plane/replica-spec"
 #: The taints Kubernetes' node lifecycle controller puts on a node whose kubelet went silent
 #: (unreachable) or reports NotReady; pods tolerate them 300 s (DefaultTolerationSeconds), then are
 #: evicted and stay Terminating while the node is gone.
@@ -90,14 +92,19 @@ def decide_agent_association(existing: dict[str, Any] | None, role_arn: str) -> 
     return "ours" if existing.get("roleArn") == role_arn else "foreign"
 
 
-def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
-    """Pure: pod ``index`` of ``job`` from its replica spec's template.
+def build_pod(
+    job: HyperPodPytorchJob, index: int, event_bus: str | None = None, position: int | None = None
+) -> dict[str, Any]:
+    """Pure: pod ``index`` of ``job`` from the template of the replica spec at ``position`` in a
+    full set of its pods (default: ``index``; ``HyperPodPytorchJob.replica_spec_at``).
 
-    Every pod is the same: which are ranks and which are spares is decided at StartAgents, so a
-    spare can take any rank. What the operator adds to the user's template: the labels, the owner,
-    the agent's environment, the node-health affinity, one pod per node, and port 8080."""
+    Which pods are ranks and which are spares is decided at StartAgents (the lowest indices get
+    the ranks, so the entries' pods get them in entry order), and a spare can take any rank. What
+    the operator adds to the user's template: the labels, the owner, the agent's environment, the
+    node-health affinity, one pod per node, and port 8080."""
     meta = job.metadata
-    template = job.replica_spec.template or {}
+    role = job.replica_spec_at(index if position is None else position)
+    template = role.template or {}
     tmeta = dict(template.get("metadata") or {})
     spec = {**(template.get("spec") or {})}
     total = job.replicas + job.spares
@@ -106,6 +113,7 @@ def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None)
         JOB_LABEL: meta.name,
         UID_LABEL: meta.uid,
         INDEX_LABEL: str(index),
+        ROLE_LABEL: role.name,
     }
     env_add = [
         {"name": "NNODES", "value": str(job.replicas)},

@@ -1319,7 +1319,7 @@ def _fresh_pods(
     start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
     slots = []
     for index in range(start, start + job.replicas + job.spares):
-        body = build_pod(job, index, sup.config.event_bus)
+        body = build_pod(job, index, sup.config.event_bus, position=index - start)
         if avoid:
             avoid_nodes(body, avoid)
         sup.kube.create_pod(job.metadata.namespace, body)
