@@ -251,3 +251,38 @@ def test_each_replica_spec_builds_its_own_pods_ranks_first_in_entry_order_then_s
     assert [p["spec"]["containers"][0]["image"] for p in pods] == ["img-a", "img-b", "img-b", "img-a"]
     recreated = build_pod(job, 7, position=1)  # a full restart's second pod
     assert recreated["spec"]["containers"][0]["image"] == "img-b"
+
+
+# ============================================================== hpctl jobs describe
+
+
+def test_describe_shows_the_size_over_time_from_the_history():
+    from hpctl.jobs import size_timeline
+    from hyperpod_control.models.records import JobEventRecord
+
+    def event(kind: str, seconds: int, **details: Any) -> JobEventRecord:
+        return JobEventRecord(
+            uid="u1",
+            event_id=f"e{seconds}",
+            at=NOW + timedelta(seconds=seconds),
+            cluster_arn=ARN,
+            namespace="team-a",
+            name="llama",
+            kind=kind,
+            message=kind,
+            details=details,
+        )
+
+    events = [
+        event(
+            "Resized", 60, direction="ScaledDown", reason="node lost", duration_ms=900, **{"from": 3, "to": 2}
+        ),
+        event("Started", 0, ranks={"0": "a", "1": "b", "2": "c"}),
+        event("Remediated", 59),
+        event(
+            "Resized", 120, direction="ScaledUp", reason="capacity", duration_ms=1500, **{"from": 2, "to": 3}
+        ),
+    ]
+    sizes = size_timeline(events)
+    assert [(s["ranks"], s["durationMs"]) for s in sizes] == [(3, None), (2, 900), (3, 1500)]
+    assert sizes[1]["change"] == "ScaledDown from 3: node lost" and sizes[0]["at"] == "2026-03-04T12:00:00Z"

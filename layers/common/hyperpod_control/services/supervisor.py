@@ -834,6 +834,8 @@ def _suspension(sup: Supervisor, record: JobRecord, obj: dict[str, Any]) -> Step
         pods=slots,
         nnodes=job.replicas,
         created_at=now,
+        # activeDeadlineSeconds counts from the start after the resume, as Kubernetes' Jobs do
+        started_at=None,
         task_token=None,
     )
     message = f"runPolicy.suspend unset: {len(slots)} pods created, training resumes from the checkpoint"
