@@ -96,13 +96,14 @@ IAM_USAGE := .iam-usage
 iam-report: $(VENV)/.installed  ## per function: AWS actions and Kubernetes verbs used by the last test run vs granted
 	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
 
-bench: $(VENV)/.installed $(AWS_AGENT_VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission, AWS's agent
+bench: $(VENV)/.installed $(AWS_AGENT_VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission, AWS's agent, elastic shrink
 	$(BIN)/python tests/bench/coldstart_bench.py --runs 5
 	$(BIN)/python agent/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/supervisor_bench.py --agents 512,2048,4096 --rounds 3 --transport both
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3
 	$(BIN)/python tests/bench/admission_bench.py --runs 3
 	$(BIN)/python tests/bench/aws_agent_bench.py --runs 5
+	$(BIN)/python tests/bench/elastic_bench.py --runs 3 --replacement-after 60
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache $(LATEST_VENV) $(LOCK_VENV) $(AWS_AGENT_VENV)

@@ -301,6 +301,7 @@ def describe_job(
                 for slot in [*job.ranked(), *job.spare_pods()]
             ],
             "recordedConditions": job.conditions,
+            "sizes": size_timeline(store.job_history(job.uid)),
             "history": [
                 {"at": _iso(e.at), "kind": e.kind, "message": e.message, "details": e.details}
                 for e in sorted(store.job_history(job.uid), key=lambda e: e.at)
@@ -309,6 +310,27 @@ def describe_job(
         }
     )
     return doc
+
+
+def size_timeline(events: list[Any]) -> list[dict[str, Any]]:
+    """Pure: the job's size over time, from its history: each start (``Started``: its ranks) and
+    each elastic resize (``Resized``: from, to, why, how long training stood still)."""
+    sizes = []
+    for e in sorted(events, key=lambda e: e.at):
+        if e.kind == "Started":
+            ranks = len(e.details.get("ranks") or {})
+            sizes.append({"at": _iso(e.at), "ranks": ranks, "change": "started", "durationMs": None})
+        elif e.kind == "Resized":
+            sizes.append(
+                {
+                    "at": _iso(e.at),
+                    "ranks": e.details.get("to"),
+                    "change": f"{e.details.get('direction')} from {e.details.get('from')}: "
+                    f"{e.details.get('reason')}",
+                    "durationMs": e.details.get("duration_ms"),
+                }
+            )
+    return sizes
 
 
 def _conditions_rows(conditions: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -383,6 +405,20 @@ def describe_text(doc: dict[str, Any]) -> str:
             lines += _table(("NAME", "PHASE", "NODE"), rows, "  ")
         else:
             lines.append("Pods: none in the cluster")
+
+    if len(doc.get("sizes") or []) > 1:
+        lines.append("")
+        lines.append("Size over time:")
+        rows = [
+            (
+                e["at"] or "-",
+                str(e["ranks"]),
+                "-" if e["durationMs"] is None else f"{e['durationMs']} ms",
+                _short(e["change"], 90),
+            )
+            for e in doc["sizes"]
+        ]
+        lines += _table(("TIME", "RANKS", "PAUSE", "CHANGE"), rows, "  ")
 
     lines.append("")
     if doc["history"]:

@@ -36,13 +36,16 @@ def tiny_job(
     extra_args: list[str] | None = None,
     log_rules: list[dict[str, Any]] | None = None,
     agent: str = "ours",
+    elastic_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A HyperPodPyTorchJob running ``train_tiny.py`` under hyperpodrun: this project's (``agent``
     "ours"), or AWS's 1.1.3 ("aws": ``AWS_AGENT_IMAGE``, through the launcher its torch needs).
 
     ``hyp_shaped`` shapes it as the ``hyp`` CLI does (container ``pytorch-job-container``,
     replica spec ``pod``, ``runPolicy.cleanPodPolicy: None`` from ``--max-retry``, Kueue labels
-    for ``queue``); docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource"."""
+    for ``queue``; docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource"). ``elastic_policy``:
+    the job's ``elasticPolicy``, its workers told to stop together on a graceful /stop
+    (``HYPERPOD_SIGNAL_COORDINATION=distributed``)."""
     script = [str(TRAIN_TINY), "--steps", str(steps), *(["--ckpt-dir", ckpt_dir] if ckpt_dir else [])]
     if agent not in AGENTS:
         raise ValueError(f"agent: {agent!r} is none of {', '.join(AGENTS)}")
@@ -64,7 +67,10 @@ def tiny_job(
             *(extra_args or []),
         ],
         "ports": [{"containerPort": 8080}],
-        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+        "env": [
+            {"name": "OMP_NUM_THREADS", "value": "1"},
+            *([{"name": "HYPERPOD_SIGNAL_COORDINATION", "value": "distributed"}] if elastic_policy else []),
+        ],
     }
     labels: dict[str, str] = {}
     if queue:
@@ -89,5 +95,6 @@ def tiny_job(
                 }
             ],
             "runPolicy": run_policy,
+            **({"elasticPolicy": elastic_policy} if elastic_policy else {}),
         },
     }

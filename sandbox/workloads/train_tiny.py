@@ -9,9 +9,20 @@ Checkpoints go under ``--ckpt-dir`` (default: the pod's working directory) every
 step every rank finished. Faults for tests, on the first attempt only (a restarted job runs
 clean, as a fixed transient fault would): ``--fail-at-step`` makes global rank ``--fail-rank``
 raise, ``--hang-at-step`` makes it stop making progress (no log line: a log rule catches it).
+
+Elastic training: the world size may differ between attempts (a job shrunk on a lost node, grown
+back later). The checkpoint holds the model only, so any world size resumes it; with
+``--global-batch-size`` every optimizer step still sees that many samples, whatever the world
+size: each rank accumulates gradients over ``global / (world x --micro-batch-size)`` micro-batches
+(DDP's ``no_sync`` skips the all-reduce on all but the last), the usual way to keep the
+hyperparameters of a job that changes size. A graceful ``/stop`` (before a planned resize) sends
+the workers SIGUSR1; with ``HYPERPOD_SIGNAL_COORDINATION=distributed`` every rank learns of it at
+the same step (``elastic_event_detected`` all-reduces the flag), checkpoints that step, reports it
+and exits, so the resized job resumes exactly there.
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,7 +37,7 @@ try:  # under AWS's agent (hyperpod-elastic-agent): its client speaks its worker
     from hyperpod_elastic_agent import CheckpointDiscoverySocketClient
 except ImportError:
     CheckpointDiscoverySocketClient = None
-from hyperpod_agent.worker import CheckpointClient
+from hyperpod_agent.worker import CheckpointClient, elastic_event_detected, install_elastic_event_handler
 
 
 class AwsCheckpointClient:
@@ -52,7 +63,15 @@ parser.add_argument("--ckpt-dir", default="checkpoints")
 parser.add_argument("--fail-at-step", type=int, default=-1)
 parser.add_argument("--fail-rank", type=int, default=0)
 parser.add_argument("--hang-at-step", type=int, default=-1)
+parser.add_argument(
+    "--global-batch-size",
+    type=int,
+    default=0,
+    help="samples per optimizer step over all ranks (0: 256 per rank)",
+)
+parser.add_argument("--micro-batch-size", type=int, default=32)
 args = parser.parse_args()
+install_elastic_event_handler()  # before the process group: a signal during its setup is kept
 
 dist.init_process_group("gloo", timeout=dt.timedelta(seconds=60))
 rank, world = dist.get_rank(), dist.get_world_size()
@@ -62,6 +81,55 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 generator = torch.Generator().manual_seed(1000 + rank)
 x = torch.rand(256, 1, generator=generator) * 2 - 1
 y = 3 * x - 1 + 0.01 * torch.randn(256, 1, generator=generator)
+
+if args.global_batch_size:
+    per_step = world * args.micro_batch_size
+    if args.global_batch_size % per_step or args.global_batch_size // per_step * args.micro_batch_size > len(
+        x
+    ):
+        sys.exit(
+            f"--global-batch-size {args.global_batch_size} is not a multiple of world size {world} x "
+            f"--micro-batch-size {args.micro_batch_size} within {len(x)} samples per rank: choose one that is"
+        )
+    accumulate = args.global_batch_size // per_step
+else:
+    accumulate = 0  # one full-shard batch per step
+if rank == 0 and accumulate:
+    print(
+        f"world {world}: {accumulate} micro-batch(es) of {args.micro_batch_size} per rank per step",
+        flush=True,
+    )
+
+
+def train_step(step: int) -> torch.Tensor:
+    """One optimizer step; with gradient accumulation, ``accumulate`` micro-batches per rank."""
+    optimizer.zero_grad()
+    if not accumulate:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    total = torch.zeros(())
+    for i in range(accumulate):
+        lo = ((step * accumulate + i) * args.micro_batch_size) % len(x)
+        xb, yb = x[lo : lo + args.micro_batch_size], y[lo : lo + args.micro_batch_size]
+        last = i == accumulate - 1
+        with contextlib.nullcontext() if last else model.no_sync():
+            loss = torch.nn.functional.mse_loss(model(xb), yb) / accumulate
+            loss.backward()
+        total += loss.detach()
+    optimizer.step()
+    return total
+
+
+def save(step: int) -> None:
+    path = os.path.join(args.ckpt_dir, f"step_{step}")
+    os.makedirs(path, exist_ok=True)
+    if rank == 0:
+        torch.save(model.module.state_dict(), os.path.join(path, "model.pt"))
+    dist.barrier()  # the checkpoint exists before any rank reports it complete
+    ckpt.update(step, path)
+
 
 ckpt = AwsCheckpointClient("tiny") if CheckpointDiscoverySocketClient else CheckpointClient("tiny")
 start = 0
@@ -80,19 +148,17 @@ for step in range(start, args.steps):
         print(f"rank {rank} hangs at step {step}", flush=True)
         while True:
             time.sleep(1)
-    optimizer.zero_grad()
-    loss = torch.nn.functional.mse_loss(model(x), y)
-    loss.backward()
-    optimizer.step()
+    loss = train_step(step)
     if step % 25 == 0 or step == args.steps - 1:
         print(f"step {step} loss {loss.item():.5f}", flush=True)
     if (step + 1) % args.ckpt_every == 0:
-        path = os.path.join(args.ckpt_dir, f"step_{step}")
-        os.makedirs(path, exist_ok=True)
-        if rank == 0:
-            torch.save(model.module.state_dict(), os.path.join(path, "model.pt"))
-        dist.barrier()  # the checkpoint exists before any rank reports it complete
-        ckpt.update(step, path)
+        save(step)
+    if elastic_event_detected():  # a graceful /stop: checkpoint this step and leave
+        if (step + 1) % args.ckpt_every:
+            save(step)
+        print(f"rank {rank} stopping gracefully after step {step}", flush=True)
+        sys.stdout.flush()
+        os._exit(0)
     if args.step_time:
         time.sleep(args.step_time)
 

@@ -119,6 +119,7 @@ def test_jobs_by_phase_names_every_phase_and_counts_a_job_without_an_item_as_new
         "Pending": 1,
         "Creating": 0,
         "Running": 2,
+        "Suspended": 0,
         "Completed": 0,
         "Failed": 1,
         "Observed": 0,

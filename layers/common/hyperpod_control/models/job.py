@@ -202,13 +202,28 @@ class HyperPodPytorchJob(K8sModel):
     def replica_spec(self) -> ReplicaSpec:
         """The replica spec whose pod template the supervisor uses.
 
-        Jobs written by ``hyp`` have exactly one (named ``pod``). A job with several is accepted and
-        its replicas are summed, but every pod is built from the first spec's template: the agent
-        runs one homogeneous worker group, so differing templates have no meaning to it.
+        Jobs written by ``hyp`` have exactly one (named ``pod``). A job with several has its
+        replicas summed, and each pod built from its own entry's template (``replica_spec_at``).
         """
         if not self.spec.replica_specs:
             raise JobSpecError([_problem("spec.replicaSpecs", "must list at least one replica spec")])
         return self.spec.replica_specs[0]
+
+    def replica_spec_at(self, position: int) -> ReplicaSpec:
+        """The replica spec whose template builds pod ``position`` of a full set of pods: the
+        entries' ``replicas`` in order (ranks are assigned in that order), then their ``spares``
+        in order; beyond (a pod added later: a replacement spare, an elastic scale-up) the
+        first entry's."""
+        specs = self.spec.replica_specs
+        if not specs:
+            return self.replica_spec  # raises, naming the field
+        offset = position
+        for counts in ([r.replicas for r in specs], [r.spares for r in specs]):
+            for spec, count in zip(specs, counts, strict=True):
+                if offset < count:
+                    return spec
+                offset -= count
+        return specs[0]
 
     @property
     def queue_name(self) -> str | None:

@@ -168,6 +168,19 @@ _STATUS = _object(
         "masterAddr": _STRING,
         "masterPort": _STRING,
         "jobPods": {"type": "array", "items": _OBJECT_REFERENCE},
+        # Written by elastic training (services/elastic.py scaling_status). ``podsScaled``, whose
+        # type AWS does not publish, is left undeclared: kept as written (unknown fields are).
+        "elasticScalingStatus": _object(
+            {
+                "targetReplicas": {"type": "object", "additionalProperties": _INT},
+                "lastUpdated": _STRING,
+                "lastScalingTime": _STRING,
+                "lastRestartTime": _STRING,
+                "isFaultyPodScaleDown": {"type": "boolean"},
+                "consecutiveScalingFailures": _count(),
+            },
+            **{"x-kubernetes-preserve-unknown-fields": True},
+        ),
     },
     # AWS's operator writes more (podSets, elasticScalingStatus, ...): kept, not pruned.
     **{"x-kubernetes-preserve-unknown-fields": True},

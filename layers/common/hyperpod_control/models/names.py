@@ -24,3 +24,5 @@ MANAGED_TAG = "hyperpod-control-plane:managed-by"
 JOB_LABEL = "HPJob"
 UID_LABEL = "hyperpod.control-plane/job-uid"
 INDEX_LABEL = "hyperpod.control-plane/pod-index"
+#: The replica spec (``replicaSpecs[].name``) whose template built the pod.
+ROLE_LABEL = "hyperpod.control-plane/replica-spec"

@@ -171,6 +171,8 @@ class JobPhase(StrEnum):
     PENDING = "Pending"  # claimed; the execution has not admitted it yet
     CREATING = "Creating"  # pods created, waiting for every agent to answer
     RUNNING = "Running"  # agents started
+    #: runPolicy.suspend: pods removed until it is unset; the JOB item keeps the last pods' names
+    SUSPENDED = "Suspended"
     COMPLETED = "Completed"
     FAILED = "Failed"
     #: addon mode: AWS's operator runs the job; we only record what its status says
@@ -206,6 +208,9 @@ class JobRecord(Record):
     namespace: str
     name: str
     generation: int = 1
+    #: The job's generation after an edit the supervisor honours on a running job (runPolicy.suspend);
+    #: the execution keeps ``generation`` (its name carries it).
+    honoured_generation: int = 0
     mode: OperatorMode = OperatorMode.SERVERLESS
     phase: JobPhase = JobPhase.PENDING
     reason: str | None = None
@@ -241,6 +246,13 @@ class JobRecord(Record):
     #: A full job restart in progress: when the fault happened and what was decided, so that
     #: StartAgents can report the time to recover once the new pods run.
     recovery: dict | None = None
+    # -- elastic training (services/elastic.py) ----------------------------------------------
+    #: A scale-up under way: ``{"target": ranks, "since": ISO time, "pods": [the new pods]}``.
+    scaling: dict | None = None
+    #: Scale-ups in a row whose new pods did not run in ``scalingTimeoutInSeconds``.
+    scaling_failures: int = 0
+    #: When the job last changed size (``scaleUpSnoozeTimeInSeconds`` counts from here too).
+    last_resize_at: datetime | None = None
 
     @property
     def pk(self) -> str:

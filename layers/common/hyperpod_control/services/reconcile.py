@@ -39,7 +39,13 @@ from hyperpod_control.models.records import (
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.node_health import HISTORY_TTL_SECONDS, addon_recovery_ms
 from hyperpod_control.services.supervision import rfc3339
-from hyperpod_control.services.supervisor import JobRef, Supervisor, delete_job_resources, new_job_record
+from hyperpod_control.services.supervisor import (
+    JobRef,
+    Supervisor,
+    delete_job_resources,
+    expire_finished_job,
+    new_job_record,
+)
 
 DEAD_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 
@@ -56,6 +62,8 @@ class ClusterReport(TaskModel):
     recovered: list[str] = Field(default_factory=list)
     #: serverless: running jobs whose spec edit got the SpecChangeRejected condition in this run
     refused: list[str] = Field(default_factory=list)
+    #: serverless: finished jobs deleted in this run, their ttlSecondsAfterFinished passed
+    expired: list[str] = Field(default_factory=list)
     #: the cluster's live jobs by their JOB item's phase at the start of this run (``jobs_by_phase``)
     phases: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
@@ -86,7 +94,7 @@ def spec_change_conditions(obj: dict[str, Any], record: JobRecord, now: str) -> 
     supervisor runs the generation it admitted until it ends; a changed spec would need another
     rank table, other pods, another budget: deleting and resubmitting the job is the way."""
     generation = int((obj.get("metadata") or {}).get("generation") or 1)
-    if record.phase.finished or generation <= record.generation:
+    if record.phase.finished or generation <= max(record.generation, record.honoured_generation):
         return None
     message = (
         f"spec changed to generation {generation} while generation {record.generation} runs: the "
@@ -261,6 +269,10 @@ def _reconcile_cluster(
         record = records.get(meta["uid"])
         if operator.mode is OperatorMode.ADDON:
             _observe(store, record, obj, operator.cluster_arn, report)
+            continue
+        if record is not None and record.phase.finished:
+            if expire_finished_job(sup, record, obj):
+                report.expired.append(record.name)
             continue
         if record is not None:
             _refuse_spec_change(sup, obj, record, report)

@@ -10,7 +10,8 @@ Pure functions over models, from least to most disruptive:
 3. spare swap: ranks lost with their pod or node, and enough hot spares on healthy nodes: each
    spare takes a lost rank, the others keep theirs (rank 0's pod stays when it is healthy);
 4. full job restart: no spare left, or ``numRestartBeforeFullJobRestart`` restarts already in the
-   ``evalPeriodSeconds`` window: every pod recreated, repeat-offender nodes avoided;
+   ``evalPeriodSeconds`` window: every pod recreated, repeat-offender nodes avoided (a job with
+   an ``elasticPolicy`` that lost ranks scales down instead where it can: ``elastic.scale_down``);
 5. fail, with the reason: ``jobMaxRetryCount`` restarts used, or ``maxFullJobRestarts`` spent.
 """
 
@@ -41,6 +42,10 @@ class Action(StrEnum):
     PROCESS_RESTART = "process_restart"
     SPARE_SWAP = "spare_swap"
     FULL_JOB_RESTART = "full_job_restart"
+    #: elastic (services/elastic.py): restart at fewer ranks instead of waiting for new nodes
+    SCALE_DOWN = "scale_down"
+    #: elastic: new pods joined; restart at more ranks
+    SCALE_UP = "scale_up"
     FAIL = "fail"
 
 
@@ -56,6 +61,8 @@ class Decision(BaseModel):
     delete_pods: list[str] = Field(default_factory=list)
     #: full restart: nodes the new pods must not land on
     avoid_nodes: list[str] = Field(default_factory=list)
+    #: elastic resize: the number of ranks after it
+    nnodes: int | None = None
 
     @property
     def restart_type(self) -> str:

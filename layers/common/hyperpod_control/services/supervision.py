@@ -34,7 +34,7 @@ from hyperpod_control.models.agent import (
     StartRequest,
 )
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, set_condition
-from hyperpod_control.models.names import INDEX_LABEL, JOB_LABEL, UID_LABEL
+from hyperpod_control.models.names import INDEX_LABEL, JOB_LABEL, ROLE_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import HEALTH_LABEL, SCHEDULABLE
 from hyperpod_control.models.records import JobRecord, PodSlot, utcnow
 from hyperpod_control.models.tasks import TaskModel
@@ -70,6 +70,12 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def ip_version_at(moment: datetime) -> str:
+    """The ``ipVersion`` of an IP table made at ``moment``: a timestamp, to the microsecond so two
+    starts in one second never share a version (agents compare it to the version they hold)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def pod_name(job_name: str, index: int) -> str:
     return f"{job_name}-{index}"
 
@@ -96,14 +102,19 @@ def decide_agent_association(existing: dict[str, Any] | None, role_arn: str) -> 
     return "ours" if existing.get("roleArn") == role_arn else "foreign"
 
 
-def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None) -> dict[str, Any]:
-    """Pure: pod ``index`` of ``job`` from its replica spec's template.
+def build_pod(
+    job: HyperPodPytorchJob, index: int, event_bus: str | None = None, position: int | None = None
+) -> dict[str, Any]:
+    """Pure: pod ``index`` of ``job`` from the template of the replica spec at ``position`` in a
+    full set of its pods (default: ``index``; ``HyperPodPytorchJob.replica_spec_at``).
 
-    Every pod is the same: which are ranks and which are spares is decided at StartAgents, so a
-    spare can take any rank. What the operator adds to the user's template: the labels, the owner,
-    the agent's environment, the node-health affinity, one pod per node, and port 8080."""
+    Which pods are ranks and which are spares is decided at StartAgents (the lowest indices get
+    the ranks, so the entries' pods get them in entry order), and a spare can take any rank. What
+    the operator adds to the user's template: the labels, the owner, the agent's environment, the
+    node-health affinity, one pod per node, and port 8080."""
     meta = job.metadata
-    template = job.replica_spec.template or {}
+    role = job.replica_spec_at(index if position is None else position)
+    template = role.template or {}
     tmeta = dict(template.get("metadata") or {})
     spec = {**(template.get("spec") or {})}
     total = job.replicas + job.spares
@@ -112,6 +123,7 @@ def build_pod(job: HyperPodPytorchJob, index: int, event_bus: str | None = None)
         JOB_LABEL: meta.name,
         UID_LABEL: meta.uid,
         INDEX_LABEL: str(index),
+        ROLE_LABEL: role.name,
     }
     env_add = [
         {"name": "NNODES", "value": str(job.replicas)},

@@ -56,6 +56,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.observability import logger
+from hyperpod_control.services import elastic, run_policy
 from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     Action,
@@ -81,6 +82,7 @@ from hyperpod_control.services.supervision import (
     decide_agent_association,
     held_table,
     instance_id,
+    ip_version_at,
     job_selector,
     judge_round,
     listed,
@@ -535,7 +537,9 @@ def admit(request: StepInput, sup: Supervisor) -> StepResult:
             f"execution segment {ref.segment} took over",
             execution=request.execution,
         )
-    nxt = {JobPhase.RUNNING: "monitor", JobPhase.CREATING: "wait"}.get(record.phase, "create")
+    nxt = {JobPhase.RUNNING: "monitor", JobPhase.SUSPENDED: "monitor", JobPhase.CREATING: "wait"}.get(
+        record.phase, "create"
+    )
     return StepResult(next=nxt, poll_seconds=poll)
 
 
@@ -651,7 +655,10 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     loaded = _load(sup, ref)
     if loaded is None:
         return GONE
-    record, job, _obj = loaded
+    record, job, obj = loaded
+    suspended = _suspension(sup, record, obj)
+    if suspended is not None:
+        return suspended
     pods = _pods_by_name(sup, record)
     running = [
         (s.pod, pod_ip(pods.get(s.pod))) for s in record.pods if pod_phase(pods.get(s.pod)) == "Running"
@@ -659,12 +666,14 @@ def check_agents(request: StepInput, sup: Supervisor) -> StepResult:
     answers = sup.agents.statuses(ref.namespace, running)
     verdict, why = agents_ready(record, pods, answers)
     if verdict == "wait":
-        deadline = job.spec.run_policy.startup_deadline_seconds or sup.config.startup_deadline_seconds
-        waited = (sup.now() - record.created_at).total_seconds()
-        if waited > deadline:
-            return StepResult(
-                next="fail", reason=f"StartupDeadlineExceeded: after {int(waited)} s still {why}"
-            )
+        now, policy = sup.now(), job.spec.run_policy
+        over = (
+            run_policy.active_deadline(record, policy, now)
+            or run_policy.fault_deadline(record, policy, now)
+            or run_policy.startup_deadline(record, policy, now, sup.config.startup_deadline_seconds)
+        )
+        if over:
+            return StepResult(next="fail", reason=f"{over}; still {why}")
         return StepResult(next="wait", reason=why)
     if verdict == "fail":
         return StepResult(next="fail", reason=why)
@@ -687,7 +696,7 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     slots = assign_ranks(record.pods, record.nnodes)
     master = next((s.ip for s in slots if s.rank == 0), None)
     now = sup.now()
-    ip_version = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ip_version = ip_version_at(now)
     record = record.model_copy(update={"pods": slots, "master_addr": master, "ip_version": ip_version})
     spares = sup.statuses(record, record.spare_pods(), {})
     answers = sup.agents.call_all(start_calls(record, job, ip_version, spares_held(spares)))
@@ -760,6 +769,9 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     obj = _read_job(sup, ref)
     if obj is None:
         return StepResult(next="gone", reason="the job was deleted")
+    suspended = _suspension(sup, record, obj)
+    if suspended is not None:
+        return suspended
     pods, troubles, answers = _observe(sup, record)
     verdict = judge_round(
         record,
@@ -788,14 +800,172 @@ def poll(request: StepInput, sup: Supervisor) -> StepResult:
     )
     if progress and progress != record.progress:
         update["progress"] = progress
-    if verdict.next == "running":
+    nxt, why = verdict.next, verdict.reason
+    over = run_policy.active_deadline(record, parse_job(obj).spec.run_policy, sup.now())
+    if over and verdict.next != "completed":
+        nxt, why = "fail", over
+    elif verdict.next == "running":
+        job = parse_job(obj)
         staged = record.model_copy(update={"pods": update["pods"]})
-        update["pods"] = _start_new_spares(sup, staged, pods, answers, parse_job(obj))
+        update["pods"] = _start_new_spares(sup, staged, pods, answers, job)
+        staged = staged.model_copy(update={"pods": update["pods"]})
+        grow = _scale_up_round(sup, staged, job, pods, answers)
+        update.update(grow)
+        if grow.get("resize"):
+            update.pop("resize")
+            target = (update.get("scaling") or record.scaling or {}).get("target")
+            nxt, why = "resize", f"elastic scale-up to {target} ranks"
     _save(sup, record, **update)
-    due = verdict.next == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
-    return StepResult(
-        next=verdict.next, reason=verdict.reason, segment_due=due, poll_seconds=sup.config.poll_seconds
+    due = nxt == "running" and update["poll_rounds"] >= (ref.segment + 1) * sup.config.segment_rounds
+    return StepResult(next=nxt, reason=why, segment_due=due, poll_seconds=sup.config.poll_seconds)
+
+
+def _suspension(sup: Supervisor, record: JobRecord, obj: dict[str, Any]) -> StepResult | None:
+    """``runPolicy.suspend``: set on a job that runs or starts, its agents are shut down and its
+    pods deleted (the JOB item keeps the checkpoint progress); unset on a suspended job, its pods
+    are created anew and it starts from that checkpoint. None: nothing to do about it. The edit
+    of ``suspend`` is the one spec change honoured on a running job: the JOB item records the
+    job's generation as honoured (reconcile_jobs would otherwise call it an edit not applied)."""
+    job = parse_job(obj)
+    wanted = bool(job.spec.run_policy.suspend)
+    poll = sup.config.poll_seconds
+    if wanted == (record.phase is JobPhase.SUSPENDED):
+        if wanted:  # still suspended: nothing runs, nothing to observe
+            rounds = record.poll_rounds + 1
+            # faults reported about the deleted pods' nodes concern no running pod
+            _save(sup, record, poll_rounds=rounds, task_token=None, pending_faults=[])
+            due = rounds >= (record.segment + 1) * sup.config.segment_rounds
+            return StepResult(
+                next="suspended", reason="runPolicy.suspend", poll_seconds=poll, segment_due=due
+            )
+        return None
+    now = sup.now()
+    stamp = rfc3339(now)
+    generation = job.metadata.generation
+    if wanted:
+        pods = _pods_by_name(sup, record)
+        live = [s for s in record.pods if s.pod in pods and pod_phase(pods[s.pod]) == "Running"]
+        sup.agents.call_all(
+            AgentCall(s.pod, "POST", "/shutdown", ip=s.ip, namespace=record.namespace) for s in live
+        )
+        for slot in record.pods:
+            sup.kube.delete_pod(record.namespace, slot.pod)
+        record = _save(
+            sup,
+            record,
+            phase=JobPhase.SUSPENDED,
+            honoured_generation=generation,
+            pending_faults=[],
+            task_token=None,
+            scaling=None,
+            recovery=None,
+            master_addr=None,
+        )
+        message = f"runPolicy.suspend: {len(record.pods)} pods deleted; training resumes from the checkpoint"
+        conditions = conditions_after(job, "Suspended", "Suspended", message, stamp)
+        if job.condition("Running") is not None:
+            conditions = _with_condition(conditions, "Running", "False", "Suspended", message, stamp)
+        _patch_status(sup, job, {"conditions": _edit_honoured(conditions, stamp), "jobPods": []})
+        _k8s_event(sup, job, "Normal", "Suspended", message)
+        _history(sup, record, "Suspended", message, progress=record.progress)
+        return StepResult(next="suspended", reason=message, poll_seconds=poll)
+    slots = _fresh_pods(sup, record, job)
+    record = _save(
+        sup,
+        record,
+        phase=JobPhase.CREATING,
+        honoured_generation=generation,
+        pods=slots,
+        nnodes=job.replicas,
+        created_at=now,
+        # activeDeadlineSeconds counts from the start after the resume, as Kubernetes' Jobs do
+        started_at=None,
+        task_token=None,
     )
+    message = f"runPolicy.suspend unset: {len(slots)} pods created, training resumes from the checkpoint"
+    current = (
+        [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in job.status.conditions]
+        if job.status
+        else []
+    )
+    conditions = _with_condition(current, "Suspended", "False", "Resumed", message, stamp)
+    _patch_status(sup, job, {"conditions": _edit_honoured(conditions, stamp)})
+    _k8s_event(sup, job, "Normal", "Resumed", message)
+    _history(sup, record, "Resumed", message, pods=[s.pod for s in slots], progress=record.progress)
+    return StepResult(next="wait", reason=message, poll_seconds=poll)
+
+
+def _edit_honoured(conditions: list[dict[str, Any]], stamp: str) -> list[dict[str, Any]]:
+    """Pure: reconcile_jobs may have called the suspend edit one not applied before this step
+    honoured it (its ``SpecChangeRejected`` condition): no longer true."""
+    if not any(c.get("type") == "SpecChangeRejected" and c.get("status") == "True" for c in conditions):
+        return conditions
+    message = "runPolicy.suspend was applied; other edits of a running job are not"
+    return _with_condition(conditions, "SpecChangeRejected", "False", "SuspendApplied", message, stamp)
+
+
+def _with_condition(
+    conditions: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, stamp: str
+) -> list[dict[str, Any]]:
+    """Pure: ``conditions`` (as the status holds them) with ``kind`` set."""
+    merged = set_condition(
+        [JobCondition.model_validate(c) for c in conditions], kind, status, reason, message, stamp
+    )
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in merged]
+
+
+def _scale_up_round(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    pods: dict[str, dict[str, Any]],
+    answers: dict[str, AgentAnswer],
+) -> dict[str, Any]:
+    """An elastic job's growth, one poll round at a time (services/elastic.py decides): with a
+    scale-up under way, ``resize`` once its new pods' agents stand by, or its pods deleted once
+    ``scalingTimeoutInSeconds`` passed; else, capacity back (schedulable nodes without a pod of the
+    job) and ``scaleUpSnoozeTimeInSeconds`` since the last restart: the new pods created. Returns
+    the JOB item's update."""
+    now = sup.now()
+    scaling = record.scaling
+    if scaling:
+        if elastic.scale_up_ready(scaling, standing_spares(record, answers)):
+            return {"resize": True}
+        if not elastic.scaling_expired(scaling, job, now):
+            return {}
+        for pod in scaling["pods"]:
+            sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
+        failures = record.scaling_failures + 1
+        message = (
+            f"elastic scale-up to {scaling['target']} ranks abandoned: its pods {', '.join(scaling['pods'])} "
+            f"did not run and answer within scalingTimeoutInSeconds ({failures} in a row)"
+        )
+        _k8s_event(sup, job, "Warning", "ScaleUpFailed", message)
+        _history(sup, record, "ScaleUpFailed", message, target=scaling["target"], pods=scaling["pods"])
+        return {
+            "scaling": None,
+            "scaling_failures": failures,
+            "last_resize_at": now,  # the snooze applies before the next try too
+            "pods": [s for s in record.pods if s.pod not in set(scaling["pods"])],
+        }
+    if not elastic.scale_up_open(record, job, now):
+        return {}
+    free = elastic.free_nodes(sup.kube.nodes(), pods)
+    target = elastic.grow_target(record, job, len(free))
+    if target is None:
+        return {}
+    standing = max(0, len(record.spare_pods()) - job.spares)
+    count = max(0, target - record.nnodes - standing)
+    new = _replacement_spares(sup, job, record.pods, count)
+    message = (
+        f"elastic scale-up from {record.nnodes} to {target} ranks: {len(free)} schedulable node(s) free, "
+        f"{count} pod(s) created"
+    )
+    _history(sup, record, "ScaleUpStarted", message, target=target, pods=[s.pod for s in new], nodes=free)
+    scaling = {"target": target, "since": now.isoformat(), "pods": [s.pod for s in new]}
+    if not new:  # idle pods enough already: resize at once
+        return {"scaling": scaling, "resize": True}
+    return {"scaling": scaling, "pods": [*record.pods, *new]}
 
 
 def _observe(
@@ -859,17 +1029,27 @@ def _start_new_spares(
 STOP_WAIT_S = 90.0
 
 
-def _stop_and_wait(sup: Supervisor, record: JobRecord, slots: list[PodSlot], mode: str) -> list[str]:
+def _stop_and_wait(
+    sup: Supervisor,
+    record: JobRecord,
+    slots: list[PodSlot],
+    mode: str,
+    *,
+    graceful: bool = False,
+    timeout: int | None = None,
+) -> list[str]:
     """/stop ``slots``' agents and wait until each is READY again (its workers stopped). Agents
-    that cannot answer are returned: their pods are dying with their node."""
+    that cannot answer are returned: their pods are dying with their node. ``graceful``: the
+    workers get the elastic-event signal (SIGUSR1) rather than the kill, ``timeout`` seconds to
+    checkpoint and exit (the wire protocol's ``is_graceful`` and ``timeout``)."""
     from hyperpod_control.models.agent import StopRequest
 
-    body = StopRequest(restart_mode=mode).body()
+    body = StopRequest(restart_mode=mode, is_graceful=graceful or None, timeout=timeout).body()
     calls = [AgentCall(s.pod, "POST", "/stop", body=body, ip=s.ip, namespace=record.namespace) for s in slots]
     answers = sup.agents.call_all(calls)
     pending = {s.pod: s.ip for s in slots if answers.get(s.pod) and answers[s.pod].ok}
     unreachable = [s.pod for s in slots if s.pod not in pending]
-    deadline = time.monotonic() + STOP_WAIT_S
+    deadline = time.monotonic() + STOP_WAIT_S + (timeout or 0)
     while pending:
         statuses = sup.agents.statuses(record.namespace, pending.items())
         for pod, answer in statuses.items():
@@ -909,6 +1089,8 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         silent_limit=sup.config.silent_rounds,
         straggler_s=sup.config.straggler_seconds,
     )
+    if verdict.next == "running" and record.scaling:
+        return _scale_up(sup, record, job, answers)
     if verdict.next != "fault":
         return StepResult(
             next="monitor" if verdict.next == "running" else verdict.next,
@@ -944,9 +1126,27 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
     actions: list[str] = []
     counters = restart_counters(record, faults, now)
     if decision.action is Action.FULL_JOB_RESTART:
-        return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
+        shrink = elastic.scale_down(faults, record, job, ready_spares=ready_spares)
+        if shrink is None:
+            return _full_restart(sup, record, job, decision, faults, fault_at, counters, actions)
+        decision = shrink
     slots = list(record.pods)
-    if decision.action is Action.SPARE_SWAP:
+    resized: dict[str, Any] = {}
+    if decision.action is Action.SCALE_DOWN:
+        assert decision.nnodes is not None
+        leaving = set(decision.delete_pods)
+        slots = elastic.resize_slots(record, decision.nnodes, leaving)
+        promoted = {s.pod for s in slots if s.rank is not None}
+        stop = [s for s in record.pods if s.pod not in leaving and (s.rank is not None or s.pod in promoted)]
+        _stop_and_wait(sup, record, stop, "process_level_restart")
+        actions.append(f"stopped {len(stop)} agents")
+        for pod in decision.delete_pods:
+            sup.kube.delete_pod(record.namespace, pod, grace_period_seconds=0)
+            actions.append(f"deleted {pod}")
+        # every pod stopped starts again: the ranks, and former ranks now standing by
+        targets = [s for s in slots if s.pod in {p.pod for p in stop}]
+        resized = {"nnodes": decision.nnodes, "last_resize_at": now, "scaling": None}
+    elif decision.action is Action.SPARE_SWAP:
         plan = swap_plan(record, decision)
         _stop_and_wait(sup, record, plan.stop, "process_level_restart")
         actions.append(f"stopped {len(plan.stop)} agents")
@@ -967,9 +1167,9 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         _stop_and_wait(sup, record, targets + running_spares, mode)
         actions.append(f"stopped {len(targets)} agents ({mode})")
     master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
-    ip_version = sup.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ip_version = ip_version_at(sup.now())
     staged = record.model_copy(
-        update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters}
+        update={"pods": slots, "master_addr": master, "ip_version": ip_version, **counters, **resized}
     )
     chosen = {t.pod for t in targets}
     # The agents hold the table of the last start (their /status said so): they need the changes.
@@ -988,12 +1188,121 @@ def remediate(request: StepInput, sup: Supervisor) -> StepResult:
         actions.append(
             f"created replacement spare(s) {', '.join(s.pod for s in slots[-len(decision.delete_pods) :])}"
         )
+    before = record.nnodes
     record = _save(
-        sup, record, **{**counters, "pods": slots, "master_addr": master, "ip_version": ip_version}
+        sup,
+        record,
+        **{**counters, **resized, "pods": slots, "master_addr": master, "ip_version": ip_version},
     )
     outcome = _report_recovery(sup, record, job, decision, faults, fault_at, resumed, actions)
+    if resized:
+        _report_resize(sup, record, job, before, decision.reason, fault_at, resumed, faulty=True)
     return StepResult(
         next="monitor", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
+    )
+
+
+def _scale_up(
+    sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob, answers: dict[str, AgentAnswer]
+) -> StepResult:
+    """The coordinated restart of a scale-up whose new pods stand by: the ranks stopped
+    gracefully (the workers get the elastic-event signal and checkpoint, within
+    ``gracefulShutdownTimeoutInSeconds``), then every rank started at the new size from the
+    checkpoint all of them finished."""
+    scaling = record.scaling or {}
+    poll = sup.config.poll_seconds
+    if not elastic.scale_up_ready(scaling, standing_spares(record, answers)) and scaling.get("pods"):
+        return StepResult(next="monitor", poll_seconds=poll)  # a new pod went away meanwhile
+    began = sup.now()
+    before = record.nnodes
+    target = int(scaling["target"])
+    slots = elastic.resize_slots(record, target, set())
+    ranked = {s.pod for s in slots if s.rank is not None}
+    stop = [s for s in record.pods if s.rank is not None or s.pod in ranked]
+    _stop_and_wait(
+        sup, record, stop, "process_level_restart", graceful=True, timeout=elastic.graceful_timeout(job)
+    )
+    # the checkpoint the workers took on the signal, as the stopped agents report it
+    after = sup.statuses(record, [s for s in record.ranked()], {})
+    progress = (
+        aggregate_progress({pod: a.status.progress for pod, a in after.items() if a.ok and a.status})
+        or record.progress
+    )
+    master = next((s.ip for s in slots if s.rank == 0), record.master_addr)
+    ip_version = ip_version_at(sup.now())
+    update = {
+        "pods": slots,
+        "nnodes": target,
+        "master_addr": master,
+        "ip_version": ip_version,
+        "fault_count": record.fault_count + 1,
+        "progress": progress,
+        "scaling": None,
+        "scaling_failures": 0,
+        "last_resize_at": began,
+        "task_token": None,
+    }
+    staged = record.model_copy(update=update)
+    chosen = {s.pod for s in stop}
+    started = sup.agents.call_all(c for c in start_calls(staged, job, ip_version) if c.pod in chosen)
+    refused = [f"{pod}: {a.error}" for pod, a in started.items() if not a.ok]
+    if refused:
+        from hyperpod_control.exceptions import DependencyUnavailableError
+
+        raise DependencyUnavailableError("agents refused /start after a scale-up: " + listed(refused, "; "))
+    record = _save(sup, record, **update)
+    why = f"capacity returned: {target - before} more rank(s), towards maxReplicas {elastic.max_size(job)}"
+    _report_resize(sup, record, job, before, why, began, sup.now(), faulty=False)
+    return StepResult(
+        next="monitor", reason=f"elastic scale-up from {before} to {target} ranks", poll_seconds=poll
+    )
+
+
+def _report_resize(
+    sup: Supervisor,
+    record: JobRecord,
+    job: HyperPodPytorchJob,
+    before: int,
+    why: str,
+    began: datetime,
+    resumed: datetime,
+    *,
+    faulty: bool,
+) -> None:
+    """``status.elasticScalingStatus``, a Kubernetes Event and a ``Resized`` history entry after
+    the job changed size: from and to, why, and how long training stood still."""
+    took_ms = max(0, int((resumed - began).total_seconds() * 1000))
+    direction = "ScaledDown" if record.nnodes < before else "ScaledUp"
+    message = f"elastic {direction}: {before} -> {record.nnodes} ranks in {took_ms} milliseconds"
+    stamp = rfc3339(resumed)
+    status = {
+        "elasticScalingStatus": elastic.scaling_status(
+            job,
+            record.nnodes,
+            stamp,
+            faulty=faulty,
+            pods_scaled=abs(record.nnodes - before),
+            failures=record.scaling_failures,
+        ),
+        "masterAddr": record.master_addr,
+        "masterPort": status_master_port(record.fault_count),
+        "jobPods": pod_refs(record.namespace, [s.pod for s in record.pods]),
+    }
+    if not faulty:  # a fault's recovery has set the Running condition already (_report_recovery)
+        status["conditions"] = conditions_after(job, "Running", direction, message, stamp)
+    _patch_status(sup, job, status)
+    _k8s_event(sup, job, "Normal", direction, f"{message}: {why}")
+    _history(
+        sup,
+        record,
+        "Resized",
+        message,
+        direction=direction,
+        reason=why,
+        **{"from": before, "to": record.nnodes},
+        duration_ms=took_ms,
+        ranks={str(s.rank): s.pod for s in record.ranked()},
+        progress=record.progress,
     )
 
 
@@ -1029,15 +1338,8 @@ def _full_restart(
     for slot in record.pods:
         sup.kube.delete_pod(record.namespace, slot.pod, grace_period_seconds=0)
     actions.append(f"deleted all {len(record.pods)} pods")
-    start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
     total = job.replicas + job.spares
-    slots = []
-    for index in range(start, start + total):
-        body = build_pod(job, index, sup.config.event_bus)
-        if decision.avoid_nodes:
-            avoid_nodes(body, decision.avoid_nodes)
-        sup.kube.create_pod(job.metadata.namespace, body)
-        slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    slots = _fresh_pods(sup, record, job, decision.avoid_nodes)
     actions.append(
         f"created {total} pods {slots[0].pod}..{slots[-1].pod}"
         + (f" avoiding {', '.join(decision.avoid_nodes)}" if decision.avoid_nodes else "")
@@ -1058,12 +1360,31 @@ def _full_restart(
         full_restart_count=record.full_restart_count + 1,
         recovery=recovery,
         master_addr=None,
+        # an elastic job that had shrunk restarts at its full size
+        nnodes=job.replicas,
+        scaling=None,
     )
     # decided now, recovered once StartAgents runs the new pods (it reports the time to recover)
     outcome = RemediationOutcome(action=decision.action.value, fault=_fault_kind(faults))
     return StepResult(
         next="wait", reason=decision.reason, poll_seconds=sup.config.poll_seconds, remediation=outcome
     )
+
+
+def _fresh_pods(
+    sup: Supervisor, record: JobRecord, job: HyperPodPytorchJob, avoid: list[str] | None = None
+) -> list[PodSlot]:
+    """Every pod of the job created anew (``replicas`` + ``spares``), indexed after every pod it
+    had (so no old pod still terminating is mistaken for a new one), off the ``avoid`` nodes."""
+    start = max((pod_index(s.pod) for s in record.pods), default=-1) + 1
+    slots = []
+    for index in range(start, start + job.replicas + job.spares):
+        body = build_pod(job, index, sup.config.event_bus, position=index - start)
+        if avoid:
+            avoid_nodes(body, avoid)
+        sup.kube.create_pod(job.metadata.namespace, body)
+        slots.append(PodSlot(pod=pod_name(job.metadata.name, index)))
+    return slots
 
 
 def _fault_kind(faults: list[JobFault]) -> str:
@@ -1214,6 +1535,20 @@ def cleanup(request: StepInput, sup: Supervisor) -> StepResult:
     ref = request.job
     record = sup.store.get_job(ref.cluster_arn, ref.uid) or new_job_record(ref)
     return StepResult(next="done", reason=delete_job_resources(sup, record))
+
+
+def expire_finished_job(sup: Supervisor, record: JobRecord, obj: dict[str, Any]) -> bool:
+    """``runPolicy.ttlSecondsAfterFinished``: the finished job's object deleted once it passed
+    (reconcile_jobs then removes its pods and JOB item, as for any deleted job; its history stays).
+    True when it was deleted now."""
+    job = _lenient(obj)
+    if job is None or not run_policy.ttl_due(job.spec.run_policy, record.completed_at, sup.now()):
+        return False
+    if not sup.kube.delete_custom_object(JOB_GROUP, JOB_VERSION, JOB_PLURAL, record.namespace, record.name):
+        return False
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
+    _history(sup, record, "Expired", f"deleted {ttl} s after it finished (runPolicy.ttlSecondsAfterFinished)")
+    return True
 
 
 def delete_job_resources(sup: Supervisor, record: JobRecord) -> str:
