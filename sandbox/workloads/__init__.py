@@ -33,12 +33,10 @@ def tiny_job(
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
         "image": "sandbox/pytorch:2.13",
-        # Log-monitoring rules read the workers' output from files: --tee 3 writes them (with it,
-        # the workers' stdout no longer reaches the container log; see the README).
+        # No --tee for log-monitoring rules: hyperpodrun reads every local rank's output itself.
         "command": [
             "hyperpodrun",
             f"--nproc-per-node={nproc_per_node}",
-            *(["--tee=3"] if log_rules else []),
             *script,
             *(extra_args or []),
         ],
