@@ -2,9 +2,11 @@
 
 Faults are injected through files in the control directory (--ctl), so a test decides when:
 ``fault_rank<R>`` containing ``raise`` (an exception in the training step), ``exit`` (the process
-exits 3), ``hang`` (the rank stops making progress) or ``silent`` (the rank trains on but prints no
-more lines, so only a log rule that reads this rank can notice). Every event is appended as a JSON line to
-``<ctl>/events.jsonl`` with the pid, rank and time, which is what the tests and the benchmark read.
+exits 3), ``hang`` (the rank stops making progress but still answers the agent between polls),
+``stuck`` (it stops and never looks at the agent again, as code stuck outside collectives) or
+``silent`` (the rank trains on but prints no more lines, so only a log rule that reads this rank
+can notice). Every event is appended as a JSON line to ``<ctl>/events.jsonl`` with the pid, rank
+and time, which is what the tests and the benchmark read.
 """
 
 import argparse
@@ -79,6 +81,9 @@ def train(info):
                 while True:  # no progress, no log lines; only the agent can get us out
                     time.sleep(0.05)
                     ipr.check()
+            if mode == "stuck":
+                while True:
+                    time.sleep(0.05)
             if mode == "silent":
                 silent = True
         t = torch.tensor([float(rank + 1)])
