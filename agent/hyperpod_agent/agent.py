@@ -42,6 +42,7 @@ from .errors import InvalidStateError
 from .events import EventPublisher
 from .ipc import SOCKET_ENV, IpcServer, default_socket_path
 from .logmon import LogMonitor
+from .logtap import OutputTap
 from .models import StopRequest, master_outside, parse_start, parse_stop
 from .rendezvous import HyperPodRendezvousHandler, RankAssignment
 from .server import ControlCallbacks
@@ -121,6 +122,11 @@ class HyperPodElasticAgent(LocalElasticAgent):
         events: EventPublisher | None = None,
         socket_path: str | None = None,
     ):
+        # Every local rank's stdout passes through the agent: the log rules read all of it, with or
+        # without --tee, and what would have gone to the console still does, unchanged.
+        log_monitor = LogMonitor()
+        self._tap = OutputTap(log_monitor.feed)
+        logs_specs = self._tap.wrap(logs_specs)
         super().__init__(
             spec,
             logs_specs,
@@ -168,7 +174,7 @@ class HyperPodElasticAgent(LocalElasticAgent):
         self._reported_ranks: set[int] = set()  # local ranks that reported a fault this attempt
         self._pending_reports: list[tuple[float, str, str]] = []
         self._released: set[int] = set()  # IPR: local ranks released from the barrier since /start
-        self._log_monitor = LogMonitor()
+        self._log_monitor = log_monitor
         self._ipc = IpcServer(
             socket_path or default_socket_path(), self._on_ipc_message, self._on_ipc_disconnect
         )
@@ -405,6 +411,7 @@ class HyperPodElasticAgent(LocalElasticAgent):
         finally:
             self._stop_stage(shutdown_sig, self._opts.shutdown_timeout)
             self._log_monitor.stop()
+            self._tap.stop()
             self._ipc.stop()
             if self._events is not None:
                 self._events.close()
@@ -658,8 +665,7 @@ class HyperPodElasticAgent(LocalElasticAgent):
             return
         self._stage = stage
         if stage is Stage.TRAIN:
-            stdout = self._pcontext.stdouts.get(0) if self._pcontext else None
-            self._log_monitor.attach(stdout if stdout and stdout != os.devnull else None)
+            self._log_monitor.attach(range(spec.local_world_size))
             if self._ipr:
                 self._log_monitor.pause()  # timers run only while released from the barrier
         with self._lock:
@@ -697,6 +703,7 @@ class HyperPodElasticAgent(LocalElasticAgent):
         if self._pcontext is not None:
             self._pcontext.close(sig, int(timeout))
             self._pcontext = None
+        self._tap.close()  # the workers are gone: what they printed last still reaches the log
         self._stage = None
         with self._lock:
             self._channels.clear()

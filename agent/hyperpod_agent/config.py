@@ -42,7 +42,7 @@ EPILOG = """\
 Worker environment: RANK, LOCAL_RANK, WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT,
 TORCHELASTIC_RESTART_COUNT and JOB_RESTART_COUNT (= the control plane's faultCount), and
 HYPERPOD_ELASTICAGENT_SOCKET_SERVER_PATH for the worker API (hyperpod_agent.worker).
-Log monitoring rules need the training stdout in files: add --tee 3 (or --redirects 3).
+Log monitoring rules read every local rank's stdout; no --tee is needed for them.
 Run hyperpodrun as PID 1 with an exec-form ENTRYPOINT so SIGTERM reaches it.
 """
 

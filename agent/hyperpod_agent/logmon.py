@@ -1,8 +1,8 @@
 """Log-based hang, slow and fault detection (``runPolicy.logMonitoringConfiguration``).
 
-The control plane pushes rules in /start and /update. A thread tails local rank 0's stdout file
-(which exists only with ``--tee``/``--redirects``) and evaluates every rule on each new line and on
-every idle tick:
+The control plane pushes rules in /start and /update. Every local rank's stdout lines arrive from
+the agent's output tap (hyperpod_agent.logtap, with or without ``--tee``); each rule is evaluated
+per local rank on each new line and on every idle tick:
 
 - ``logPattern`` (``re.match``, anchored at the line start) marks progress; with one capture group
   its value is a metric compared against ``metricThreshold`` with ``operator``, and
@@ -113,7 +113,9 @@ class _RuleState:
 
 
 class LogMonitor:
-    """Tails one log file and evaluates rules; ``verdict()`` is what the control loop reads."""
+    """Evaluates the rules on every local rank's lines (``feed``, from hyperpod_agent.logtap) and
+    on idle ticks; ``verdict()`` is what the control loop reads. Each rule has a state per local
+    rank: a rank that stops printing is HANGING even while its peers print on."""
 
     def __init__(self, interval: float | None = None, clock=time.monotonic):
         self._interval = (
@@ -122,42 +124,35 @@ class LogMonitor:
         self._clock = clock
         self._lock = threading.Lock()
         self._rules: list[LogRule] = []
-        self._states: list[_RuleState] = []
-        self._path: str | None = None
-        self._offset = 0
-        self._partial = ""
+        self._ranks: list[int] = []
+        self._states: dict[int, list[_RuleState]] = {}
         self._paused_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _fresh_states(self) -> None:
+        now = self._clock()
+        self._states = {r: [_RuleState(rule, now) for rule in self._rules] for r in self._ranks}
+
     def set_rules(self, rules: list[LogRule]) -> None:
         with self._lock:
             self._rules = list(rules)
-            now = self._clock()
-            self._states = [_RuleState(r, now) for r in self._rules] if self._path else []
+            self._fresh_states()
 
-    def attach(self, path: str | None) -> None:
-        """Start evaluating against ``path`` (a new stage's stdout); timers start now."""
+    def attach(self, local_ranks) -> None:
+        """Start evaluating a new stage's ``local_ranks``; timers start now."""
         with self._lock:
-            if self._rules and not path:
-                logger.warning(
-                    "log monitoring rules are set but local rank 0's stdout is not in a file; "
-                    "start hyperpodrun with --tee 3 (or --redirects 3) to enable them"
-                )
-            self._path = path or None
-            self._offset = 0
-            self._partial = ""
+            self._ranks = list(local_ranks)
             self._paused_at = None
-            now = self._clock()
-            self._states = [_RuleState(r, now) for r in self._rules] if self._path else []
-        if self._thread is None and path:
+            self._fresh_states()
+        if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="hyperpod-logmon", daemon=True)
             self._thread.start()
 
     def detach(self) -> None:
         with self._lock:
-            self._path = None
-            self._states = []
+            self._ranks = []
+            self._states = {}
 
     def pause(self) -> None:
         with self._lock:
@@ -168,47 +163,47 @@ class LogMonitor:
         with self._lock:
             if self._paused_at is not None:
                 delta = self._clock() - self._paused_at
-                for s in self._states:
-                    s.shift(delta)
+                for states in self._states.values():
+                    for s in states:
+                        s.shift(delta)
                 self._paused_at = None
 
     def verdict(self) -> Verdict | None:
         with self._lock:
             for state in (LogState.FAULTED, LogState.HANGING, LogState.SLOW):
-                for s in self._states:
-                    if s.state is state:
-                        return Verdict(
-                            f"{_REASON_PREFIX[state]}{s.rule.name}", f"log rule {s.rule.name}: {s.detail}"
-                        )
+                for rank, states in sorted(self._states.items()):
+                    for s in states:
+                        if s.state is state:
+                            return Verdict(
+                                f"{_REASON_PREFIX[state]}{s.rule.name}",
+                                f"log rule {s.rule.name}, local rank {rank}: {s.detail}",
+                            )
         return None
 
-    def poll(self) -> None:
-        """Read new lines and evaluate the rules once (the thread calls this every interval)."""
+    def feed(self, local_rank: int, line: str) -> None:
+        """One line of ``local_rank``'s stdout. Lines while paused (workers parked at the in-process
+        barrier) are not evaluated, as no timer runs then."""
         with self._lock:
-            if not self._path or self._paused_at is not None:
+            if self._paused_at is not None:
                 return
-            try:
-                with open(self._path, errors="replace") as f:
-                    f.seek(self._offset)
-                    data = f.read()
-                    self._offset = f.tell()
-            except FileNotFoundError:
-                data = ""
             now = self._clock()
-            if data:
-                text = self._partial + data
-                lines = text.split("\n")
-                self._partial = lines.pop()
-                for line in lines:
-                    for s in self._states:
-                        s.on_line(line, now)
-            for s in self._states:
-                s.on_tick(now)
+            for s in self._states.get(local_rank, ()):
+                s.on_line(line, now)
+
+    def tick(self) -> None:
+        """Evaluate the timers once (the thread calls this every interval)."""
+        with self._lock:
+            if self._paused_at is not None:
+                return
+            now = self._clock()
+            for states in self._states.values():
+                for s in states:
+                    s.on_tick(now)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.poll()
+                self.tick()
             except Exception:
                 logger.exception("log monitor tick failed")
 

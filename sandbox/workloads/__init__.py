@@ -57,12 +57,12 @@ def tiny_job(
     container = {
         "name": "pytorch-job-container" if hyp_shaped else "trainer",
         "image": AWS_AGENT_IMAGE if agent == "aws" else IMAGE,
-        # Log-monitoring rules read the workers' output from files: --tee 3 writes them (with it,
-        # the workers' stdout no longer reaches the container log; see the README).
+        # No --tee for this project's agent: hyperpodrun reads every local rank's output itself.
+        # AWS's agent reads log-monitoring rules from the files --tee 3 writes (README, "The agent").
         "command": [
             *launcher,
             f"--nproc-per-node={nproc_per_node}",
-            *(["--tee=3"] if log_rules else []),
+            *(["--tee=3"] if log_rules and agent == "aws" else []),
             *script,
             *(extra_args or []),
         ],

@@ -19,6 +19,7 @@ from sandbox.testing import eventually
 
 HERE = Path(__file__).parent
 TRAIN = str(HERE / "train_allreduce.py")
+GRACEFUL = str(HERE / "train_graceful.py")
 HYPERPODRUN = str(Path(sys.executable).parent / "hyperpodrun")
 
 
@@ -33,7 +34,15 @@ wait_for = eventually
 
 
 class Agent:
-    def __init__(self, name: str, ctl: Path, agent_args: list[str], script_args: list[str], env=None):
+    def __init__(
+        self,
+        name: str,
+        ctl: Path,
+        agent_args: list[str],
+        script_args: list[str],
+        env=None,
+        script: str = TRAIN,
+    ):
         self.name = name
         self.port = free_port()
         self.log = open(ctl / f"agent_{name}.log", "w")  # noqa: SIM115 - closed in close()
@@ -46,7 +55,7 @@ class Agent:
             "--monitor-interval",
             "0.05",
             *agent_args,
-            TRAIN,
+            script,
             "--ctl",
             str(ctl),
             *script_args,

@@ -13,8 +13,10 @@ from hyperpod_agent.server import MAX_BODY_BYTES
 pytestmark = pytest.mark.integration
 
 
-def test_hang_caught_by_log_rule(ctl, agents):
-    a = agents("a", ctl, ["--nproc-per-node", "2", "--tee", "3"], ["--steps", "2000", "--step-time", "0.02"])
+def test_hang_on_local_rank_1_caught_by_a_log_rule_without_tee(ctl, agents):
+    # No --tee: the rule reads every local rank through the agent, and the output still reaches
+    # the agent's stdout (the container log) as the workers printed it.
+    a = agents("a", ctl, ["--nproc-per-node", "2"], ["--steps", "2000", "--step-time", "0.02"])
     rule = {
         "name": "progress",
         "logPattern": ".*STEP (\\d+)",
@@ -24,10 +26,15 @@ def test_hang_caught_by_log_rule(ctl, agents):
     a.post("/start", start_body(0, 1, free_port(), log_monitoring_configuration=[rule]))
     wait_for(lambda: len([e for e in read_events(ctl) if e["event"] == "step"]) >= 10, 60, "training steps")
     assert a.status()["status"] == "running"
-    inject_fault(ctl, 0, "hang")
+    # Rank 1 trains on but stops printing: rank 0's lines keep coming, so only a rule that reads
+    # local rank 1 can see it.
+    inject_fault(ctl, 1, "silent")
     faulted = a.wait_state("faulted", 30)
     assert faulted["reason"] == "LogHang_progress"
-    assert "expected every 1.5s" in faulted["message"]
+    assert "local rank 1" in faulted["message"] and "expected every 1.5s" in faulted["message"]
+    lines = a.logtext().splitlines()
+    for rank in (0, 1):
+        assert any(line.startswith(f"STEP 3 rank {rank} sum ") for line in lines), f"rank {rank}'s output"
     a.post("/stop")
     a.wait_state("ready", 30)
 

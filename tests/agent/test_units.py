@@ -140,10 +140,8 @@ class Clock:
         return self.t
 
 
-def _monitor(tmp_path, rule):
+def _monitor(rule, ranks=(0,)):
     clock = Clock()
-    log = tmp_path / "stdout.log"
-    log.write_text("")
     mon = LogMonitor(interval=3600, clock=clock)
 
     class Errs:
@@ -151,13 +149,12 @@ def _monitor(tmp_path, rule):
             raise AssertionError(a)
 
     mon.set_rules(parse_log_rules([rule], Errs()))
-    mon.attach(str(log))
-    return mon, log, clock
+    mon.attach(ranks)
+    return mon, clock
 
 
-def test_log_rules_hang_slow_fault_and_pause(tmp_path):
-    mon, log, clock = _monitor(
-        tmp_path,
+def test_log_rules_hang_slow_fault_and_pause():
+    mon, clock = _monitor(
         {
             "name": "step",
             "logPattern": ".*STEP",
@@ -166,26 +163,25 @@ def test_log_rules_hang_slow_fault_and_pause(tmp_path):
         },
     )
     clock.t = 4
-    mon.poll()
+    mon.tick()
     assert mon.verdict() is None
     clock.t = 6
-    mon.poll()
+    mon.tick()
     assert mon.verdict().reason == "LogHang_step"
-    with log.open("a") as f:
-        f.write("STEP 1\n")
-    mon.poll()
+    mon.feed(0, "STEP 1")
+    mon.tick()
     assert mon.verdict() is None  # recovered
     mon.pause()
     clock.t = 100
+    mon.feed(0, "STEP 2")  # parked at the barrier: not evaluated
     mon.resume()
-    mon.poll()
+    mon.tick()
     assert mon.verdict() is None  # paused time does not count
     clock.t = 103
-    mon.poll()
+    mon.tick()
     assert mon.verdict().reason == "LogHang_step"
 
-    mon, log, clock = _monitor(
-        tmp_path,
+    mon, clock = _monitor(
         {
             "name": "tput",
             "logPattern": ".*time (\\d+)",
@@ -194,18 +190,60 @@ def test_log_rules_hang_slow_fault_and_pause(tmp_path):
             "metricEvaluationDataPoints": 2,
         },
     )
-    log.write_text("time 20\ntime 5\ntime 30\n")
-    mon.poll()
+    for line in ("time 20", "time 5", "time 30"):
+        mon.feed(0, line)
+    mon.tick()
     assert mon.verdict() is None
-    with log.open("a") as f:
-        f.write("time 31\n")
-    mon.poll()
+    mon.feed(0, "time 31")
+    mon.tick()
     assert mon.verdict().reason == "LogSlow_tput"
 
-    mon, log, clock = _monitor(tmp_path, {"name": "nan", "logPattern": ".*loss nan", "faultOnMatch": True})
-    log.write_text("loss nan\n")
-    mon.poll()
+    mon, clock = _monitor({"name": "nan", "logPattern": ".*loss nan", "faultOnMatch": True})
+    mon.feed(0, "loss nan")
+    mon.tick()
     assert mon.verdict().reason == "LogFault_nan"
+
+
+def test_a_rule_holds_for_each_local_rank_on_its_own():
+    mon, clock = _monitor(
+        {"name": "step", "logPattern": ".*STEP", "expectedRecurringFrequencyInSeconds": 2}, (0, 1)
+    )
+    mon.feed(0, "STEP 1")
+    mon.feed(1, "STEP 1")
+    for t in (1.5, 3.0, 4.5):  # rank 0 prints on, rank 1 went quiet after t=0
+        clock.t = t
+        mon.feed(0, "STEP")
+        mon.tick()
+    verdict = mon.verdict()
+    assert verdict.reason == "LogHang_step" and "local rank 1" in verdict.message
+    mon.feed(5, "STEP")  # a rank the stage does not have is ignored
+    mon.detach()
+    assert mon.verdict() is None
+
+
+def test_the_tap_echoes_console_ranks_unchanged_and_feeds_every_rank(tmp_path):
+    import os
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+
+    from hyperpod_agent.logtap import OutputTap
+
+    lines, (echo_r, echo_w) = [], os.pipe()
+    tap = OutputTap(lambda rank, line: lines.append((rank, line)), echo_fd=echo_w, interval=3600)
+    # Rank 1 is teed by torch (a file torch writes and copies itself); rank 0 goes to the console.
+    specs = tap.wrap(DefaultLogsSpecs(log_dir=str(tmp_path), tee={1: Std.OUT}))
+    dest = specs.reify({0: {}, 1: {}})
+    with open(dest.stdouts[0], "wb", buffering=0) as out0, open(dest.stdouts[1], "wb", buffering=0) as out1:
+        out0.write(b"hello from 0\nno end yet")
+        out1.write(b"step 1 of rank 1\n")
+        tap.close()  # the processes are gone: everything they wrote is read
+    assert lines == [(0, "hello from 0"), (0, "no end yet"), (1, "step 1 of rank 1")]
+    os.close(echo_w)
+    with os.fdopen(echo_r, "rb") as f:
+        assert f.read() == b"hello from 0\nno end yet"  # the teed rank is torch's to print
+    assert not os.path.exists(dest.stdouts[0])  # the pipe is gone with its stage
+    assert dest.stdouts[1].startswith(str(tmp_path)) and dest.tee_stdouts[1] == dest.stdouts[1]
+    tap.stop()
 
 
 def test_progress_is_the_step_every_local_rank_finished():

@@ -2,8 +2,11 @@
 
 Faults are injected through files in the control directory (--ctl), so a test decides when:
 ``fault_rank<R>`` containing ``raise`` (an exception in the training step), ``exit`` (the process
-exits 3) or ``hang`` (the rank stops making progress). Every event is appended as a JSON line to
-``<ctl>/events.jsonl`` with the pid, rank and time, which is what the tests and the benchmark read.
+exits 3), ``hang`` (the rank stops making progress but still answers the agent between polls),
+``stuck`` (it stops and never looks at the agent again, as code stuck outside collectives) or
+``silent`` (the rank trains on but prints no more lines, so only a log rule that reads this rank
+can notice). Every event is appended as a JSON line to ``<ctl>/events.jsonl`` with the pid, rank
+and time, which is what the tests and the benchmark read.
 """
 
 import argparse
@@ -61,6 +64,7 @@ def train(info):
         env_restart_count=os.environ["TORCHELASTIC_RESTART_COUNT"],
         job_restart_count=os.environ.get("JOB_RESTART_COUNT"),
     )
+    silent = False
     for step in range(start, args.steps):
         ipr.check()
         fault_file = os.path.join(args.ctl, f"fault_rank{rank}")
@@ -77,10 +81,16 @@ def train(info):
                 while True:  # no progress, no log lines; only the agent can get us out
                     time.sleep(0.05)
                     ipr.check()
+            if mode == "stuck":
+                while True:
+                    time.sleep(0.05)
+            if mode == "silent":
+                silent = True
         t = torch.tensor([float(rank + 1)])
         dist.all_reduce(t)
         assert t.item() == world * (world + 1) / 2, t
-        print(f"STEP {step} sum {t.item()}", flush=True)
+        if not silent:
+            print(f"STEP {step} rank {rank} sum {t.item()}", flush=True)
         record("step", rank=rank, step=step, restart_count=info.restart_count)
         if (step + 1) % args.ckpt_every == 0:
             path = os.path.join(args.ctl, "ckpt", f"step_{step}")

@@ -280,7 +280,8 @@ def test_a_spent_restart_budget_fails_the_job_with_the_reason(serverless):
     assert job_item(sb, uid).phase == "Failed"
 
 
-def test_a_hang_found_by_a_log_rule_is_remediated(serverless, agent):
+@pytest.mark.parametrize("agent", ["aws"])  # this project's agent: the test below
+def test_a_hang_found_by_a_log_rule_is_remediated_under_aws_agent(serverless, agent):
     sb = serverless
     rules = [{"name": "StepProgress", "logPattern": ".*loss.*", "expectedRecurringFrequencyInSeconds": 4}]
     manifest = tiny_job(
@@ -298,3 +299,30 @@ def test_a_hang_found_by_a_log_rule_is_remediated(serverless, agent):
     (remediated,) = _remediations(sb, uid)
     assert "LogHang_StepProgress" in remediated.details["decision"]
     assert remediated.details["action"] in ("process_restart", "in_process_restart")
+
+
+def test_a_hang_on_local_rank_1_found_by_a_log_rule_is_remediated_and_every_rank_is_logged(serverless):
+    sb = serverless
+    rules = [{"name": "StepProgress", "logPattern": ".*loss.*", "expectedRecurringFrequencyInSeconds": 4}]
+    manifest = tiny_job(
+        "hang",
+        replicas=2,
+        steps=200,
+        ckpt_dir=tempfile.mkdtemp(),
+        log_rules=rules,
+        extra_args=[*LONG, "--hang-at-step", "80", "--fail-rank", "1"],  # pod hang-0, local rank 1
+        clean_pod_policy="None",  # the pods stay, so their logs can be read after the job
+    )
+    command = manifest["spec"]["replicaSpecs"][0]["template"]["spec"]["containers"][0]["command"]
+    assert not [a for a in command if a.startswith("--tee")], "the rules must work without --tee"
+    uid = submit(sb, manifest)["metadata"]["uid"]
+    outcome = wait_finished(sb, uid, timeout=240)
+    assert outcome.status == "SUCCEEDED", (job_item(sb, uid).reason, [e.message for e in history(sb, uid)])
+    (remediated,) = _remediations(sb, uid)
+    assert "LogHang_StepProgress" in remediated.details["decision"]
+    assert remediated.details["action"] in ("process_restart", "in_process_restart")
+    # kubectl logs shows what every local rank printed, unprefixed, the hung rank's last words too.
+    lines = (sb.pods.container_log("default", "hang-0", "trainer") or "").splitlines()
+    for rank in (0, 1):
+        assert any(line.startswith(f"rank {rank}/4 starting at step") for line in lines), lines[-20:]
+    assert "rank 1 hangs at step 80" in lines
