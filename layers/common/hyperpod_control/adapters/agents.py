@@ -17,11 +17,13 @@ instance's connections hang rather than refuse, so an agent that does not answer
 reported ``silent`` at once and not asked again in this round; whether silence is a fault is the
 supervisor's decision over several rounds, not this client's.
 
-A round is linear in the job's size. A ``/start`` carries the job's whole ``rankIps`` table (the
-agent's wire format: every agent writes the table for its workers), the same for every agent; its
-keys are serialised once per round (``SharedJson``) and each call encodes only its own fields
-(``rank``, ``spare``) beside them, so the supervisor's CPU per round grows with the agents, while
-the bytes of a start round are the table times the agents, as the wire format requires. The pool
+A round is linear in the job's size. A ``/start`` carries the job's ``rankIps`` table (every agent
+writes it for its workers): whole to an agent that holds none yet, only the changed ranks to one
+that holds the job's last table (``supervision.start_calls``), the same for every agent of each
+kind; its keys are serialised once per round (``SharedJson``) and each call encodes only its own
+fields (``rank``, ``spare``) beside them, so the supervisor's CPU per round grows with the agents,
+and so do the bytes of every round but a job's first start (each new agent needs the whole
+table once: README, "Operations"). The pool
 bounds the calls in flight (``AGENT_POOL_SIZE`` threads, never one per agent); the proxy transport
 reuses the Kubernetes client's kept-alive TLS connections (one per thread) and is rate-limited
 (``AGENT_PROXY_QPS``): each of its calls is an API server request, and the API server is shared
