@@ -1,5 +1,5 @@
 """Supervisor round benchmark: the time, the calls and the bytes of a poll round, a start round
-and a restart, for jobs of 512, 2,048 and 4,096 agents (issue 21's acceptance: ``make bench``).
+and a restart, for jobs of 512, 2,048 and 4,096 agents (``make bench``).
 
 Rounds: ``start`` is a job's first start (``supervisor.start_agents``: every agent is new and gets
 the whole IP table), ``poll`` a monitoring round (``supervisor.poll``), ``restart`` a remediation

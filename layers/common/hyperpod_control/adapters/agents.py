@@ -1,6 +1,6 @@
 """Reaching the agents of a job: one call per pod, all pods at once from a bounded thread pool.
 
-Two transports, as DESIGN.md says: through the Kubernetes API server's pod proxy (the default:
+Two transports (docs/architecture.md): through the Kubernetes API server's pod proxy (the default:
 the Lambdas need no VPC, only the cluster endpoint and RBAC ``pods/proxy``), or straight to the
 pod IP when the Lambdas run in the cluster's VPC (``AGENT_TRANSPORT=direct``). A Step Functions
 Map state per pod would cost a state transition per agent per poll; a thread pool inside one
