@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpctl.workflows import Outcome, follow
+from hyperpod_control.adapters.stepfunctions import Outcome, follow
 from sandbox import patches
 from sandbox.eventbus import (
     Delivery,

@@ -33,39 +33,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
+from sandbox.active import ActiveSandbox, activate, active, scale  # noqa: F401 (its callers)
 
-class ActiveSandbox(Protocol):
-    time_scale: float
-
-    def invoke_lambda(self, function_name: str, event: Any) -> tuple[Any, str | None]: ...
-
-    def invoke_lambda_event(self, function_name: str, event: Any) -> None: ...
-
-    def deliver_to_target(self, rule: Any, target: dict, event: dict) -> None: ...
-
-
-_active: ActiveSandbox | None = None
 _installed = False
 _lock = threading.Lock()
-
-
-def activate(sandbox: ActiveSandbox | None) -> None:
-    global _active
-    if sandbox is not None and _active is not None and _active is not sandbox:
-        raise RuntimeError("another sandbox is active in this process; stop it first")
-    _active = sandbox
-
-
-def active() -> ActiveSandbox:
-    if _active is None:
-        raise RuntimeError("no sandbox is active in this process")
-    return _active
-
-
-def scale() -> float:
-    return _active.time_scale if _active is not None else 1.0
 
 
 def install() -> None:

@@ -62,9 +62,9 @@ class SandboxTime:
 
 
 def _active_sandbox_scale() -> float:
-    from sandbox import patches
+    from sandbox import active
 
-    return patches.scale()
+    return active.scale()
 
 
 clock = SandboxTime()

@@ -300,7 +300,26 @@ ROUTES = (
 )
 
 
+def _wrap_create_cluster(original: Any) -> Any:
+    """After eks_cluster's create_cluster (installed first: ``aws_ext.install``), the creator's
+    admin entry, as EKS adds it when ``bootstrapClusterCreatorAdminPermissions`` holds and the
+    cluster authenticates by access entries."""
+
+    def create_cluster(self: Any) -> Any:
+        result = original(self)
+        cluster = self.eks_backend.clusters[parsed_params(self)["name"]]
+        access = getattr(cluster, "access_config", {})
+        if access.get("authenticationMode", "CONFIG_MAP") != "CONFIG_MAP" and access.get(
+            "bootstrapClusterCreatorAdminPermissions"
+        ):
+            bootstrap_creator(self, cluster)
+        return result
+
+    return create_cluster
+
+
 def install(response_cls: Any) -> None:
+    response_cls.create_cluster = _wrap_create_cluster(response_cls.create_cluster)
     for fn in (
         create_access_entry,
         describe_access_entry,

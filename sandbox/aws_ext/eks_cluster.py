@@ -104,10 +104,8 @@ def _wrap_create_cluster(original: Any) -> Any:
         if "vpcId" not in vpc:
             vpc["vpcId"] = _vpc_of(self, vpc["subnetIds"])
         cluster.resources_vpc_config = vpc
-        if mode != "CONFIG_MAP" and cluster.access_config["bootstrapClusterCreatorAdminPermissions"]:
-            from sandbox.aws_ext import access_entries
-
-            access_entries.bootstrap_creator(self, cluster)
+        # The creator's admin access entry (bootstrapClusterCreatorAdminPermissions) is added by
+        # access_entries' wrapper around this one.
         return result
 
     return create_cluster

@@ -1,10 +1,15 @@
-"""Step Functions calls of the job supervisor: start a job's execution segment (idempotently),
-stop it, read its status, and wake a waiting execution with its task token."""
+"""Step Functions calls: the job supervisor's (start a job's execution segment idempotently, stop
+it, read its status, wake a waiting execution with its task token), and following an execution to
+its end (``follow``, ``Outcome``), which ``hpctl`` and the sandbox share."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from hyperpod_control.adapters.aws import AwsAdapter, error_code, map_client_error
 
@@ -67,3 +72,79 @@ class StepFunctionsAdapter(AwsAdapter):
                 return False
             raise map_client_error(exc, resource="task token") from exc
         return True
+
+
+# ------------------------------------------------------- following an execution to its end
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+@dataclass
+class Outcome:
+    execution_arn: str
+    status: str
+    output: Any
+    error: str | None
+    cause: str | None
+    history: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def states_entered(self) -> list[str]:
+        return [
+            e["stateEnteredEventDetails"]["name"] for e in self.history if "stateEnteredEventDetails" in e
+        ]
+
+
+def execution_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def follow(
+    sfn: Any,
+    execution_arn: str,
+    *,
+    timeout: float = 3600.0,
+    out: TextIO | None = sys.stderr,
+    poll: Callable[[float], None] = time.sleep,
+    hide: frozenset[str] = frozenset(),
+) -> Outcome:
+    """Wait for an execution to end, printing each state as it is entered with the seconds since
+    the execution started; ``hide`` names plumbing states (Pass steps) not worth a line."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    delay = 0.01
+    started = None
+    while True:
+        desc = sfn.describe_execution(executionArn=execution_arn)
+        started = started or desc["startDate"]
+        events = execution_history(sfn, execution_arn)
+        for event in events[seen:]:
+            details = event.get("stateEnteredEventDetails")
+            if details and details["name"] not in hide and out is not None:
+                elapsed = (event["timestamp"] - started).total_seconds()
+                print(f"  {elapsed:7.1f}s  {details['name']}", file=out, flush=True)
+        seen = len(events)
+        if desc["status"] in TERMINAL:
+            output = desc.get("output")
+            return Outcome(
+                execution_arn,
+                desc["status"],
+                json.loads(output) if output else None,
+                desc.get("error"),
+                desc.get("cause"),
+                events,
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_arn} still {desc['status']} after {timeout:.0f}s")
+        poll(delay)
+        delay = min(delay * 1.5, 2.0)
