@@ -313,3 +313,26 @@ def test_a_replacement_spare_whose_agent_ignores_spare_joins_without_a_start():
     joined = [e for e in sup.store.events if e.kind == "SpareJoined"]
     assert len(joined) == 1, "it joins once, not every round it stands by"
     assert sup.store.record.pods[-1].ip == "10.0.0.13"
+
+
+def test_remediating_a_spare_that_runs_workers_stops_it_with_the_ranks_and_starts_only_the_ranks():
+    from hyperpod_control.services.supervisor import remediate
+
+    record = running_record(ip_version=V1, phase=JobPhase.RUNNING)
+    bodies = {"llama-0": running(0), "llama-1": running(1), "llama-2": running(0)}
+    sup, agents, request = supervisor(record, bodies)
+    recorded = agents.__call__
+
+    def answer(call: AgentCall) -> Any:  # a /stop takes an agent back to READY, as both agents do
+        if call.path == "/stop":
+            bodies[call.pod] = aws("ready", ipversion=V1)
+        return recorded(call)
+
+    sup.agents.transport = answer
+    result = remediate(request, sup)
+    assert result.next == "monitor", result.reason
+    assert "SpareRunsWorkers" in (result.reason or "")
+    assert sorted(c.pod for c in agents.calls if c.path == "/stop") == ["llama-0", "llama-1", "llama-2"]
+    assert sorted(c.pod for c in agents.calls if c.path == "/start") == ["llama-0", "llama-1"]
+    assert [s.rank for s in sup.store.record.pods] == [0, 1, None], "the spare stands by again"
+    assert sup.store.record.restart_count == 1
