@@ -659,7 +659,9 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     ip_version = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     record = record.model_copy(update={"pods": slots, "master_addr": master, "ip_version": ip_version})
     spares = sup.statuses(record, record.spare_pods(), {})
-    answers = sup.agents.call_all(start_calls(record, job, ip_version, spares_held(spares)))
+    calls = start_calls(record, job, ip_version, spares_held(spares))
+    answers = sup.agents.call_all(calls)
+    answers.update(_start_again_if_running(sup, record, calls, answers))
     refused = [f"{pod}: {a.error}" for pod, a in answers.items() if not a.ok]
     if refused:
         return StepResult(next="fail", reason="agents refused /start: " + listed(refused, "; "))
@@ -705,6 +707,19 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         master=master,
     )
     return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds, remediation=recovered)
+
+
+def _start_again_if_running(
+    sup: Supervisor, record: JobRecord, calls: list[AgentCall], answers: dict[str, AgentAnswer]
+) -> dict[str, AgentAnswer]:
+    """This project's agent refuses a ``/start`` while it runs one (409; AWS's agent takes it and
+    starts again): a retried StartAgents whose first attempt reached it. Those agents are stopped
+    and started again under this attempt's IP table; the answers of their second ``/start``."""
+    busy = {pod for pod, a in answers.items() if not a.ok and "409" in (a.error or "")}
+    if not busy:
+        return {}
+    _stop_and_wait(sup, record, [s for s in record.pods if s.pod in busy], "process_level_restart")
+    return sup.agents.call_all(c for c in calls if c.pod in busy)
 
 
 def arm(request: StepInput, sup: Supervisor) -> StepResult:
