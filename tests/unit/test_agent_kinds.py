@@ -272,6 +272,9 @@ def test_start_agents_starts_a_spare_only_where_its_agent_holds_it(spare_body, s
         assert starts["llama-2"]["spare"] is True
     assert {p: starts[p]["rank"] for p in ("llama-0", "llama-1")} == {"llama-0": 0, "llama-1": 1}
     assert [s.rank for s in sup.store.record.pods] == [0, 1, None]
+    (started_event,) = [e for e in sup.store.events if e.kind == "Started"]
+    how = "started as a spare" if started else "READY, no /start until promoted"
+    assert started_event.details["standby"]["llama-2"].startswith(how), started_event.details
 
 
 @pytest.mark.parametrize(

@@ -704,6 +704,13 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         f"{record.nnodes} ranks started, {len(record.spare_pods())} spares standing by",
         ranks=ranks,
         spares=[s.pod for s in record.spare_pods()],
+        # how each spare stands by, as its agent's /status said (README, "Images with AWS's agent")
+        standby={
+            pod: ("started as a spare" if a.status.holds_spares() else "READY, no /start until promoted")
+            + f" ({a.status.describe()})"
+            for pod, a in spares.items()
+            if a.ok and a.status is not None
+        },
         master=master,
     )
     return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds, remediation=recovered)
