@@ -325,3 +325,45 @@ def test_stopping_the_runtime_leaves_no_process(tmp_path):
         runtime.stop()
         server.stop()
     assert running_processes(runtime.runtime_id) == []
+
+
+def test_an_image_carries_its_executables_first_on_path(cluster, pod_ns, tmp_path):
+    """``image_paths``: what an image carries (the sandbox's stand-in for AWS's agent's image is
+    a virtualenv's bin); an image whose directories are not on the host fails to pull."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "greet").write_text("#!/bin/sh\necho hello from the image\n")
+    (tools / "greet").chmod(0o755)
+    paths = cluster.config.image_paths
+    paths.update({"tools": [str(tools)], "gone:1": [str(tmp_path / "missing")]})
+    try:
+        create_pod(
+            cluster,
+            pod_ns,
+            pod_body("tooled", ["greet"], restartPolicy="Never", container={"image": "tools:2"}),
+        )
+        create_pod(cluster, pod_ns, pod_body("plain", ["greet"], restartPolicy="Never"))
+        create_pod(
+            cluster,
+            pod_ns,
+            pod_body("unpulled", ["greet"], restartPolicy="Never", container={"image": "gone:1"}),
+        )
+        assert wait_phase(cluster, pod_ns, "tooled", "Succeeded")["phase"] == "Succeeded"
+        assert (cluster.container_log(pod_ns, "tooled", "main") or "").strip() == "hello from the image"
+        assert terminated(wait_phase(cluster, pod_ns, "plain", "Failed"))["reason"] == "StartError"
+
+        def waiting() -> dict | None:
+            states = [
+                c["state"]
+                for c in (pod_status(cluster, pod_ns, "unpulled") or {}).get("containerStatuses") or []
+            ]
+            return (
+                states[0].get("waiting")
+                if states and states[0].get("waiting", {}).get("reason") == "ErrImagePull"
+                else None
+            )
+
+        assert "is not on this host" in eventually(waiting, 10, "ErrImagePull")["message"]
+    finally:
+        for image in ("tools", "gone:1"):
+            paths.pop(image, None)

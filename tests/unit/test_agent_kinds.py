@@ -272,6 +272,9 @@ def test_start_agents_starts_a_spare_only_where_its_agent_holds_it(spare_body, s
         assert starts["llama-2"]["spare"] is True
     assert {p: starts[p]["rank"] for p in ("llama-0", "llama-1")} == {"llama-0": 0, "llama-1": 1}
     assert [s.rank for s in sup.store.record.pods] == [0, 1, None]
+    (started_event,) = [e for e in sup.store.events if e.kind == "Started"]
+    how = "started as a spare" if started else "READY, no /start until promoted"
+    assert started_event.details["standby"]["llama-2"].startswith(how), started_event.details
 
 
 @pytest.mark.parametrize(
@@ -313,3 +316,59 @@ def test_a_replacement_spare_whose_agent_ignores_spare_joins_without_a_start():
     joined = [e for e in sup.store.events if e.kind == "SpareJoined"]
     assert len(joined) == 1, "it joins once, not every round it stands by"
     assert sup.store.record.pods[-1].ip == "10.0.0.13"
+
+
+def test_remediating_a_spare_that_runs_workers_stops_it_with_the_ranks_and_starts_only_the_ranks():
+    from hyperpod_control.services.supervisor import remediate
+
+    record = running_record(ip_version=V1, phase=JobPhase.RUNNING)
+    bodies = {"llama-0": running(0), "llama-1": running(1), "llama-2": running(0)}
+    sup, agents, request = supervisor(record, bodies)
+    recorded = agents.__call__
+
+    def answer(call: AgentCall) -> Any:  # a /stop takes an agent back to READY, as both agents do
+        if call.path == "/stop":
+            bodies[call.pod] = aws("ready", ipversion=V1)
+        return recorded(call)
+
+    sup.agents.transport = answer
+    result = remediate(request, sup)
+    assert result.next == "monitor", result.reason
+    assert "SpareRunsWorkers" in (result.reason or "")
+    assert sorted(c.pod for c in agents.calls if c.path == "/stop") == ["llama-0", "llama-1", "llama-2"]
+    assert sorted(c.pod for c in agents.calls if c.path == "/start") == ["llama-0", "llama-1"]
+    assert [s.rank for s in sup.store.record.pods] == [0, 1, None], "the spare stands by again"
+    assert sup.store.record.restart_count == 1
+
+
+def test_a_retried_start_that_our_agent_refuses_with_409_stops_it_and_starts_it_again():
+    """A StartAgents retried after its first /start reached an agent: AWS's agent takes a second
+    /start, ours answers 409 while it runs; the step stops it and starts it under its own table."""
+    from hyperpod_control.exceptions import InvalidInputError
+    from hyperpod_control.services.supervisor import start_agents
+
+    record = running_record(phase=JobPhase.CREATING, spares=0)
+    record = record.model_copy(update={"pods": [p.model_copy(update={"rank": None}) for p in record.pods]})
+    bodies = {"llama-0": ours("ready"), "llama-1": running(1, ours)}
+    sup, agents, request = supervisor(record, bodies)
+    recorded = agents.__call__
+
+    def answer(call: AgentCall) -> Any:
+        recorded(call)
+        if call.path == "/stop":
+            bodies[call.pod] = ours("ready")
+        if call.path == "/start":
+            if bodies[call.pod]["status"] != "ready":
+                raise InvalidInputError(f"agent {call.pod} refused POST /start (409): state is RUNNING")
+            bodies[call.pod] = running(call.body["rank"], ours)
+        return bodies[call.pod] if call.path == "/status" else None
+
+    sup.agents.transport = answer
+    result = start_agents(request, sup)
+    assert result.next == "monitor", result.reason
+    assert [(c.pod, c.path) for c in agents.calls if c.pod == "llama-1" and c.path != "/status"] == [
+        ("llama-1", "/start"),
+        ("llama-1", "/stop"),
+        ("llama-1", "/start"),
+    ]
+    assert [c.pod for c in agents.calls if c.path == "/start"].count("llama-0") == 1

@@ -699,7 +699,9 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
     ip_version = ip_version_at(now)
     record = record.model_copy(update={"pods": slots, "master_addr": master, "ip_version": ip_version})
     spares = sup.statuses(record, record.spare_pods(), {})
-    answers = sup.agents.call_all(start_calls(record, job, ip_version, spares_held(spares)))
+    calls = start_calls(record, job, ip_version, spares_held(spares))
+    answers = sup.agents.call_all(calls)
+    answers.update(_start_again_if_running(sup, record, calls, answers))
     refused = [f"{pod}: {a.error}" for pod, a in answers.items() if not a.ok]
     if refused:
         return StepResult(next="fail", reason="agents refused /start: " + listed(refused, "; "))
@@ -742,9 +744,29 @@ def start_agents(request: StepInput, sup: Supervisor) -> StepResult:
         f"{record.nnodes} ranks started, {len(record.spare_pods())} spares standing by",
         ranks=ranks,
         spares=[s.pod for s in record.spare_pods()],
+        # how each spare stands by, as its agent's /status said (README, "Images with AWS's agent")
+        standby={
+            pod: ("started as a spare" if a.status.holds_spares() else "READY, no /start until promoted")
+            + f" ({a.status.describe()})"
+            for pod, a in spares.items()
+            if a.ok and a.status is not None
+        },
         master=master,
     )
     return StepResult(next="monitor", poll_seconds=sup.config.poll_seconds, remediation=recovered)
+
+
+def _start_again_if_running(
+    sup: Supervisor, record: JobRecord, calls: list[AgentCall], answers: dict[str, AgentAnswer]
+) -> dict[str, AgentAnswer]:
+    """This project's agent refuses a ``/start`` while it runs one (409; AWS's agent takes it and
+    starts again): a retried StartAgents whose first attempt reached it. Those agents are stopped
+    and started again under this attempt's IP table; the answers of their second ``/start``."""
+    busy = {pod for pod, a in answers.items() if not a.ok and "409" in (a.error or "")}
+    if not busy:
+        return {}
+    _stop_and_wait(sup, record, [s for s in record.pods if s.pod in busy], "process_level_restart")
+    return sup.agents.call_all(c for c in calls if c.pod in busy)
 
 
 def arm(request: StepInput, sup: Supervisor) -> StepResult:
