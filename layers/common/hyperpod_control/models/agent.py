@@ -1,5 +1,6 @@
 """The wire protocol of the agent in every training pod (``hyperpodrun``), as the supervisor
-speaks it: the ``/status`` answer and the ``/start`` and ``/stop`` bodies (hyperpod-facts 1.4).
+speaks it: the ``/status`` answer and the ``/start`` and ``/stop`` bodies
+(docs/hyperpod-contract.md, "Agent protocol").
 
 Field names are the agent's own, mixed case included (``faultCount`` beside ``master_addr``):
 AWS's agent and ours read exactly these. Values are read as either agent writes them: AWS's
