@@ -1,12 +1,12 @@
 """The HyperPodPyTorchJob custom resource as typed models, and the checks a job must pass before the
 control plane runs it. No I/O.
 
-Shapes follow reference/hyperpod-facts.md 2 (spec and status of the operator's CRD) and 1.11 (log
-monitoring rules). The models read real objects from the API server, so they are lenient: unknown
-fields are kept (``extra="allow"``) and survive a dump, and defaults match the CRD's. Strictness
-lives in :func:`parse_job`, which collects every problem of a job (type errors and rule breaks
-alike) into one :class:`JobSpecError` whose lines name the Kubernetes path and the fix, so a user
-fixes the manifest in one pass instead of one error per apply.
+Shapes follow docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource" (spec and status of the
+operator's CRD) and "Log-monitoring rules". The models read real objects from the API server, so
+they are lenient: unknown fields are kept (``extra="allow"``) and survive a dump, and defaults match
+the CRD's. Strictness lives in :func:`parse_job`, which collects every problem of a job (type errors
+and rule breaks alike) into one :class:`JobSpecError` whose lines name the Kubernetes path and the
+fix, so a user fixes the manifest in one pass instead of one error per apply.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.names import JOB_GROUP, JOB_KIND, JOB_VERSION
 
 #: Both spellings are in use: ``HyperPodPyTorchJob`` in the SDK and most docs, ``HyperPodPytorchJob``
-#: in Kueue's ``externalFrameworks`` string and the task-governance sample (hyperpod-facts 1.13).
+#: in Kueue's ``externalFrameworks`` string and the task-governance sample.
 JOB_KINDS = ("HyperPodPyTorchJob", "HyperPodPytorchJob")
 JOB_API_VERSION = f"{JOB_GROUP}/{JOB_VERSION}"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -50,7 +50,8 @@ class K8sModel(BaseModel):
 
 
 class LogMonitoringRule(K8sModel):
-    """One rule the elastic agent evaluates on rank 0's log lines (hyperpod-facts 1.11)."""
+    """One rule the elastic agent evaluates on the workers' log lines (docs/hyperpod-contract.md,
+    "Log-monitoring rules")."""
 
     name: str
     log_pattern: str
