@@ -106,8 +106,11 @@ def test_lambda_tasks_retry_transient_errors_and_catch_everything(path):
         ):
             continue
         retried = {e for rule in state.get("Retry", []) for e in rule["ErrorEquals"]}
+        # The four transient errors of the Lambda service integration, as AWS's docs list them.
         assert {
             "Lambda.ServiceException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
             "Lambda.TooManyRequestsException",
         } <= retried or "States.ALL" in retried, name
         caught = {e for rule in state.get("Catch", []) for e in rule["ErrorEquals"]}
