@@ -46,6 +46,7 @@ from .logtap import OutputTap
 from .models import StopRequest, master_outside, parse_start, parse_stop
 from .rendezvous import HyperPodRendezvousHandler, RankAssignment
 from .server import ControlCallbacks
+from .standby import StandbyContext, StandbyPool
 from .state import IPR_TRANSITIONS, PLR_TRANSITIONS, AgentState, StateMachine
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class HyperPodElasticAgent(LocalElasticAgent):
         self._pending_reports: list[tuple[float, str, str]] = []
         self._released: set[int] = set()  # IPR: local ranks released from the barrier since /start
         self._log_monitor = log_monitor
+        self._standby = StandbyPool() if options.process_standby and not self._ipr else None
         self._ipc = IpcServer(
             socket_path or default_socket_path(), self._on_ipc_message, self._on_ipc_disconnect
         )
@@ -412,6 +414,8 @@ class HyperPodElasticAgent(LocalElasticAgent):
             self._stop_stage(shutdown_sig, self._opts.shutdown_timeout)
             self._log_monitor.stop()
             self._tap.stop()
+            if self._standby is not None:
+                self._standby.discard()
             self._ipc.stop()
             if self._events is not None:
                 self._events.close()
@@ -810,15 +814,31 @@ class HyperPodElasticAgent(LocalElasticAgent):
             }
         self._setup_local_watchdog(envs=envs)
         self._setup_healthcheck()
-        self._pcontext = start_processes(
-            name=spec.role,
-            entrypoint=spec.entrypoint,
-            args=args,
-            envs=envs,
-            logs_specs=self._logs_specs,
-            log_line_prefixes=prefixes,
-            start_method=self._start_method,
-        )
+        standby = self._standby if spec is self._train_spec else None
+        ready = standby.take(spec.entrypoint, args) if standby is not None else None
+        if ready:
+            self._pcontext = StandbyContext(
+                ready,
+                name=spec.role,
+                entrypoint=spec.entrypoint,
+                args=args,
+                envs=envs,
+                logs_specs=self._logs_specs,
+                log_line_prefixes=prefixes,
+            )
+            self._pcontext.start()
+        else:
+            self._pcontext = start_processes(
+                name=spec.role,
+                entrypoint=spec.entrypoint,
+                args=args,
+                envs=envs,
+                logs_specs=self._logs_specs,
+                log_line_prefixes=prefixes,
+                start_method=self._start_method,
+            )
+        if standby is not None:
+            standby.prepare(spec.entrypoint, args, envs)  # the next generation's, started now
         return self._pcontext.pids()
 
 

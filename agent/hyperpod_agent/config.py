@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Seconds the agent waits for every local worker to reach the barrier after a fault "
         "before it falls back to a process restart. Default: wait forever.",
     )
+    hp.add_argument(
+        "--process-standby",
+        "--process_standby",
+        action=check_env,
+        help="Process restart: keep one interpreter per local rank started, with torch (and "
+        "HYPERPOD_STANDBY_IMPORTS) imported, to run the next generation of workers; falls back to "
+        "new processes when one is missing. For .py training scripts.",
+    )
     return parser
 
 
@@ -221,6 +229,7 @@ class HyperPodOptions:
     inprocess_restart: bool
     inprocess_timeout: float | None
     nnodes: int
+    process_standby: bool = False
 
 
 def normalize_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> HyperPodOptions:
@@ -284,4 +293,5 @@ def normalize_args(args: argparse.Namespace, environ: Mapping[str, str] | None =
         inprocess_restart=bool(args.inprocess_restart),
         inprocess_timeout=args.inprocess_timeout,
         nnodes=numbers[0],
+        process_standby=bool(args.process_standby),
     )

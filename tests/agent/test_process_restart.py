@@ -11,9 +11,11 @@ from agent_harness import free_port, pid_alive, read_events, start_body, wait_fo
 pytestmark = pytest.mark.integration
 
 
-def test_crash_stop_restart_resume_complete_shutdown(ctl, agents):
-    a = agents("a", ctl, ["--nproc-per-node", "2"], ["--steps", "24"])
-    b = agents("b", ctl, ["--nproc-per-node", "2"], ["--steps", "24"])
+@pytest.mark.parametrize("standby", [False, True], ids=["new-processes", "process-standby"])
+def test_crash_stop_restart_resume_complete_shutdown(ctl, agents, standby):
+    flags = ["--nproc-per-node", "2", *(["--process-standby"] if standby else [])]
+    a = agents("a", ctl, flags, ["--steps", "24"])
+    b = agents("b", ctl, flags, ["--steps", "24"])
     assert a.status()["status"] == b.status()["status"] == "ready"
     port = free_port()
     a.post("/start", start_body(0, 2, port))
@@ -55,6 +57,13 @@ def test_crash_stop_restart_resume_complete_shutdown(ctl, agents):
     assert {e["env_restart_count"] for e in restarted} == {"1"}
     assert {e["job_restart_count"] for e in restarted} == {"1"}
     assert {e["start_step"] for e in restarted} == {resume["progressCount"] + 1}
+    # With --process-standby the new generation ran in the interpreters started beforehand.
+    spawned = [e for e in read_events(ctl)[n_before:] if e["event"] == "spawned"]
+    assert [e["standby"] for e in spawned] == [standby] * 4
+    assert {e["pid"] for e in restarted} == {e["pid"] for e in spawned}
+    log = a.logtext() + b.logtext()
+    for rank in range(4):  # their output still reaches the container log
+        assert f"STEP {resume['progressCount'] + 1} rank {rank} sum" in log
     assert len([e for e in read_events(ctl) if e["event"] == "done"]) == 4
 
     for agent in (a, b):

@@ -345,3 +345,30 @@ def test_parse_start_reads_a_table_of_changed_ranks_without_judging_its_master()
     assert (changed.rank_ips_sent, [r.rank for r in changed.rank_ips]) == (True, [2])
     assert parse_start({**body, "ipVersion": "v2", "rankIps": []}).rank_ips_sent is True
     assert parse_start(body).rank_ips_sent is False
+
+
+def test_a_missing_or_stale_standby_means_new_processes():
+    import sys
+
+    from hyperpod_agent.standby import StandbyPool
+
+    args = {0: ("-u", "/w/train.py", "--x"), 1: ("-u", "/w/train.py", "--x")}
+    assert not StandbyPool.usable("/bin/sh", {0: ("run.sh",)})  # only `python -u script.py` launches
+    pool = StandbyPool()
+    assert pool.take(sys.executable, args) is None  # none started yet
+    pool.prepare(sys.executable, args, {0: {}, 1: {}})
+    # Made for another script: not used, and gone (it exits on the closed pipe, else is killed).
+    other = {r: ("-u", "/w/other.py") for r in args}
+    stale = dict(pool._standbys)
+    assert pool.take(sys.executable, other) is None
+    assert all(s.proc.poll() is not None for s in stale.values())
+    pool.prepare(sys.executable, args, {0: {}, 1: {}})
+    dead = pool._standbys[1].proc
+    dead.kill()
+    dead.wait()
+    assert pool.take(sys.executable, args) is None  # one died: the whole generation starts anew
+    pool.prepare(sys.executable, args, {0: {}, 1: {}})
+    ready = pool.take(sys.executable, args)
+    assert sorted(ready) == [0, 1] and all(s.alive for s in ready.values())
+    for s in ready.values():
+        s.discard()

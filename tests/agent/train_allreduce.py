@@ -9,6 +9,13 @@ can notice). Every event is appended as a JSON line to ``<ctl>/events.jsonl`` wi
 and time, which is what the tests and the benchmark read.
 """
 
+# ruff: noqa: E402 - the check below must run before this script imports torch
+import sys
+
+# Whether torch was imported before this script ran: the agent's standby interpreter
+# (--process-standby) imports it before it is handed a rank; a new process has not.
+PREIMPORTED = "torch" in sys.modules
+
 import argparse
 import datetime as dt
 import json
@@ -44,7 +51,7 @@ def record(event, **fields):
 
 ipr = InProcessRestart()
 ckpt = CheckpointClient("model")
-record("spawned", local_rank=int(os.environ.get("LOCAL_RANK", -1)))
+record("spawned", local_rank=int(os.environ.get("LOCAL_RANK", -1)), standby=PREIMPORTED)
 
 
 def train(info):
