@@ -26,7 +26,7 @@ from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SHUTDOWN_TIMEOUT = 15  # HyperPod's code and the seed's table; AWS's docs table says 30
+DEFAULT_SHUTDOWN_TIMEOUT = 15  # AWS's agent code; a table in AWS's docs says 30 (docs/hyperpod-contract.md)
 SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 DESCRIPTION = """\

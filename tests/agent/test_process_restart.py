@@ -1,6 +1,7 @@
-"""The issue's main scenario: two agents of two workers each on loopback, driven over HTTP like the
-control plane drives them: start -> kill a worker -> faulted/WorkerCrash -> stop all -> ready ->
-start with faultCount 1 and the reported progress -> resume -> completed -> shutdown -> exit 0."""
+"""The agent's main scenario (process-level restart): two agents of two workers each on loopback, driven
+over HTTP like the control plane drives them: start -> kill a worker -> faulted/WorkerCrash -> stop all
+-> ready -> start with faultCount 1 and the reported progress -> resume -> completed -> shutdown -> exit
+0."""
 
 import os
 import signal

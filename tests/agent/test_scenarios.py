@@ -1,4 +1,4 @@
-"""The other "Done when" scenarios of issue 8, each over HTTP against real hyperpodrun processes:
+"""The agent's other end-to-end scenarios, each over HTTP against real hyperpodrun processes:
 a hang caught by a log rule, a failing pre-train script, SIGTERM with no orphans, a spare promoted
 to a rank, a bad /start body (malformed, foreign master, oversized, beside a stalled client)."""
 

@@ -1,4 +1,4 @@
-"""Consecutive spare jobs under AWS's agent (issue 23 acceptance: ``make bench``): the job that
+"""Consecutive spare jobs under AWS's agent (``make bench``): the job that
 used to hang, 2 ranks x 2 processes and one spare, whose pods run AWS's ``hyperpod-elastic-agent``
 1.1.3 (``.venv-aws-agent``, through agent/aws_compat/hyperpodrun_aws.py), submitted ``--runs``
 times one after the other on ONE sandbox (4 nodes, the serverless operator installed, pods as local
