@@ -81,6 +81,50 @@ def test_the_startup_deadline_fails_a_job_whose_pods_cannot_start_naming_the_fie
     assert re.search(r"runPolicy\.startupDeadlineSeconds 10\b", failed["message"]), failed
 
 
+def _cordon(core, node: str, value: bool) -> None:
+    core.patch_node(node, {"spec": {"unschedulable": True if value else None}})
+
+
+def test_the_fault_deadline_fails_a_job_whose_full_restart_finds_no_node_naming_the_field(serverless):
+    sb = serverless
+    manifest = tiny_job("stranded", replicas=1, steps=100000, extra_args=["--step-time", "0.02"])
+    manifest["spec"]["runPolicy"]["faultDeadlineSeconds"] = 5  # the functions' real seconds
+    uid = submit(sb, manifest)["metadata"]["uid"]
+
+    def running():
+        item = job_item(sb, uid)
+        return item if item and item.phase == "Running" else None
+
+    item = eventually(running, 120, "the job running")
+    bad = item.ranked()[0].node
+    _, core = apis(sb)
+    others = sorted(n.metadata.name for n in core.list_node().items if n.metadata.name != bad)
+    # No spare and no room elsewhere: the full restart's new pod (kept off the bad node) stays
+    # Pending, the way a fault waits for capacity that never comes.
+    try:
+        for node in others:
+            _cordon(core, node, True)
+        sb.faults.fail_node(bad)
+        outcome = wait_finished(sb, uid, timeout=120)
+        eventually(lambda: not pods_of(sb, "stranded"), 30, "the Pending pod deleted with the job")
+    finally:
+        for node in others:
+            _cordon(core, node, False)
+        sb.faults.heal_node(bad)
+        sb.wait_idle()
+    assert outcome.status == "FAILED"
+    failed = conditions(get_job(sb, "stranded"))["Failed"]
+    found = re.search(
+        r"FaultDeadlineExceeded: the job has been in a fault (\d+) s, "
+        r"beyond runPolicy\.faultDeadlineSeconds 5\b",
+        failed["message"],
+    )
+    assert found and int(found.group(1)) >= 5, failed
+    assert "Pending" in failed["message"], "the new pod never scheduled"
+    final = job_item(sb, uid)
+    assert final.phase == "Failed" and final.full_restart_count == 1, (final.phase, final.reason)
+
+
 def test_a_finished_job_is_deleted_after_its_ttl(serverless):
     sb = serverless
     manifest = tiny_job("shortlived", replicas=1, steps=20)
