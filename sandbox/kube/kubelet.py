@@ -1,6 +1,6 @@
 """The sandbox kubelet: runs the pods bound to one node as local processes.
 
-Each pod gets its own loopback address (127.0.0.N, from ``PodAddresses``), and every listener in
+Each pod gets its own loopback address (127.B.x.y, from ``PodAddresses``), and every listener in
 it binds that address (``podnet/sitecustomize.py`` explains how and why), so agents listen on
 their real port 8080 and two pods' ports never collide. Each container's command and args run on
 the host (no image is pulled; commands come from the sandbox's own PATH, this interpreter's
@@ -40,6 +40,7 @@ its own address), image pull errors, ephemeral containers, and node status heart
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -49,6 +50,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -70,10 +72,22 @@ MAX_BACKOFF_S = 300.0
 RUNTIME_ENV = "SANDBOX_KUBE_RUNTIME"
 
 
+#: Where sandboxes claim their address blocks: one lock file per block, held while a runtime lives.
+ADDRESS_CLAIMS = Path(tempfile.gettempdir()) / "hyperpod-sandbox-addresses"
+#: The /16 blocks 127.B.0.0 that runtimes claim (127.0/16 is the host's own: 127.0.0.1, 127.0.1.1;
+#: the supervisor bench takes its agents from 127.100 up).
+CLAIMABLE_BLOCKS = range(1, 100)
+
+
 class PodAddresses:
-    """Hands out pod addresses from 127.0.0.0/8, never 127.0.0.1 (the host's services) nor
-    127.0.1.1 (Debian's hostname address), cycling so that a released address is not reused while
-    others are free (a client holding a dead pod's IP must not reach a new pod)."""
+    """Hands out pod addresses from one block of 127.0.0.0/8, never a .0 or .255 address nor
+    127.0.0.1 (the host's services) and 127.0.1.1 (Debian's hostname address), cycling so that a
+    released address is not reused while others are free (a client holding a dead pod's IP must not
+    reach a new pod).
+
+    ``claim()`` takes a /16 no other sandbox on this host holds: two sandboxes on one machine (two
+    test workers, a test run beside ``make demo``) would otherwise hand out the same address, and
+    one's supervisor would reach the other's agents on port 8080."""
 
     def __init__(self, first: str = "127.0.0.2", last: str = "127.255.255.254") -> None:
         self._first = int(ipaddress.IPv4Address(first))
@@ -81,6 +95,37 @@ class PodAddresses:
         self._next = self._first
         self._used: dict[str, str] = {}  # uid -> ip
         self._lock = threading.Lock()
+        self._claim: Any = None  # the open lock file of a claimed block
+
+    @classmethod
+    def claim(cls) -> PodAddresses:
+        """The addresses of the first /16 block that no live process on this host holds. The claim
+        is an exclusive ``flock`` on the block's file, so it ends with the process however it
+        ends; ``release_claim()`` ends it sooner."""
+        ADDRESS_CLAIMS.mkdir(parents=True, exist_ok=True)
+        for block in CLAIMABLE_BLOCKS:
+            handle = open(ADDRESS_CLAIMS / f"127.{block}.lock", "a+")  # noqa: SIM115 (held open)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            addresses = cls(first=f"127.{block}.0.2", last=f"127.{block}.255.254")
+            addresses._claim = handle
+            return addresses
+        raise RuntimeError(
+            f"every sandbox address block (127.{CLAIMABLE_BLOCKS.start}-{CLAIMABLE_BLOCKS.stop - 1}.0.0/16) "
+            "is held by another sandbox on this host: stop one of them"
+        )
+
+    @property
+    def claimed(self) -> bool:
+        return self._claim is not None
+
+    def release_claim(self) -> None:
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     def _skip(self, value: int) -> bool:
         return value & 0xFF in (0, 255) or value in (int(ipaddress.IPv4Address("127.0.1.1")),)
@@ -97,7 +142,7 @@ class PodAddresses:
                 if not self._skip(value) and ip not in taken:
                     self._used[uid] = ip
                     return ip
-            raise RuntimeError("no pod addresses left in 127.0.0.0/8")
+            raise RuntimeError("no pod addresses left in this sandbox's block")
 
     def release(self, uid: str) -> None:
         with self._lock:

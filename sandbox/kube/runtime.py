@@ -80,7 +80,7 @@ class KubeRuntime:
             "image_entrypoints": dict(image_entrypoints or {}),
             "image_paths": dict(image_paths or {}),
         }
-        self.addresses = PodAddresses()
+        self.addresses = PodAddresses.claim()
         self.config: KubeletConfig | None = None
         self.scheduler = Scheduler(self.store)
         self.kubelets: dict[str, Kubelet] = {}
@@ -95,6 +95,8 @@ class KubeRuntime:
         # only this process holds the write end: the shims see end-of-file when it is gone
         self._lifeline_r, self._lifeline_w = os.pipe()
         os.set_inheritable(self._lifeline_r, False)
+        if not self.addresses.claimed:  # started again after a stop
+            self.addresses = PodAddresses.claim()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = KubeletConfig(
             workdir=self.workdir,
@@ -138,6 +140,7 @@ class KubeRuntime:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._lifeline_r = self._lifeline_w = -1
+        self.addresses.release_claim()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -93,6 +93,22 @@ def test_pod_addresses_skip_the_hosts_and_are_not_reused_at_once():
         addresses.allocate("u4")
 
 
+@pytest.mark.unit
+def test_two_sandboxes_on_one_host_claim_different_address_blocks():
+    first, second = PodAddresses.claim(), PodAddresses.claim()
+    try:
+        ip1, ip2 = first.allocate("pod"), second.allocate("pod")
+        assert ip1.split(".")[:2] != ip2.split(".")[:2], (ip1, ip2)
+        block = ip1.split(".")[1]
+        first.release_claim()
+        third = PodAddresses.claim()  # the released block is free again
+        assert third.allocate("pod").split(".")[1] == block
+        third.release_claim()
+    finally:
+        first.release_claim()
+        second.release_claim()
+
+
 # --- container status truth ---------------------------------------------------------------------
 
 
