@@ -6,6 +6,7 @@ seconds cross segments."""
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,10 +49,13 @@ def serverless() -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def aws_agent_env() -> Path:
     """AWS's agent's environment (``.venv-aws-agent``, from its locks; README "The agent"), built
-    when it is missing or older than its locks: make decides, in about 40 s the first time."""
-    subprocess.run(
-        ["make", "--no-print-directory", f"{AWS_AGENT_VENV.name}/.installed"], cwd=REPO, check=True
-    )
+    when it is missing or older than its locks: make decides, in about 40 s the first time. Test
+    workers running in parallel take turns: the first builds it, the others find it built."""
+    with open(REPO / f"{AWS_AGENT_VENV.name}.build-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(
+            ["make", "--no-print-directory", f"{AWS_AGENT_VENV.name}/.installed"], cwd=REPO, check=True
+        )
     return AWS_AGENT_VENV
 
 
