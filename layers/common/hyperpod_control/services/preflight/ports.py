@@ -118,6 +118,7 @@ class PreflightAdapters:
         from hyperpod_control.adapters.quotas import QuotasAdapter
         from hyperpod_control.adapters.sagemaker import SageMakerAdapter
 
+        # Not Settings.region: Settings needs TABLE_NAME, which hpctl's environment does not set.
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(
             sagemaker=SageMakerAdapter(),

@@ -15,67 +15,42 @@ from hyperpod_control.models.preflight import (
     PreflightOptions,
     PreflightReport,
 )
-from hyperpod_control.services.preflight.access_checks import (
-    check_authentication_mode,
-    check_endpoint_access,
-    check_kubernetes_access,
-    check_pass_role,
-    check_pod_port,
-)
-from hyperpod_control.services.preflight.capacity_checks import (
-    check_cluster_usage_quota,
-    check_eni_quota,
-    check_subnet_addresses,
-)
-from hyperpod_control.services.preflight.cluster_checks import (
-    check_addon_kubernetes_version,
-    check_cert_manager,
-    check_eks_cluster,
-    check_hyperpod_cluster,
-    check_kueue,
-    check_node_image,
-    check_pod_identity_agent,
-    check_sagemaker_tag,
-    check_task_governance,
+from hyperpod_control.services.preflight import (
+    access_checks,
+    capacity_checks,
+    cluster_checks,
+    network_checks,
 )
 from hyperpod_control.services.preflight.gathering import gather
-from hyperpod_control.services.preflight.network_checks import (
-    check_efa_security_groups,
-    check_fsx_zone,
-    check_ipv6,
-    check_override_vpc_config,
-    check_s3_endpoint,
-    check_single_region,
-    check_vpc_endpoints,
-)
 from hyperpod_control.services.preflight.ports import PreflightAdapters
 from hyperpod_control.services.preflight.results import _eks_name
 
+#: Every check, in the order the report lists its results.
 CHECKS: tuple[Callable[[ClusterFacts, PreflightOptions], CheckResult], ...] = (
-    check_hyperpod_cluster,
-    check_eks_cluster,
-    check_addon_kubernetes_version,
-    check_node_image,
-    check_cert_manager,
-    check_pod_identity_agent,
-    check_pass_role,
-    check_endpoint_access,
-    check_authentication_mode,
-    check_kubernetes_access,
-    check_pod_port,
-    check_vpc_endpoints,
-    check_s3_endpoint,
-    check_sagemaker_tag,
-    check_cluster_usage_quota,
-    check_eni_quota,
-    check_subnet_addresses,
-    check_override_vpc_config,
-    check_efa_security_groups,
-    check_single_region,
-    check_fsx_zone,
-    check_ipv6,
-    check_kueue,
-    check_task_governance,
+    cluster_checks.check_hyperpod_cluster,
+    cluster_checks.check_eks_cluster,
+    cluster_checks.check_addon_kubernetes_version,
+    cluster_checks.check_node_image,
+    cluster_checks.check_cert_manager,
+    cluster_checks.check_pod_identity_agent,
+    access_checks.check_pass_role,
+    access_checks.check_endpoint_access,
+    access_checks.check_authentication_mode,
+    access_checks.check_kubernetes_access,
+    access_checks.check_pod_port,
+    network_checks.check_vpc_endpoints,
+    network_checks.check_s3_endpoint,
+    cluster_checks.check_sagemaker_tag,
+    capacity_checks.check_cluster_usage_quota,
+    capacity_checks.check_eni_quota,
+    capacity_checks.check_subnet_addresses,
+    network_checks.check_override_vpc_config,
+    network_checks.check_efa_security_groups,
+    network_checks.check_single_region,
+    network_checks.check_fsx_zone,
+    network_checks.check_ipv6,
+    cluster_checks.check_kueue,
+    cluster_checks.check_task_governance,
 )
 
 

@@ -51,15 +51,18 @@ class _Check:
 
 
 def _eks_name(facts: ClusterFacts) -> str:
+    """The EKS cluster's name for messages, from its description or else its ARN."""
     if facts.eks:
         return facts.eks.name
     return (facts.eks_cluster_arn or "").rsplit("/", 1)[-1] or "(no EKS cluster)"
 
 
 def _node_subnets(facts: ClusterFacts) -> list[str]:
+    """The subnets the nodes are placed in: the instance groups' own, else the cluster's."""
     return list(dict.fromkeys(s for g in facts.instance_groups for s in g.subnets)) or facts.cluster_subnets
 
 
 def _node_groups(facts: ClusterFacts) -> list[str]:
+    """The nodes' security groups: the instance groups' own, else the cluster's."""
     ids = [s for g in facts.instance_groups for s in g.security_group_ids] or facts.cluster_security_group_ids
     return list(dict.fromkeys(ids))
