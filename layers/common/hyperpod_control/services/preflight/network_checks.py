@@ -26,13 +26,18 @@ def _isolated(facts: ClusterFacts) -> tuple[list[str], list[str]]:
     return isolated, unknown
 
 
-def check_vpc_endpoints(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
-    cid, sev = "network.vpc-endpoints", Severity.ERROR
-    c = _Check(facts, cid, sev)
-    resource = (
+def _vpcs(facts: ClusterFacts) -> str:
+    """The endpoint checks' resource: the VPCs of the subnets found, else the cluster."""
+    return (
         ", ".join(dict.fromkeys(s.vpc_id for s in (facts.subnets or {}).values() if s.vpc_id))
         or facts.cluster_name
     )
+
+
+def check_vpc_endpoints(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
+    cid, sev = "network.vpc-endpoints", Severity.ERROR
+    c = _Check(facts, cid, sev)
+    resource = _vpcs(facts)
     if facts.subnets is None:
         return c.skip(resource, facts.gap("subnets", "hyperpod"))
     isolated, unknown = _isolated(facts)
@@ -96,10 +101,7 @@ def check_vpc_endpoints(facts: ClusterFacts, options: PreflightOptions) -> Check
 def check_s3_endpoint(facts: ClusterFacts, options: PreflightOptions) -> CheckResult:
     cid, sev = "network.s3-endpoint", Severity.ERROR
     c = _Check(facts, cid, sev)
-    resource = (
-        ", ".join(dict.fromkeys(s.vpc_id for s in (facts.subnets or {}).values() if s.vpc_id))
-        or facts.cluster_name
-    )
+    resource = _vpcs(facts)
     if facts.subnets is None:
         return c.skip(resource, facts.gap("subnets", "hyperpod"))
     isolated, unknown = _isolated(facts)
