@@ -18,7 +18,13 @@ import pytest
 
 from hpctl.preflight import run_preflight as cli_preflight
 from hyperpod_control.exceptions import PreflightFailedError
-from hyperpod_control.models.preflight import CheckStatus, PreflightInput, PreflightReport
+from hyperpod_control.models.preflight import (
+    CheckStatus,
+    ClusterFacts,
+    PreflightInput,
+    PreflightOptions,
+    PreflightReport,
+)
 from hyperpod_control.services import preflight as pf
 from sandbox import Sandbox, SandboxConfig
 from sandbox.kube.cluster import ClusterSeed
@@ -92,7 +98,7 @@ class TestHealthyWorld:
         assert out["clusterArn"] == healthy.world.hyperpod_cluster_arn
         assert (out["eksClusterName"], out["kubernetesVersion"]) == (healthy.world.eks_cluster_name, "1.31")
         assert {r["id"] for r in out["results"]} == {
-            c(pf.ClusterFacts(cluster_name="x", region="r"), pf.PreflightOptions()).id for c in pf.CHECKS
+            c(ClusterFacts(cluster_name="x", region="r"), PreflightOptions()).id for c in pf.CHECKS
         }
 
         buffer = io.StringIO()

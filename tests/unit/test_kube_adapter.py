@@ -75,13 +75,14 @@ def test_an_injected_client_is_used_as_is():
 def test_preflight_reads_a_refusing_api_as_a_finding(status, kind):
     from hyperpod_control.models.preflight import ClusterFacts
     from hyperpod_control.services import preflight as pf
+    from hyperpod_control.services.preflight.gathering import _gather_kube
 
     def factory(cluster, region):
         raise map_api_exception(FakeApiException(status))
 
     facts = ClusterFacts(cluster_name="c", region="us-east-1", planned=False, operator="addon")
     adapters = pf.PreflightAdapters(sagemaker=None, eks=None, ec2=None, quotas=None, kube_factory=factory)
-    pf._gather_kube(facts, adapters, {"name": "eks-a"})
+    _gather_kube(facts, adapters, {"name": "eks-a"})
     assert facts.gaps["kube.kind"] == kind and facts.kube is None
 
 

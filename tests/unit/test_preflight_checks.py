@@ -29,6 +29,7 @@ from hyperpod_control.models.preflight import (
 )
 from hyperpod_control.models.records import OperatorMode
 from hyperpod_control.services import preflight as pf
+from hyperpod_control.services.preflight.results import _Check
 
 pytestmark = pytest.mark.unit
 
@@ -496,8 +497,8 @@ def test_second_seed_severity_on_existing_and_planned_clusters():
     headroom = {"quotas.network-interfaces", "network.subnet-addresses"}
     assert headroom < pf.SECOND_SEED
     for check_id in sorted(pf.SECOND_SEED):
-        existing = pf._Check(healthy(), check_id, Severity.ERROR).fail("r", "m", "fix")
-        planned = pf._Check(healthy(planned=True), check_id, Severity.ERROR).fail("r", "m", "fix")
+        existing = _Check(healthy(), check_id, Severity.ERROR).fail("r", "m", "fix")
+        planned = _Check(healthy(planned=True), check_id, Severity.ERROR).fail("r", "m", "fix")
         expected = Severity.ERROR if check_id in headroom else Severity.WARNING
         assert (existing.severity, planned.severity) == (expected, Severity.ERROR), check_id
         assert existing.blocking is (check_id in headroom)

@@ -19,7 +19,13 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
 )
-from hyperpod_control.models.preflight import CAUSE_TEXT, CheckStatus, PreflightInput, UncheckedCause
+from hyperpod_control.models.preflight import (
+    CAUSE_REMEDY,
+    CAUSE_TEXT,
+    CheckStatus,
+    PreflightInput,
+    UncheckedCause,
+)
 from hyperpod_control.services import preflight as pf
 from tests.unit.test_preflight_checks import healthy
 
@@ -82,7 +88,7 @@ def test_a_cluster_that_could_not_be_read_is_never_ready(exc, cause, code):
     assert report.failures == [] and len(report.unchecked) == len(pf.CHECKS)
     first = report.results[0]
     assert first.message.startswith("could not run: ") and exc.message in first.message
-    assert first.remedy == pf.CAUSE_REMEDY[cause]
+    assert first.remedy == CAUSE_REMEDY[cause]
     assert "Fix: grant the role" not in first.message  # the control plane's remedy is not the caller's
     assert exit_code(report) == code
 

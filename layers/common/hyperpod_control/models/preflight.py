@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_pascal
 
 from hyperpod_control.models.install import ROLE_ARN_PATTERN
 from hyperpod_control.models.records import OperatorMode
@@ -164,6 +165,40 @@ class PreflightOptions(BaseModel):
     #: Role ARN patterns the stack's iam:PassRole statement allows (its own role path and the
     #: OperatorRoleArns parameter); None: not known here (hpctl preflight from a workstation).
     passable_roles: tuple[str, ...] | None = None
+
+
+# --- the planned cluster ----------------------------------------------------------------------------
+
+
+class _Pascal(BaseModel):
+    """SageMaker's PascalCase names, as a CreateCluster request spells them."""
+
+    model_config = ConfigDict(alias_generator=to_pascal, populate_by_name=True, extra="ignore")
+
+
+class PlannedVpcConfig(_Pascal):
+    # no length limits here: the override-config check reports them with their fix
+    security_group_ids: list[str] = Field(default_factory=list)
+    subnets: list[str] = Field(default_factory=list)
+
+
+class PlannedGroup(_Pascal):
+    instance_group_name: str
+    instance_type: str
+    instance_count: int = Field(ge=0)
+    override_vpc_config: PlannedVpcConfig | None = Field(default=None, alias="OverrideVpcConfig")
+    instance_storage_configs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PlannedCluster(_Pascal):
+    """A planned cluster: the CreateCluster request in ``PreflightInput.cluster_config``, read for
+    what preflight checks (other fields are ignored)."""
+
+    cluster_name: str | None = None
+    instance_groups: list[PlannedGroup] = Field(min_length=1)
+    vpc_config: PlannedVpcConfig | None = None
+    orchestrator: dict[str, Any] | None = None
+    tags: list[dict[str, str]] = Field(default_factory=list)
 
 
 # --- facts --------------------------------------------------------------------------------------
