@@ -789,9 +789,11 @@ class _OneRecordStore:
 
 
 def _arm_request(record: JobRecord):
-    from hyperpod_control.services.supervisor import JobRef, StepInput
+    from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 
-    ref = JobRef(cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid)
+    ref = SupervisedJob(
+        cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid
+    )
     return StepInput(job=ref, token="task-token")
 
 

@@ -36,11 +36,11 @@ from hyperpod_control.models.records import (
     OperatorStatus,
     utcnow,
 )
+from hyperpod_control.models.supervisor import SupervisedJob
 from hyperpod_control.models.tasks import TaskModel
 from hyperpod_control.services.node_health import HISTORY_TTL_SECONDS, addon_recovery_ms
 from hyperpod_control.services.supervision import rfc3339
 from hyperpod_control.services.supervisor import (
-    JobRef,
     Supervisor,
     delete_job_resources,
     expire_finished_job,
@@ -73,9 +73,9 @@ class ReconcileReport(TaskModel):
     clusters: list[ClusterReport] = Field(default_factory=list)
 
 
-def job_ref(obj: dict[str, Any], cluster_arn: str, segment: int = 0) -> JobRef:
+def job_ref(obj: dict[str, Any], cluster_arn: str, segment: int = 0) -> SupervisedJob:
     meta = obj.get("metadata") or {}
-    return JobRef(
+    return SupervisedJob(
         cluster_arn=cluster_arn,
         namespace=meta.get("namespace") or "default",
         name=meta["name"],
