@@ -31,12 +31,11 @@ from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.exceptions import NodeActionError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.node_health import NodeRepairConfig
+from hyperpod_control.models.node_health import NodeHealthResult, NodeRepairConfig
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import emit_node_actions, logger, metrics, tracer
 from hyperpod_control.services.node_health import (
     NodeHealthAdapters,
-    NodeHealthResult,
     act_on_node_change,
     node_record_from_event,
 )

@@ -11,16 +11,11 @@ import pytest
 from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT
 from hyperpod_control.models.job import parse_job
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import JobEventRecord, JobRecord
 from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services import install
-from hyperpod_control.services.supervision import (
-    JOB_LABEL,
-    UID_LABEL,
-    agent_cidrs,
-    build_network_policy,
-    build_pod,
-)
+from hyperpod_control.services.supervision import agent_cidrs, build_network_policy, build_pod
 from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig, create_pods, new_job_record
 
 pytestmark = pytest.mark.unit

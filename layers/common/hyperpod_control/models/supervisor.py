@@ -1,16 +1,18 @@
 """What the ``supervise_job`` state machine and its Lambda steps hand each other: the execution's
 input (``SupervisedJob``, in ``StepInput``) and each step's answer (``StepResult``, which the
-ASL's Choice states branch on), with the remediation a step carried out for the handler's metrics.
+ASL's Choice states branch on), with the remediation a step carried out for the handler's metrics;
+and what a poll round says about the job (``RoundVerdict``), which Poll and Remediate act on.
 
 The steps themselves are in ``services/supervisor/``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.tasks import TaskModel
 
 
@@ -77,3 +79,14 @@ class StepResult(TaskModel):
     def dump(self) -> dict:
         # Every key present, None included: the ASL's ResultSelector reads each by path.
         return self.model_dump(mode="json", by_alias=True)
+
+
+class RoundVerdict(TaskModel):
+    """What one poll round says about the job (``services/supervision.judge_round``): it runs, it
+    completed, it has faults (each named), or it is gone."""
+
+    next: Literal["running", "completed", "fault", "gone"]
+    reason: str | None = None
+    faulty_pods: list[str] = Field(default_factory=list)
+    faults: list[JobFault] = Field(default_factory=list)
+    completed: int = 0

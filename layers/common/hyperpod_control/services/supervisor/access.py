@@ -13,9 +13,8 @@ from hyperpod_control.models.agent import AgentAnswer
 from hyperpod_control.models.job import HyperPodPytorchJob, parse_job
 from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.records import JobRecord, OperatorMode
-from hyperpod_control.models.supervisor import StepResult, SupervisedJob
+from hyperpod_control.models.supervisor import RoundVerdict, StepResult, SupervisedJob
 from hyperpod_control.services.supervision import (
-    RoundVerdict,
     job_selector,
     judge_round,
     node_names,

@@ -11,10 +11,10 @@ from typing import Any
 from hyperpod_control.adapters.agents import AgentCall
 from hyperpod_control.exceptions import DependencyUnavailableError
 from hyperpod_control.models.job import HyperPodPytorchJob
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.records import JobPhase, JobRecord
 from hyperpod_control.models.supervisor import RemediationOutcome, StepInput, StepResult
 from hyperpod_control.services import elastic
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     Action,
     Decision,

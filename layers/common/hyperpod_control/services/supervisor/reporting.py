@@ -11,12 +11,12 @@ from typing import Any
 
 from hyperpod_control.exceptions import AccessDeniedError, ResourceNotFoundError, RetryableError
 from hyperpod_control.models.job import HyperPodPytorchJob
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 from hyperpod_control.models.records import JobEventRecord, JobRecord
 from hyperpod_control.models.supervisor import RemediationOutcome
 from hyperpod_control.observability import logger
 from hyperpod_control.services import elastic
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import DEFAULT_EVAL_PERIOD_S, Decision, restarts_in_window
 from hyperpod_control.services.supervision import (
     conditions_after,

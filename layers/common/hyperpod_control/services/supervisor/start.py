@@ -18,11 +18,11 @@ from hyperpod_control.models.job import (
     set_condition,
     validation_message,
 )
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION, MANAGED_BY, MANAGED_TAG
 from hyperpod_control.models.records import JobPhase, JobRecord, OperatorMode, OperatorStatus, PodSlot
 from hyperpod_control.models.supervisor import StepInput, StepResult
 from hyperpod_control.services import run_policy
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import Decision
 from hyperpod_control.services.supervision import (
     agents_ready,
