@@ -1,5 +1,6 @@
 """node_health: a HyperPod node-health event updates the cluster's NODE item, once per change,
-then acts on the node and its jobs (services/node_health.py), by the cluster's operator mode:
+then acts on the node (services/node_health.py) and its jobs (services/node_jobs.py), by the cluster's
+operator mode:
 
 - both modes: cordon and taint an Unhealthy node, ask SageMaker to repair it when configured to and
   the circuit breaker allows; a Healthy event undoes the marks.
