@@ -1,5 +1,6 @@
 """node_health: a HyperPod node-health event updates the cluster's NODE item, once per change,
-then acts on the node and its jobs (services/node_health.py), by the cluster's operator mode:
+then acts on the node (services/node_health.py) and its jobs (services/node_jobs.py), by the cluster's
+operator mode:
 
 - both modes: cordon and taint an Unhealthy node, ask SageMaker to repair it when configured to and
   the circuit breaker allows; a Healthy event undoes the marks.
@@ -31,12 +32,11 @@ from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.exceptions import NodeActionError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.node_health import NodeRepairConfig
+from hyperpod_control.models.node_health import NodeHealthResult, NodeRepairConfig
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import emit_node_actions, logger, metrics, tracer
 from hyperpod_control.services.node_health import (
     NodeHealthAdapters,
-    NodeHealthResult,
     act_on_node_change,
     node_record_from_event,
 )

@@ -1,4 +1,4 @@
-"""supervise_job's steps (services/supervisor.py): one function, the step named in the payload,
+"""supervise_job's steps (services/supervisor/): one function, the step named in the payload,
 so one role and one EKS access entry serve the whole workflow."""
 
 import time
@@ -9,9 +9,10 @@ from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
+from hyperpod_control.models.supervisor import StepInput
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import emit_remediation, emit_step_duration, logger, tracer
-from hyperpod_control.services.supervisor import STEPS, StepInput, open_supervisor
+from hyperpod_control.services.supervisor import STEPS, open_supervisor
 from hyperpod_control.settings import get_settings
 
 # Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first step needs.

@@ -78,14 +78,10 @@ from hyperpod_control.adapters.agents import (  # noqa: E402
 from hyperpod_control.adapters.kube import KubeAdapter  # noqa: E402
 from hyperpod_control.models.agent import AGENT_PORT  # noqa: E402
 from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot  # noqa: E402
+from hyperpod_control.models.supervisor import StepInput, SupervisedJob  # noqa: E402
 from hyperpod_control.services import supervisor  # noqa: E402
 from hyperpod_control.services.supervision import pod_name  # noqa: E402
-from hyperpod_control.services.supervisor import (  # noqa: E402
-    JobRef,
-    StepInput,
-    Supervisor,
-    SupervisorConfig,
-)
+from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig  # noqa: E402
 
 NAMESPACE = "bench"
 CLUSTER_ARN = "arn:aws:sagemaker:us-west-2:123456789012:cluster/bench"
@@ -584,7 +580,7 @@ class MemoryStore:
         return event
 
 
-def create_job(kube: KubeProcess, store: MemoryStore, name: str, ips: list[str]) -> JobRef:
+def create_job(kube: KubeProcess, store: MemoryStore, name: str, ips: list[str]) -> SupervisedJob:
     """The job and its pods in the API server's process, its JOB item here."""
     uid = kube.call("create", name, ips)
     record = JobRecord(
@@ -598,7 +594,7 @@ def create_job(kube: KubeProcess, store: MemoryStore, name: str, ips: list[str])
         pods=[PodSlot(pod=pod_name(name, i), node=node_name(i), ip=ip) for i, ip in enumerate(ips)],
     )
     store.put(record, expected_version=None)
-    return JobRef(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=name, uid=uid)
+    return SupervisedJob(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=name, uid=uid)
 
 
 # ============================================================== measuring

@@ -11,15 +11,10 @@ import pytest
 from hyperpod_control.exceptions import AccessDeniedError, ThrottledError
 from hyperpod_control.models.job import parse_job
 from hyperpod_control.models.records import JobRecord
+from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services.install import MANAGED_TAG
 from hyperpod_control.services.supervision import decide_agent_association, service_account
-from hyperpod_control.services.supervisor import (
-    JobRef,
-    StepInput,
-    Supervisor,
-    SupervisorConfig,
-    create_pods,
-)
+from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig, create_pods
 
 pytestmark = pytest.mark.unit
 
@@ -120,7 +115,7 @@ def run_create_pods(
         eks=eks,
         eks_cluster="eks-1",
     )
-    ref = JobRef(cluster_arn=ARN, namespace="team-a", name="llama", uid=UID)
+    ref = SupervisedJob(cluster_arn=ARN, namespace="team-a", name="llama", uid=UID)
     assert create_pods(StepInput(job=ref), sup).next == "wait"
     return store
 

@@ -241,7 +241,8 @@ class Agents:
 
 
 def supervisor(record: JobRecord, bodies: dict[str, dict[str, Any]]):
-    from hyperpod_control.services.supervisor import JobRef, StepInput, Supervisor, SupervisorConfig
+    from hyperpod_control.models.supervisor import StepInput, SupervisedJob
+    from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig
 
     agents = Agents(bodies)
     sup = Supervisor(
@@ -251,7 +252,9 @@ def supervisor(record: JobRecord, bodies: dict[str, dict[str, Any]]):
         config=SupervisorConfig(),
         now=lambda: NOW,
     )
-    ref = JobRef(cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid)
+    ref = SupervisedJob(
+        cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid
+    )
     return sup, agents, StepInput(job=ref)
 
 

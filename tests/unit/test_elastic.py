@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from hyperpod_control.models.job import HyperPodPytorchJob
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.records import JobRecord, PodSlot
 from hyperpod_control.services import elastic
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import Action
 
 pytestmark = pytest.mark.unit

@@ -11,23 +11,12 @@ import pytest
 from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT
 from hyperpod_control.models.job import parse_job
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import JobEventRecord, JobRecord
+from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services import install
-from hyperpod_control.services.supervision import (
-    JOB_LABEL,
-    UID_LABEL,
-    agent_cidrs,
-    build_network_policy,
-    build_pod,
-)
-from hyperpod_control.services.supervisor import (
-    JobRef,
-    StepInput,
-    Supervisor,
-    SupervisorConfig,
-    create_pods,
-    new_job_record,
-)
+from hyperpod_control.services.supervision import agent_cidrs, build_network_policy, build_pod
+from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig, create_pods, new_job_record
 
 pytestmark = pytest.mark.unit
 
@@ -186,7 +175,7 @@ class Kube:
 
 
 def _create(kube: Kube, cidrs: tuple[str, ...] = ()) -> Store:
-    ref = JobRef(cluster_arn=ARN, namespace="team-a", name="llama", uid=UID)
+    ref = SupervisedJob(cluster_arn=ARN, namespace="team-a", name="llama", uid=UID)
     store = Store(new_job_record(ref).model_copy(update={"version": 1}))
     sup = Supervisor(store=store, kube=kube, agents=None, config=SupervisorConfig(agent_cidrs=cidrs))
     assert create_pods(StepInput(job=ref), sup).next == "wait"

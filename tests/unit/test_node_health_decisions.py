@@ -20,6 +20,7 @@ from hyperpod_control.models.node_health import (
     CORDONED_BY_ANNOTATION,
     HEALTH_LABEL,
     BreakerState,
+    DescribedCluster,
     NodeMarks,
     NodeOutcome,
     NodeRepairConfig,
@@ -112,10 +113,12 @@ def test_a_retry_of_an_unfinished_event_is_resumed_and_nothing_else_is():
     assert not nh.is_unfinished_retry(None, node())
 
 
-def test_cluster_facts_from_describe_cluster():
-    facts = nh.cluster_facts({"NodeRecovery": "None", "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}})
+def test_described_cluster_from_describe_cluster():
+    facts = DescribedCluster.from_api(
+        {"NodeRecovery": "None", "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}}
+    )
     assert (facts.node_recovery, facts.eks_cluster_name) == ("None", "ml-eks")
-    assert nh.cluster_facts({}) == nh.ClusterFacts(node_recovery="Automatic", eks_cluster_name=None)
+    assert DescribedCluster.from_api({}) == DescribedCluster(node_recovery="Automatic", eks_cluster_name=None)
 
 
 # -- repair ---------------------------------------------------------------------------------------

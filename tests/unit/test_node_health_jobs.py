@@ -24,6 +24,7 @@ from hyperpod_control.models.records import (
     PodSlot,
 )
 from hyperpod_control.services import node_health as nh
+from hyperpod_control.services import node_jobs
 
 pytestmark = pytest.mark.unit
 
@@ -333,9 +334,9 @@ def test_job_pods_on_node_keeps_only_the_nodes_job_pods():
         job_pod("b", 0, NODE),
         pod("x", NODE, {}),
     ]
-    found = nh.job_pods_on_node(pods, NODE, need_uid=True)
+    found = node_jobs.job_pods_on_node(pods, NODE, need_uid=True)
     assert [(p.pod, p.uid) for p in found] == [("a-0", "u")]
-    assert [p.pod for p in nh.job_pods_on_node(pods, NODE, need_uid=False)] == ["a-0", "b-0"]
+    assert [p.pod for p in node_jobs.job_pods_on_node(pods, NODE, need_uid=False)] == ["a-0", "b-0"]
 
 
 # -- addon ------------------------------------------------------------------------------------------
@@ -419,7 +420,7 @@ def test_recovery_is_the_first_running_after_the_fault():
         cond("Running", "True", T0 + timedelta(seconds=150)),
         cond("Running", "True", T0 + timedelta(seconds=400)),
     ]
-    assert nh.addon_recovery_ms(T0, conditions) == 150_000
+    assert node_jobs.addon_recovery_ms(T0, conditions) == 150_000
 
 
 def test_the_operators_own_figure_is_preferred():
@@ -432,7 +433,7 @@ def test_the_operators_own_figure_is_preferred():
             "The fault of reason NodeFault was remediated in 94283 milliseconds",
         ),
     ]
-    assert nh.addon_recovery_ms(T0, conditions) == 94283
+    assert node_jobs.addon_recovery_ms(T0, conditions) == 94283
 
 
 def test_an_old_remediation_message_does_not_count():
@@ -442,7 +443,7 @@ def test_an_old_remediation_message_does_not_count():
         T0 - timedelta(seconds=10),
         "The fault of reason NodeFault was remediated in 5 milliseconds",
     )
-    assert nh.addon_recovery_ms(T0, [old]) is None
+    assert node_jobs.addon_recovery_ms(T0, [old]) is None
 
 
 @pytest.mark.parametrize(
@@ -456,9 +457,9 @@ def test_an_old_remediation_message_does_not_count():
     ],
 )
 def test_not_recovered_yet(conditions):
-    assert nh.addon_recovery_ms(T0, conditions) is None
+    assert node_jobs.addon_recovery_ms(T0, conditions) is None
 
 
 def test_a_naive_fault_time_is_utc():
     naive = T0.replace(tzinfo=None)
-    assert nh.addon_recovery_ms(naive, [cond("Running", "True", T0 + timedelta(seconds=2))]) == 2000
+    assert node_jobs.addon_recovery_ms(naive, [cond("Running", "True", T0 + timedelta(seconds=2))]) == 2000

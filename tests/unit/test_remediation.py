@@ -11,8 +11,8 @@ import pytest
 
 from hyperpod_control.models.agent import AgentAnswer, AgentState, AgentStatus
 from hyperpod_control.models.job import RestartPolicy, RunPolicy
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.records import JobRecord, PodSlot
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import (
     DEFAULT_EVAL_PERIOD_S,
     DEFAULT_MAX_RETRIES,

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from hyperpod_control.models.supervisor import RemediationOutcome, StepResult
 from hyperpod_control.observability import emit_remediation
-from hyperpod_control.services.supervisor import RemediationOutcome, StepResult
 
 pytestmark = pytest.mark.unit
 

@@ -20,11 +20,12 @@ from hyperpod_control.adapters.items import ITEM_LIMIT_BYTES, PACKED_PODS, item_
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.agent import AgentAnswer, AgentStatus
 from hyperpod_control.models.install import ClusterRef, WorkflowLock
-from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot, cluster_pk, job_sk
+from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot, cluster_pk, job_sk, utcnow
+from hyperpod_control.models.supervisor import REASON_LIMIT, StepInput, StepResult, SupervisedJob
 from hyperpod_control.models.upgrade import SHOWN_JOBS, JobsTaskInput, UpgradePlan
 from hyperpod_control.services import supervisor, upgrade
 from hyperpod_control.services.supervision import judge_round, pod_name
-from hyperpod_control.services.supervisor import JobRef, StepInput, StepResult, Supervisor
+from hyperpod_control.services.supervisor import Supervisor
 
 pytestmark = pytest.mark.unit
 
@@ -111,7 +112,7 @@ def big_record(uid: str) -> JobRecord:
         pods=pods,
         pending_faults=faults,
         restart_count=9,
-        restart_times=[supervisor.utcnow()] * 10,
+        restart_times=[utcnow()] * 10,
         offenders={p.node: 2 for p in pods[:200]},
         progress={
             "checkpoints/step": {"progressData": "s3://bucket/ckpt/step-120000", "progressCount": 120000}
@@ -135,10 +136,10 @@ class JobKube:
         return self.obj
 
 
-def started_job(store: Any, agents_answer: Any) -> tuple[StepResult, JobRef, JobKube]:
+def started_job(store: Any, agents_answer: Any) -> tuple[StepResult, SupervisedJob, JobKube]:
     uid = str(uuid.uuid4())
     store.put(big_record(uid), expected_version=None)
-    ref = JobRef(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=JOB_NAME, uid=uid)
+    ref = SupervisedJob(cluster_arn=CLUSTER_ARN, namespace=NAMESPACE, name=JOB_NAME, uid=uid)
     kube = JobKube(job_obj(uid, RANKS))
     sup = Supervisor(store=store, kube=kube, agents=AgentClient(agents_answer, sleep=lambda _s: None))
     return supervisor.start_agents(StepInput(job=ref), sup), ref, kube
@@ -240,12 +241,12 @@ def test_every_supervise_job_state_of_a_4096_rank_job_fits_step_functions(store)
     }
     faulted = AgentStatus.model_validate({"status": "faulted", "reason": "NCCL timeout " + "y" * 300})
     answers = {s.pod: AgentAnswer(pod=s.pod, ok=True, status=faulted) for s in record.pods}
-    verdict = judge_round(record, pods, answers, supervisor.utcnow())
+    verdict = judge_round(record, pods, answers, utcnow())
     assert verdict.next == "fault" and len(verdict.faults) == RANKS
     polled = StepResult(next=verdict.next, reason=verdict.reason, poll_seconds=30)
     # the longest reason any step may answer
     longest = StepResult(next="fail", reason="z" * 300_000)
-    assert len(longest.reason) <= supervisor.REASON_LIMIT
+    assert len(longest.reason) <= REASON_LIMIT
     payloads = [p.dump() for p in (refused, polled, longest)]
     initial = {"job": ref.model_dump(mode="json", by_alias=True)}
     for payload in payloads:

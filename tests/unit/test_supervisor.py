@@ -11,12 +11,11 @@ import pytest
 
 from hyperpod_control.models.agent import AgentAnswer, AgentState, AgentStatus
 from hyperpod_control.models.job import CleanPodPolicy, HyperPodPytorchJob, parse_job
+from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.node_health import HEALTH_LABEL
 from hyperpod_control.models.records import JobRecord, PodSlot
 from hyperpod_control.services.supervision import (
-    JOB_LABEL,
     MASTER_PORT,
-    UID_LABEL,
     agents_ready,
     assign_ranks,
     build_pod,
@@ -789,9 +788,11 @@ class _OneRecordStore:
 
 
 def _arm_request(record: JobRecord):
-    from hyperpod_control.services.supervisor import JobRef, StepInput
+    from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 
-    ref = JobRef(cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid)
+    ref = SupervisedJob(
+        cluster_arn=record.cluster_arn, namespace=record.namespace, name=record.name, uid=record.uid
+    )
     return StepInput(job=ref, token="task-token")
 
 

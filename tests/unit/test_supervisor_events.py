@@ -15,8 +15,9 @@ from hyperpod_control.exceptions import (
     ResourceNotFoundError,
     ThrottledError,
 )
-from hyperpod_control.services import supervisor
-from hyperpod_control.services.supervisor import EVENT_SOURCE_COMPONENT, Supervisor, _k8s_event
+from hyperpod_control.services.supervisor import EVENT_SOURCE_COMPONENT, Supervisor
+from hyperpod_control.services.supervisor import reporting as supervisor
+from hyperpod_control.services.supervisor.reporting import k8s_event as _k8s_event
 
 pytestmark = pytest.mark.unit
 

@@ -101,7 +101,7 @@ metrics = Metrics(namespace=metrics_namespace(), service=service_name())
 
 
 def emit_remediation(cluster_arn: str, outcome: Any) -> None:
-    """A remediation's metrics (``services.supervisor.RemediationOutcome``), by cluster, action and
+    """A remediation's metrics (``models.supervisor.RemediationOutcome``), by cluster, action and
     fault kind: ``Remediations`` (Count) once per decision (action ``fail``: refused), and
     ``TimeToRecover`` (Milliseconds, fault to training running again) once training runs again.
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hyperpod_control.exceptions import InvalidInputError
+from hyperpod_control.models.job_faults import FaultReport
 
 #: HyperPod's label and taint on a node its health agent found faulty (the AWS operator reacts to
 #: the label's ``UnschedulablePending*`` values).
@@ -190,6 +191,26 @@ class NodeView(BaseModel):
         )
 
 
+class DescribedCluster(BaseModel):
+    """What the control plane reads of a HyperPod cluster's DescribeCluster: who repairs its nodes
+    (``NodeRecovery``) and the EKS cluster that orchestrates it."""
+
+    # Schema built on first use, not at import (cold start: README, Performance).
+    model_config = ConfigDict(defer_build=True)
+
+    node_recovery: str = "Automatic"
+    eks_cluster_name: str | None = None
+
+    @classmethod
+    def from_api(cls, described: dict[str, Any]) -> DescribedCluster:
+        """Pure: from DescribeCluster's answer."""
+        eks_arn = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn") or ""
+        return cls(
+            node_recovery=described.get("NodeRecovery") or "Automatic",
+            eks_cluster_name=eks_arn.rsplit("/", 1)[-1] if "/" in eks_arn else None,
+        )
+
+
 class NodeOutcome(BaseModel):
     """What was done, written on the NODE item (guarded by the event id it answers)."""
 
@@ -204,3 +225,20 @@ class NodeOutcome(BaseModel):
     repair_warning: str | None = None
     breaker_open: bool = False
     action_error: str | None = None
+
+
+class NodeHealthResult(BaseModel):
+    """What the node_health function did about one event (its answer, logged, and its metrics)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    acted: bool = False
+    resumed: bool = False
+    plan: NodePlan | None = None
+    outcome: NodeOutcome | None = None
+    breaker: BreakerState | None = None
+    #: serverless mode: "namespace/name" of the jobs whose JOB item got this fault (their
+    #: execution woken where it waited on a live token; see ``job_faults``)
+    jobs_woken: list[str] = Field(default_factory=list)
+    #: per affected pod: recorded on the JOB item, woken, or why not (both modes)
+    job_faults: list[FaultReport] = Field(default_factory=list)

@@ -8,12 +8,31 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """``value`` with a time zone: a naive time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time as an item or an API keeps it (a datetime, or ISO 8601 text with or without ``Z``),
+    in UTC where it names no zone; None when it is missing or unreadable."""
+    if isinstance(value, datetime):
+        return aware(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 def cluster_pk(cluster_arn: str) -> str:

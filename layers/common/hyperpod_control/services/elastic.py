@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hyperpod_control.models.job import HyperPodPytorchJob
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.records import JobRecord, PodSlot
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.remediation import PROCESS_FAULTS, Action, Decision, usable_spares
 from hyperpod_control.services.supervision import listed, node_trouble, pod_index
 

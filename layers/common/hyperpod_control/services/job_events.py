@@ -63,6 +63,7 @@ from hyperpod_control.models.job_events import (
     ObservedPod,
     PodEvent,
 )
+from hyperpod_control.models.job_faults import JobFault, agent_fault_kind
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import (
     JobEventRecord,
@@ -73,7 +74,7 @@ from hyperpod_control.models.records import (
     utcnow,
 )
 from hyperpod_control.models.validation import describe_errors
-from hyperpod_control.services.faults import JobFault, agent_fault_kind, report_fault
+from hyperpod_control.services.faults import report_fault
 
 SOURCE = "job_events"
 DEFAULT_HISTORY_TTL_SECONDS = 90 * 24 * 3600

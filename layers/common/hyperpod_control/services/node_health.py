@@ -12,37 +12,21 @@ asked to reboot or replace it per the event's RepairAction, unless a Replace is 
 (``NODE_REPAIR_ALLOW_REPLACE``) or the circuit breaker is open. A Healthy node is uncordoned (only
 if we cordoned it), untainted and labelled Schedulable.
 
-The jobs on an Unhealthy node (its pods, found with the field selector ``spec.nodeName``; a pod is
-never deleted or patched here, in either mode):
-
-- ``serverless`` mode: each pod labelled ``HPJob`` and with the job uid label names its job's JOB
-  item; the fault (kind ``node``, the pod, the node, the pod's rank) is appended to the item's
-  ``pending_faults`` and the job's execution, waiting in its Monitor state, is woken with
-  ``SendTaskSuccess`` (``services/faults.report_fault``: a fault already pending for the same pod
-  and node is not added again, so a retried event neither duplicates it nor wakes twice). Jobs
-  whose JOB item is missing or finished are skipped.
-- ``addon`` mode: the node also gets the node-health-status label the AWS operator reacts to (the
-  operator restarts the job itself); for each job with a pod on the node (label ``HPJob=<job>``)
-  a ``NodeFault`` entry is written to the job's history and, where reconcile_jobs recorded the job,
-  the fault is appended to its JOB item (no token: nothing is woken). ``addon_recovery_ms`` reads
-  how long the AWS operator took to recover from the job's conditions.
+The jobs on an Unhealthy node are ``services/node_jobs.py``'s: their faults recorded and, in
+``serverless`` mode, their executions woken.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Protocol
 
 from hyperpod_control.exceptions import ControlPlaneError, NodeActionError, VersionConflictError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.names import JOB_GROUP, JOB_LABEL, JOB_PLURAL, JOB_VERSION, UID_LABEL
+from hyperpod_control.models.job_faults import FaultReport
 from hyperpod_control.models.node_health import (
     CORDONED_BY_ANNOTATION,
     HEALTH_LABEL,
@@ -54,6 +38,8 @@ from hyperpod_control.models.node_health import (
     SCHEDULABLE,
     UNSCHEDULABLE,
     BreakerState,
+    DescribedCluster,
+    NodeHealthResult,
     NodeMarks,
     NodeOutcome,
     NodePlan,
@@ -61,15 +47,14 @@ from hyperpod_control.models.node_health import (
     NodeView,
     RepairDecision,
 )
-from hyperpod_control.models.records import (
-    JobEventRecord,
-    JobRecord,
-    NodeHealth,
-    NodeRecord,
-    OperatorMode,
-    OperatorRecord,
+from hyperpod_control.models.records import NodeHealth, NodeRecord, OperatorMode, OperatorRecord, aware
+from hyperpod_control.services.node_jobs import (
+    JobFaultStore,
+    JobPodsKube,
+    Waker,
+    record_addon_job_faults,
+    wake_jobs_on_node,
 )
-from hyperpod_control.services.faults import FaultReport, JobFault, report_fault
 
 # -- the NODE item --------------------------------------------------------------------------------
 
@@ -78,7 +63,7 @@ def node_record_from_event(event: NodeHealthEvent) -> NodeRecord:
     """Pure: the NODE item an event asks for (the store decides whether it changes anything)."""
     detail = event.detail
     summary = detail.HealthSummary
-    when = _aware(event.time)
+    when = aware(event.time)
     return NodeRecord(
         cluster_arn=detail.ClusterArn,
         instance_id=detail.InstanceId,
@@ -91,10 +76,6 @@ def node_record_from_event(event: NodeHealthEvent) -> NodeRecord:
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def is_unfinished_retry(stored: NodeRecord | None, record: NodeRecord) -> bool:
     """Pure: the store refused ``record`` as no change, yet the item records this very event and
     its actions never completed: a retry of an attempt that failed half way, to be resumed
@@ -103,26 +84,6 @@ def is_unfinished_retry(stored: NodeRecord | None, record: NodeRecord) -> bool:
         stored is not None
         and stored.last_event_id == record.last_event_id
         and stored.handled_event_id != record.last_event_id
-    )
-
-
-# -- the cluster ----------------------------------------------------------------------------------
-
-
-class ClusterFacts(BaseModel):
-    # Schema built on first use, not at import (cold start: README, Performance).
-    model_config = ConfigDict(defer_build=True)
-
-    node_recovery: str = "Automatic"
-    eks_cluster_name: str | None = None
-
-
-def cluster_facts(described: dict[str, Any]) -> ClusterFacts:
-    """Pure: NodeRecovery and the orchestrating EKS cluster's name from DescribeCluster."""
-    eks_arn = ((described.get("Orchestrator") or {}).get("Eks") or {}).get("ClusterArn") or ""
-    return ClusterFacts(
-        node_recovery=described.get("NodeRecovery") or "Automatic",
-        eks_cluster_name=eks_arn.rsplit("/", 1)[-1] if "/" in eks_arn else None,
     )
 
 
@@ -276,234 +237,59 @@ def repair_batches(node_ids: list[str], size: int = REPAIR_BATCH_SIZE) -> list[l
     return [node_ids[i : i + size] for i in range(0, len(node_ids), size)]
 
 
-# -- the jobs on a failed node ----------------------------------------------------------------------
-
-#: How long a job's history entries are kept (as the supervisor's: 90 days).
-HISTORY_TTL_SECONDS = 90 * 24 * 3600
-_REMEDIATED = re.compile(r"remediated in (\d+) milliseconds", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class PodOnNode:
-    """A job's pod on the failed node (from the pod's labels)."""
-
-    namespace: str
-    pod: str
-    job: str
-    uid: str | None = None
-
-    @property
-    def job_key(self) -> str:
-        return f"{self.namespace}/{self.job}"
-
-
-def job_pods_on_node(pods: list[dict[str, Any]], node_name: str, *, need_uid: bool) -> list[PodOnNode]:
-    """Pure: the pods of ``pods`` bound to ``node_name`` that belong to a HyperPodPyTorchJob: labelled
-    ``HPJob`` (and, ``need_uid``, with the control plane's job uid label). Others are ignored."""
-    found: list[PodOnNode] = []
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if (pod.get("spec") or {}).get("nodeName") != node_name or not labels.get(JOB_LABEL):
-            continue
-        if need_uid and not labels.get(UID_LABEL):
-            continue
-        found.append(
-            PodOnNode(
-                namespace=meta.get("namespace") or "default",
-                pod=meta.get("name") or "",
-                job=labels[JOB_LABEL],
-                uid=labels.get(UID_LABEL),
-            )
-        )
-    return sorted(found, key=lambda p: (p.namespace, p.job, p.pod))
-
-
-def node_fault(record: NodeRecord, pod: str, rank: int | None) -> JobFault:
-    """Pure: the fault a node-health change means for one pod of a job."""
-    return JobFault(
-        kind="node",
-        reason=f"NodeUnhealthy: {record.health_reason}",
-        pod=pod,
-        node=record.node_name,
-        rank=rank,
-        source="node_health",
-        event_id=record.last_event_id,
-        at=record.last_event_time,
-    )
-
-
-def slot_rank(job: JobRecord, pod: str) -> int | None:
-    return next((slot.rank for slot in job.pods if slot.pod == pod), None)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return _aware(value)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def addon_recovery_ms(fault_at: datetime, conditions: list[dict[str, Any]]) -> int | None:
-    """Pure: how long the AWS operator took to recover a job from a fault at ``fault_at``, from the
-    job's status conditions; None while it has not recovered.
-
-    Only conditions whose ``lastTransitionTime`` is after the fault count. A message such as "The
-    fault of reason NodeFault was remediated in 94283 milliseconds" (the operator's own figure) is
-    preferred; otherwise the first ``Running=True`` condition's time minus ``fault_at``.
-
-    Not called yet: the lead wires it into reconcile_jobs (addon jobs' Running condition after a
-    recorded NodeFault), which is where the recovery is seen.
-    """
-    fault_at = _aware(fault_at)
-    after = sorted(
-        (
-            (when, condition)
-            for condition in conditions
-            if (when := _parse_time(condition.get("lastTransitionTime"))) is not None and when > fault_at
-        ),
-        key=lambda pair: pair[0],
-    )
-    for _, condition in after:
-        match = _REMEDIATED.search(str(condition.get("message") or ""))
-        if match:
-            return int(match.group(1))
-    for when, condition in after:
-        if condition.get("type") == "Running" and str(condition.get("status")) == "True":
-            return int((when - fault_at).total_seconds() * 1000)
-    return None
-
-
-class _NoWake:
-    """addon mode: the AWS operator runs the job; nothing of ours waits on a token."""
-
-    def wake(self, token: str, output: dict[str, Any]) -> bool:  # pragma: no cover - never called
-        return False
-
-
-def _pods_on(kube: Any, node_name: str, label_selector: str) -> list[dict[str, Any]]:
-    return kube.pods(None, label_selector=label_selector, field_selector=f"spec.nodeName={node_name}")
-
-
-def wake_jobs_on_node(
-    kube: Any, store: Any, sfn: Any, record: NodeRecord, errors: list[str]
-) -> list[FaultReport]:
-    """serverless mode: add the node's fault to each affected job's JOB item and wake its
-    execution. A failing call is added to ``errors`` (the event is then retried; the fault is not
-    added twice). Pods are only read."""
-    pods = job_pods_on_node(
-        _pods_on(kube, record.node_name, f"{JOB_LABEL},{UID_LABEL}"), record.node_name, need_uid=True
-    )
-    reports: list[FaultReport] = []
-    for pod in pods:
-        try:
-            job = store.get_job(record.cluster_arn, pod.uid)
-            if job is None:
-                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note="no JOB item"))
-                continue
-            if job.phase.finished:
-                note = f"job finished ({job.phase.value})"
-                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
-                continue
-            fault = node_fault(record, pod.pod, slot_rank(job, pod.pod))
-            reports.append(report_fault(store, sfn, job, fault))
-        except ControlPlaneError as exc:
-            errors.append(f"job {pod.job_key}, pod {pod.pod}: {exc}")
-    return reports
-
-
-def _history_entry(record: NodeRecord, pod: PodOnNode, uid: str) -> JobEventRecord:
-    at = record.last_event_time
-    # one id per (event, pod): a retried event writes the same entry, which the store refuses
-    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{record.last_event_id}/{pod.namespace}/{pod.pod}").hex[:12]
-    return JobEventRecord(
-        uid=uid,
-        event_id=event_id,
-        at=at,
-        cluster_arn=record.cluster_arn,
-        namespace=pod.namespace,
-        name=pod.job,
-        kind="NodeFault",
-        message=f"node {record.node_name} is unhealthy: {record.health_reason}",
-        details={
-            "node": record.node_name,
-            "pod": pod.pod,
-            "eventId": record.last_event_id,
-            "healthReason": record.health_reason,
-        },
-        expiration=int((at + timedelta(seconds=HISTORY_TTL_SECONDS)).timestamp()),
-    )
-
-
-def record_addon_job_faults(
-    kube: Any, store: Any, record: NodeRecord, errors: list[str]
-) -> list[FaultReport]:
-    """addon mode: a NodeFault history entry for each job with a pod on the node, and the fault on
-    its JOB item where reconcile_jobs recorded it (nothing is woken: the AWS operator restarts the
-    job). Pods are only read."""
-    pods = job_pods_on_node(_pods_on(kube, record.node_name, JOB_LABEL), record.node_name, need_uid=False)
-    reports: list[FaultReport] = []
-    uids: dict[str, str | None] = {}
-    for pod in pods:
-        try:
-            if pod.job_key not in uids:
-                found = kube.custom_object(JOB_GROUP, JOB_VERSION, JOB_PLURAL, pod.namespace, pod.job)
-                uids[pod.job_key] = ((found or {}).get("metadata") or {}).get("uid")
-            uid = uids[pod.job_key]
-            if uid is None:
-                note = "no HyperPodPyTorchJob of that name"
-                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
-                continue
-            with contextlib.suppress(VersionConflictError):  # written by an earlier try of the event
-                store.add_job_event(_history_entry(record, pod, uid))
-            job = store.get_job(record.cluster_arn, uid)
-            if job is None:
-                note = "history written; no JOB item"
-                reports.append(FaultReport(job=pod.job_key, recorded=False, woken=False, note=note))
-                continue
-            fault = node_fault(record, pod.pod, slot_rank(job, pod.pod))
-            reports.append(report_fault(store, _NoWake(), job, fault))
-        except ControlPlaneError as exc:
-            errors.append(f"job {pod.job_key}, pod {pod.pod}: {exc}")
-    return reports
-
-
 # -- carrying a plan out ----------------------------------------------------------------------------
+
+
+class NodeStore(JobFaultStore, Protocol):
+    """The calls made on the store (``adapters.store.Store``): the NODE items, the OPERATOR item,
+    and the JOB items and history of the jobs on the node (``JobFaultStore``)."""
+
+    def get_node(self, cluster_arn: str, instance_id: str) -> NodeRecord | None: ...
+
+    def list_nodes(self, cluster_arn: str) -> list[NodeRecord]: ...
+
+    def get_operator(self, cluster_arn: str) -> OperatorRecord | None: ...
+
+    def record_node_outcome(
+        self, cluster_arn: str, instance_id: str, event_id: str, outcome: NodeOutcome
+    ) -> bool: ...
+
+
+class NodeKube(JobPodsKube, Protocol):
+    """The calls made on the cluster's Kubernetes API (``adapters.kube.KubeAdapter``): the node
+    read and patched, the pods on it and their jobs read (``JobPodsKube``), the client closed."""
+
+    def node(self, name: str) -> dict[str, Any] | None: ...
+
+    def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class NodeRepairs(Protocol):
+    """The calls made on SageMaker (``adapters.sagemaker.SageMakerAdapter``)."""
+
+    def describe_cluster(self, name: str) -> dict[str, Any]: ...
+
+    def batch_repair_nodes(self, cluster: str, action: str, node_ids: list[str]) -> dict[str, list[Any]]: ...
 
 
 @dataclass
 class NodeHealthAdapters:
-    store: Any  # adapters.store.Store
-    sagemaker: Any  # adapters.sagemaker.SageMakerAdapter
+    """What ``act_on_node_change`` acts through."""
+
+    store: NodeStore
+    sagemaker: NodeRepairs
     #: EKS cluster name -> a KubeAdapter for it
-    kube_factory: Callable[[str], Any]
-    #: adapters.stepfunctions.StepFunctionsAdapter: wakes a serverless job's execution
-    sfn: Any = None
-
-
-class NodeHealthResult(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    acted: bool = False
-    resumed: bool = False
-    plan: NodePlan | None = None
-    outcome: NodeOutcome | None = None
-    breaker: BreakerState | None = None
-    #: serverless mode: "namespace/name" of the jobs whose JOB item got this fault (their
-    #: execution woken where it waited on a live token; see ``job_faults``)
-    jobs_woken: list[str] = Field(default_factory=list)
-    #: per affected pod: recorded on the JOB item, woken, or why not (both modes)
-    job_faults: list[FaultReport] = Field(default_factory=list)
+    kube_factory: Callable[[str], NodeKube]
+    #: wakes a serverless job's execution (adapters.stepfunctions.StepFunctionsAdapter)
+    sfn: Waker | None = None
 
 
 MAX_PATCH_ATTEMPTS = 5
 
 
-def apply_marks(kube: Any, node_name: str, marks: NodeMarks, event_id: str) -> list[str] | None:
+def apply_marks(kube: NodeKube, node_name: str, marks: NodeMarks, event_id: str) -> list[str] | None:
     """Read the node, patch what it lacks; a concurrent writer (409) means read and try again.
     None when the cluster has no such node."""
     for attempt in range(MAX_PATCH_ATTEMPTS):
@@ -557,7 +343,7 @@ def act_on_node_change(
         plan = plan_node_actions(record, None, "Automatic", None, config)
         return NodeHealthResult(resumed=resumed, plan=plan)
     try:
-        facts = cluster_facts(adapters.sagemaker.describe_cluster(record.cluster_arn))
+        facts = DescribedCluster.from_api(adapters.sagemaker.describe_cluster(record.cluster_arn))
     except ControlPlaneError as exc:
         raise NodeActionError(f"SageMaker DescribeCluster {record.cluster_arn}: {exc}") from exc
     breaker = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,13 +34,14 @@ from hyperpod_control.models.records import (
     OperatorMode,
     OperatorRecord,
     OperatorStatus,
+    parse_time,
     utcnow,
 )
+from hyperpod_control.models.supervisor import SupervisedJob
 from hyperpod_control.models.tasks import TaskModel
-from hyperpod_control.services.node_health import HISTORY_TTL_SECONDS, addon_recovery_ms
+from hyperpod_control.services.node_jobs import HISTORY_TTL_SECONDS, addon_recovery_ms
 from hyperpod_control.services.supervision import rfc3339
 from hyperpod_control.services.supervisor import (
-    JobRef,
     Supervisor,
     delete_job_resources,
     expire_finished_job,
@@ -73,9 +74,9 @@ class ReconcileReport(TaskModel):
     clusters: list[ClusterReport] = Field(default_factory=list)
 
 
-def job_ref(obj: dict[str, Any], cluster_arn: str, segment: int = 0) -> JobRef:
+def job_ref(obj: dict[str, Any], cluster_arn: str, segment: int = 0) -> SupervisedJob:
     meta = obj.get("metadata") or {}
-    return JobRef(
+    return SupervisedJob(
         cluster_arn=cluster_arn,
         namespace=meta.get("namespace") or "default",
         name=meta["name"],
@@ -154,17 +155,7 @@ class AddonRecovery(BaseModel):
 
 
 def _fault_time(fault: dict[str, Any]) -> datetime | None:
-    value = fault.get("at")
-    if isinstance(value, datetime):
-        when = value
-    elif isinstance(value, str) and value:
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return parse_time(fault.get("at"))
 
 
 def addon_recovery(

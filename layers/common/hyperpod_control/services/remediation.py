@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hyperpod_control.models.agent import AgentAnswer, AgentState
 from hyperpod_control.models.job import RunPolicy
+from hyperpod_control.models.job_faults import JobFault
 from hyperpod_control.models.records import JobRecord, PodSlot
-from hyperpod_control.services.faults import JobFault
 from hyperpod_control.services.supervision import listed
 
 #: Restarts a job gets when it sets no jobMaxRetryCount (AWS documents no default; a job that
