@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from hpctl.commands import register, status
 from hpctl.install import install, uninstall
 from hpctl.workflows import Outcome
-from sandbox.faults import node_health_event
+from sandbox.cluster_faults import node_health_event
 
 
 class Timeline:

@@ -1,6 +1,7 @@
 """The sandbox that is active in this process, and its time scale: the one place the patched AWS
-services (``patches.py``) and the emulated services (``aws_ext/``) find it. A module of its own,
-importing nothing from the sandbox, so neither side has to import the other to reach it."""
+services (``patches.py``) and the sandbox clock (``clock.py``, which the emulated services in
+``aws_ext/`` read) find it. A module of its own, importing nothing from the sandbox, so neither
+side has to import the other to reach it."""
 
 from __future__ import annotations
 

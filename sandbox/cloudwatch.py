@@ -16,7 +16,7 @@ both. The sandbox does the same, so that nothing of it reaches the user's consol
   invocation; ``AWS/States`` ExecutionsSucceeded/Failed/Aborted/TimedOut (StateMachineArn) when an
   execution ends; ``AWS/SQS`` ApproximateNumberOfMessagesVisible (QueueName) whenever the sandbox
   puts a message in a queue or takes one out (AWS samples it every minute instead).
-- Metric data points carry the sandbox clock's time (``SandboxClock``): the alarms' periods are
+- Metric data points carry the sandbox clock's time (``sandbox.clock.SandboxClock``): the alarms' periods are
   in the same sandbox seconds as the schedules and waits that produce the data. Log events carry
   wall time, as the handlers' own clocks do.
 - ``alarm_values`` evaluates an alarm of moto's (which stores alarms but never evaluates them)

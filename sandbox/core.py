@@ -18,23 +18,16 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hyperpod_control.adapters.stepfunctions import Outcome, follow
-from sandbox import patches
-from sandbox.eventbus import (
-    Delivery,
-    SandboxClock,
-    Scheduler,
-    dlq_message,
-    scheduler_dlq_message,
-    scheduler_input,
-)
+from sandbox import active, patches
+from sandbox.clock import SandboxClock
+from sandbox.eventbus import EventDelivery, ScheduleRunner
 from sandbox.kube.cluster import ClusterSeed
-from sandbox.lambdas import FunctionSpec, LambdaRuntime
+from sandbox.lambdas import LambdaRuntime
 from sandbox.stack import ACCOUNT, DeployedStack, StackDeployer
 from sandbox.workloads import IMAGE_PATHS
 from sandbox.world import World, WorldOptions
@@ -100,12 +93,12 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.clock = SandboxClock(self.config.time_scale)
         self.runtime = LambdaRuntime(sleep=self.clock.sleep)
-        self.delivery = Delivery()
+        self.delivery = EventDelivery(self.runtime, self.client, self.clock, self.config.region, ACCOUNT)
         self.stack: DeployedStack | None = None
         self.endpoint_url: str | None = None
         self._mock: Any = None
         self._server: Any = None
-        self._scheduler: Scheduler | None = None
+        self._scheduler: ScheduleRunner | None = None
         self.world: World | None = None
         self.kube: Any = None
         self.pods: Any = None
@@ -146,7 +139,7 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         patches.install()
-        patches.activate(self)
+        active.activate(self)
         try:
             self._start()
         except BaseException:
@@ -191,15 +184,7 @@ class Sandbox:
         # Handlers run in this process and read their configuration from os.environ; setting it
         # here (not only per invocation) puts it under _setenv, so stop() restores the caller's.
         self._setenv({k: v for spec in self.runtime.functions.values() for k, v in spec.environment.items()})
-        self._scheduler = Scheduler(
-            self.clock,
-            self._scheduled_rules,
-            self._fire_scheduled,
-            cfg.region,
-            ACCOUNT,
-            schedules=self._schedules,
-            fire_schedule=self._fire_schedule,
-        )
+        self._scheduler = self.delivery.schedule_runner()
         self._scheduler.start()
         if cfg.world is not None:
             self.world = self.build_world(cfg.world)
@@ -333,7 +318,7 @@ class Sandbox:
                 os.environ[key] = value
         self._saved_env.clear()
         self._forget_cached_clients()
-        patches.activate(None)
+        active.activate(None)
 
     def _stop_executions(self) -> None:
         try:
@@ -407,134 +392,12 @@ class Sandbox:
         return self.runtime.invoke(function_name, event)
 
     def invoke_lambda_event(self, function_name: str, event: Any) -> None:
-        """An asynchronous Invoke (``InvocationType=Event``), accepted at once: Lambda's event
-        queue runs it, with its two retries and then the function's dead-letter queue."""
-        self.delivery.submit(
-            lambda: self.runtime.invoke_async(function_name, event, self._lambda_dead_letter),
-            f"invoke/{function_name}",
-        )
+        """An asynchronous Invoke (``InvocationType=Event``): see ``EventDelivery``."""
+        self.delivery.invoke_lambda_event(function_name, event)
 
     def deliver_to_target(self, rule: Any, target: dict, event: Any) -> None:
         """An EventBridge rule's target gets ``event`` (already shaped by Input/InputPath)."""
-
-        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
-            return dlq_message(event, code, message, rule.arn, target["Arn"])
-
-        self._deliver(rule.name, target, event, dead_letter)
-
-    def _deliver(
-        self, source: str, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
-    ) -> None:
-        """Asynchronous delivery to a Lambda function or a state machine; ``dead_letter(code,
-        message, retries, exhausted condition)`` builds what the target's DeadLetterConfig gets
-        when the target cannot be invoked at all."""
-        arn = target["Arn"]
-        if ":lambda:" in arn:
-            self.delivery.submit(
-                lambda: self._invoke_async_target(target, event, dead_letter), f"{source}->{arn}"
-            )
-        else:
-            self.delivery.submit(
-                lambda: self._start_execution_target(target, event, dead_letter), f"{source}->{arn}"
-            )
-
-    def _invoke_async_target(
-        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
-    ) -> None:
-        try:
-            self.runtime.lookup(target["Arn"])
-        except KeyError as exc:  # the function is gone: the invoke itself fails, not the handler
-            self._send_dead_letter(
-                target.get("DeadLetterConfig", {}).get("Arn"),
-                dead_letter("ResourceNotFoundException", str(exc), 0, "MaximumRetryAttempts"),
-            )
-            return
-        # Accepted by Lambda: a handler's failure is Lambda's to retry and dead-letter, not the caller's.
-        self.runtime.invoke_async(target["Arn"], event, self._lambda_dead_letter)
-
-    def _send_dead_letter(self, queue_arn: str | None, message: dict) -> None:
-        if not queue_arn:
-            log.error("event lost: no dead-letter queue configured (%s)", message["MessageAttributes"])
-            return
-        name = queue_arn.rsplit(":", 1)[-1]
-        sqs = self.client("sqs")
-        sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"], **message)
-
-    def _lambda_dead_letter(self, spec: FunctionSpec, event: Any, payload: Any) -> None:
-        error = payload.get("errorType", "Unhandled") if isinstance(payload, dict) else "Unhandled"
-        message = payload.get("errorMessage", "") if isinstance(payload, dict) else str(payload)
-        body = {
-            "MessageBody": json.dumps(event),
-            "MessageAttributes": {
-                "RequestID": {"DataType": "String", "StringValue": str(payload.get("requestId", ""))},
-                "ErrorCode": {"DataType": "Number", "StringValue": "200"},
-                "ErrorMessage": {"DataType": "String", "StringValue": f"{error}: {message}"[:1000]},
-            },
-        }
-        self._send_dead_letter(spec.dead_letter_arn, body)
-
-    def _start_execution_target(
-        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
-    ) -> None:
-        """``StartExecution``, retried with back-off per the target's ``RetryPolicy`` (its
-        ``MaximumRetryAttempts``, at most 19 here, and ``MaximumEventAgeInSeconds`` in sandbox
-        time), then the target's dead-letter queue."""
-        policy = target.get("RetryPolicy", {})
-        attempts = min(int(policy.get("MaximumRetryAttempts", 185)), 19) + 1
-        max_age = float(policy.get("MaximumEventAgeInSeconds", 86400))
-        born = self.clock.now()
-        sfn = self.client("stepfunctions")
-        last, exhausted, retries = "", "MaximumRetryAttempts", 0
-        for attempt in range(attempts):
-            retries = attempt
-            try:
-                sfn.start_execution(
-                    stateMachineArn=target["Arn"], input=json.dumps(event), name=str(uuid.uuid4())
-                )
-                return
-            except Exception as exc:
-                last = str(exc)
-            if attempt + 1 == attempts:
-                break
-            delay = min(2**attempt, 60)
-            if (self.clock.now() - born).total_seconds() + delay > max_age:
-                exhausted = "MaximumEventAgeInSeconds"
-                break
-            self.clock.sleep(delay)
-        self._send_dead_letter(
-            target.get("DeadLetterConfig", {}).get("Arn"),
-            dead_letter("SDK_CLIENT_ERROR", last, retries, exhausted),
-        )
-
-    def _scheduled_rules(self) -> list[Any]:
-        from moto.events.models import events_backends
-
-        bus = events_backends[ACCOUNT][self.config.region].event_buses.get("default")
-        return list(bus.rules.values()) if bus else []
-
-    def _fire_scheduled(self, rule: Any, event: dict) -> None:
-        from sandbox.patches import _target_input
-
-        for target in rule.targets:
-            self.deliver_to_target(rule, target, _target_input(target, event))
-
-    def _schedules(self) -> list[Any]:
-        from moto.scheduler.models import scheduler_backends
-
-        backend = scheduler_backends[ACCOUNT][self.config.region]
-        return [s for group in list(backend.schedule_groups.values()) for s in list(group.schedules.values())]
-
-    def _fire_schedule(self, schedule: Any, when: Any) -> None:
-        """EventBridge Scheduler invokes the target with its Input, asynchronously."""
-        target = dict(schedule.target)
-        payload = scheduler_input(schedule.arn, target, when)
-
-        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
-            return scheduler_dlq_message(
-                payload, code, message, schedule.arn, target["Arn"], attempts, exhausted
-            )
-
-        self._deliver(f"schedule/{schedule.group_name}/{schedule.name}", target, payload, dead_letter)
+        self.delivery.deliver_to_target(rule, target, event)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until every event accepted so far has been delivered (and retried)."""
@@ -584,7 +447,7 @@ class Sandbox:
             self.kubeconfig = Path(self.config.kubeconfig)
         self.kube.kubeconfig(self.kubeconfig)
         if self.config.pods:
-            from sandbox.faults import Faults
+            from sandbox.cluster_faults import Faults
             from sandbox.kube.runtime import KubeRuntime
 
             self.pod_identity = PodIdentityAgent(

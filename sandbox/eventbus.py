@@ -1,21 +1,26 @@
-"""EventBridge in the sandbox: asynchronous delivery to targets, and the scheduler's clock.
+"""EventBridge in the sandbox: delivery to targets, scheduled rules and EventBridge Scheduler.
 
-Delivery is asynchronous as on AWS: ``put_events`` returns, a worker pool delivers. A Lambda
-target is an asynchronous invocation (Lambda's two retries, then the function's dead-letter
-queue); a Step Functions target starts an execution, retried per the target's ``RetryPolicy``
-and sent to the target's ``DeadLetterConfig`` queue if it cannot be started. ``wait_idle()``
-returns when every accepted event has been delivered, so tests wait on a condition, not a sleep.
+Delivery (``EventDelivery``) is asynchronous as on AWS: ``put_events`` returns, a worker pool
+delivers (moto's ``Rule.send_to_targets`` hands Lambda and Step Functions targets to it, see
+``patches.py``; ``target_input`` applies a target's ``Input``/``InputPath``/``InputTransformer``).
+A Lambda target is an asynchronous invocation (Lambda's two retries, then the function's
+dead-letter queue); a Step Functions target starts an execution, retried per the target's
+``RetryPolicy`` and sent to the target's ``DeadLetterConfig`` queue if it cannot be started.
+``wait_idle()`` returns when every accepted event has been delivered, so tests wait on a
+condition, not a sleep. Lambda's own asynchronous invokes (``InvocationType=Event``) run on the
+same pool.
 
 Scheduled rules (``rate(...)``, ``cron(...)``) and EventBridge Scheduler schedules
 (``AWS::Scheduler::Schedule``, SAM ``ScheduleV2``, or ``scheduler.create_schedule``: ``rate``,
-``cron`` and one-time ``at(...)``) fire on the sandbox's clock: sandbox time runs
-``1 / time_scale`` times faster than wall time. A rule sends its targets a "Scheduled Event"; a
-schedule sends its target's ``Input`` verbatim (``{}`` without one; the ``<aws.scheduler.*>``
-context attributes are filled in), asynchronously to a Lambda function (Lambda's retries, then
-the function's dead-letter queue) or as a Step Functions ``StartExecution`` (the schedule's
-``RetryPolicy``, then its ``DeadLetterConfig`` queue). Not emulated: ``FlexibleTimeWindow``
-(always fires on time), ``ScheduleExpressionTimezone`` (cron is UTC), ``StartDate``/``EndDate``,
-``ActionAfterCompletion``; schedules and rules pick up ``update_*`` (state, expression) live.
+``cron`` and one-time ``at(...)``) fire on the sandbox's clock (``sandbox.clock``: sandbox time
+runs ``1 / time_scale`` times faster than wall time), from a ``ScheduleRunner`` thread. A rule
+sends its targets a "Scheduled Event"; a schedule sends its target's ``Input`` verbatim (``{}``
+without one; the ``<aws.scheduler.*>`` context attributes are filled in), asynchronously to a
+Lambda function (Lambda's retries, then the function's dead-letter queue) or as a Step
+Functions ``StartExecution`` (the schedule's ``RetryPolicy``, then its ``DeadLetterConfig``
+queue). Not emulated: ``FlexibleTimeWindow`` (always fires on time), ``ScheduleExpressionTimezone``
+(cron is UTC), ``StartDate``/``EndDate``, ``ActionAfterCompletion``; schedules and rules pick up
+``update_*`` (state, expression) live.
 """
 
 from __future__ import annotations
@@ -29,28 +34,19 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sandbox.clock import RFC3339, SandboxClock
+
+if TYPE_CHECKING:
+    from sandbox.lambdas import FunctionSpec, LambdaRuntime
 
 log = logging.getLogger("sandbox.events")
 
 
-class SandboxClock:
-    """Sandbox time: starts at wall time and runs ``1 / scale`` times faster."""
+class DeliveryPool:
+    """The worker pool deliveries run on; ``wait_idle()`` returns when every one has finished."""
 
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self._wall0 = time.time()
-        self._mono0 = time.monotonic()
-
-    def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._mono0) / self.scale
-        return datetime.fromtimestamp(self._wall0 + elapsed, UTC)
-
-    def sleep(self, sandbox_seconds: float) -> None:
-        time.sleep(sandbox_seconds * self.scale)
-
-
-class Delivery:
     def __init__(self, workers: int = 8) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-events")
         self._pending: set[Future] = set()
@@ -196,14 +192,14 @@ def scheduled_event(rule_arn: str, region: str, account: str, when: datetime) ->
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": account,
-        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": when.strftime(RFC3339),
         "region": region,
         "resources": [rule_arn],
         "detail": {},
     }
 
 
-class Scheduler(threading.Thread):
+class ScheduleRunner(threading.Thread):
     """Fires enabled scheduled rules of the default bus, and enabled EventBridge Scheduler
     schedules, on the sandbox clock.
 
@@ -286,7 +282,7 @@ def scheduler_input(schedule_arn: str, target: dict, when: datetime, attempt: in
         return {}
     for attribute, value in (
         ("schedule-arn", schedule_arn),
-        ("scheduled-time", when.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("scheduled-time", when.strftime(RFC3339)),
         ("execution-id", str(uuid.uuid4())),
         ("attempt-number", str(attempt)),
     ):
@@ -331,3 +327,194 @@ def dlq_message(event: Any, error_code: str, message: str, rule_arn: str, target
             "TARGET_ARN": {"DataType": "String", "StringValue": target_arn},
         },
     }
+
+
+class EventDelivery:
+    """Delivery to Lambda functions and state machines, as EventBridge, EventBridge Scheduler and
+    Lambda's event queue do it: accepted at once, run on the worker pool.
+
+    ``runtime`` runs the Lambda handlers, ``client(service)`` is a boto3 client into the sandbox's
+    account, ``clock`` the sandbox's (retry back-off and event age count sandbox time); the
+    scheduled rules and schedules are read from moto's backends of ``account`` and ``region``.
+    """
+
+    def __init__(
+        self,
+        runtime: LambdaRuntime,
+        client: Callable[[str], Any],
+        clock: SandboxClock,
+        region: str,
+        account: str,
+        workers: int = 8,
+    ) -> None:
+        self.runtime, self.client, self.clock = runtime, client, clock
+        self.region, self.account = region, account
+        self.pool = DeliveryPool(workers)
+
+    def schedule_runner(self) -> ScheduleRunner:
+        """The thread that fires this account's scheduled rules and schedules (not started)."""
+        return ScheduleRunner(
+            self.clock,
+            self.scheduled_rules,
+            self.fire_scheduled,
+            self.region,
+            self.account,
+            schedules=self.schedules,
+            fire_schedule=self.fire_schedule,
+        )
+
+    def invoke_lambda_event(self, function_name: str, event: Any) -> None:
+        """An asynchronous Invoke (``InvocationType=Event``), accepted at once: Lambda's event
+        queue runs it, with its two retries and then the function's dead-letter queue."""
+        self.pool.submit(
+            lambda: self.runtime.invoke_async(function_name, event, self._lambda_dead_letter),
+            f"invoke/{function_name}",
+        )
+
+    def deliver_to_target(self, rule: Any, target: dict, event: Any) -> None:
+        """An EventBridge rule's target gets ``event`` (already shaped by Input/InputPath)."""
+
+        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
+            return dlq_message(event, code, message, rule.arn, target["Arn"])
+
+        self._deliver(rule.name, target, event, dead_letter)
+
+    def _deliver(
+        self, source: str, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        """Asynchronous delivery to a Lambda function or a state machine; ``dead_letter(code,
+        message, retries, exhausted condition)`` builds what the target's DeadLetterConfig gets
+        when the target cannot be invoked at all."""
+        arn = target["Arn"]
+        if ":lambda:" in arn:
+            self.pool.submit(
+                lambda: self._invoke_async_target(target, event, dead_letter), f"{source}->{arn}"
+            )
+        else:
+            self.pool.submit(
+                lambda: self._start_execution_target(target, event, dead_letter), f"{source}->{arn}"
+            )
+
+    def _invoke_async_target(
+        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        try:
+            self.runtime.lookup(target["Arn"])
+        except KeyError as exc:  # the function is gone: the invoke itself fails, not the handler
+            self._send_dead_letter(
+                target.get("DeadLetterConfig", {}).get("Arn"),
+                dead_letter("ResourceNotFoundException", str(exc), 0, "MaximumRetryAttempts"),
+            )
+            return
+        # Accepted by Lambda: a handler's failure is Lambda's to retry and dead-letter, not the caller's.
+        self.runtime.invoke_async(target["Arn"], event, self._lambda_dead_letter)
+
+    def _send_dead_letter(self, queue_arn: str | None, message: dict) -> None:
+        if not queue_arn:
+            log.error("event lost: no dead-letter queue configured (%s)", message["MessageAttributes"])
+            return
+        name = queue_arn.rsplit(":", 1)[-1]
+        sqs = self.client("sqs")
+        sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"], **message)
+
+    def _lambda_dead_letter(self, spec: FunctionSpec, event: Any, payload: Any) -> None:
+        error = payload.get("errorType", "Unhandled") if isinstance(payload, dict) else "Unhandled"
+        message = payload.get("errorMessage", "") if isinstance(payload, dict) else str(payload)
+        body = {
+            "MessageBody": json.dumps(event),
+            "MessageAttributes": {
+                "RequestID": {"DataType": "String", "StringValue": str(payload.get("requestId", ""))},
+                "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                "ErrorMessage": {"DataType": "String", "StringValue": f"{error}: {message}"[:1000]},
+            },
+        }
+        self._send_dead_letter(spec.dead_letter_arn, body)
+
+    def _start_execution_target(
+        self, target: dict, event: Any, dead_letter: Callable[[str, str, int, str], dict]
+    ) -> None:
+        """``StartExecution``, retried with back-off per the target's ``RetryPolicy`` (its
+        ``MaximumRetryAttempts``, at most 19 here, and ``MaximumEventAgeInSeconds`` in sandbox
+        time), then the target's dead-letter queue."""
+        policy = target.get("RetryPolicy", {})
+        attempts = min(int(policy.get("MaximumRetryAttempts", 185)), 19) + 1
+        max_age = float(policy.get("MaximumEventAgeInSeconds", 86400))
+        born = self.clock.now()
+        sfn = self.client("stepfunctions")
+        last, exhausted, retries = "", "MaximumRetryAttempts", 0
+        for attempt in range(attempts):
+            retries = attempt
+            try:
+                sfn.start_execution(
+                    stateMachineArn=target["Arn"], input=json.dumps(event), name=str(uuid.uuid4())
+                )
+                return
+            except Exception as exc:
+                last = str(exc)
+            if attempt + 1 == attempts:
+                break
+            delay = min(2**attempt, 60)
+            if (self.clock.now() - born).total_seconds() + delay > max_age:
+                exhausted = "MaximumEventAgeInSeconds"
+                break
+            self.clock.sleep(delay)
+        self._send_dead_letter(
+            target.get("DeadLetterConfig", {}).get("Arn"),
+            dead_letter("SDK_CLIENT_ERROR", last, retries, exhausted),
+        )
+
+    def scheduled_rules(self) -> list[Any]:
+        from moto.events.models import events_backends
+
+        bus = events_backends[self.account][self.region].event_buses.get("default")
+        return list(bus.rules.values()) if bus else []
+
+    def fire_scheduled(self, rule: Any, event: dict) -> None:
+        for target in rule.targets:
+            self.deliver_to_target(rule, target, target_input(target, event))
+
+    def schedules(self) -> list[Any]:
+        from moto.scheduler.models import scheduler_backends
+
+        backend = scheduler_backends[self.account][self.region]
+        return [s for group in list(backend.schedule_groups.values()) for s in list(group.schedules.values())]
+
+    def fire_schedule(self, schedule: Any, when: Any) -> None:
+        """EventBridge Scheduler invokes the target with its Input, asynchronously."""
+        target = dict(schedule.target)
+        payload = scheduler_input(schedule.arn, target, when)
+
+        def dead_letter(code: str, message: str, attempts: int, exhausted: str) -> dict:
+            return scheduler_dlq_message(
+                payload, code, message, schedule.arn, target["Arn"], attempts, exhausted
+            )
+
+        self._deliver(f"schedule/{schedule.group_name}/{schedule.name}", target, payload, dead_letter)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until every event accepted so far has been delivered (and retried)."""
+        self.pool.wait_idle(timeout)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+
+def target_input(target: dict, event: dict) -> Any:
+    """What the target receives: the event, ``Input`` (constant JSON) or ``InputPath``."""
+    if target.get("Input"):
+        return json.loads(target["Input"])
+    if target.get("InputPath"):
+        from jsonpath_ng import parse  # moto's own dependency
+
+        matches = parse(target["InputPath"]).find(event)
+        return matches[0].value if matches else None
+    if target.get("InputTransformer"):
+        from moto.events.utils import EventTemplateParser
+
+        transformer = target["InputTransformer"]
+        return EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+    return event

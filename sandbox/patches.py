@@ -5,7 +5,7 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   ``InvocationType=Event`` invoke is accepted at once and run later with Lambda's retries and
   dead-letter queue (moto runs it inside the request);
 - the ASL interpreter's Wait, Retry back-off, task timeout and heartbeat: scaled by the
-  sandbox's ``time_scale``, so a 30 s Wait takes 0.3 s at 0.01 (``TimeoutSeconds``,
+  sandbox's ``time_scale`` (``sandbox.clock``), so a 30 s Wait takes 0.3 s at 0.01 (``TimeoutSeconds``,
   ``TimeoutSecondsPath`` and ``HeartbeatSeconds`` alike; history events show the scaled value);
 - task tokens (``.waitForTaskToken``): ``SendTaskSuccess``/``Failure``/``Heartbeat`` answer as
   AWS does: ``InvalidToken`` for a token no execution issued, ``TaskTimedOut`` ("the task token
@@ -35,7 +35,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from sandbox.active import ActiveSandbox, activate, active, scale  # noqa: F401 (its callers)
+from sandbox.active import active
+from sandbox.clock import clock
+from sandbox.eventbus import target_input
 
 _installed = False
 _lock = threading.Lock()
@@ -131,7 +133,7 @@ def _patch_time() -> None:
     )
 
     def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
-        deadline = time.monotonic() + max(0.0, wait_seconds * scale())
+        deadline = time.monotonic() + max(0.0, clock.wall_seconds(wait_seconds))
         # program_state_event is set when the execution stops: a stopped execution stops waiting.
         while env.is_running():
             left = deadline - time.monotonic()
@@ -140,10 +142,10 @@ def _patch_time() -> None:
             env.program_state_event.wait(left)
 
     WaitFunction._wait_interval = _wait_interval
-    retrier_decl.time = SimpleNamespace(sleep=lambda seconds: time.sleep(seconds * scale()))
+    retrier_decl.time = SimpleNamespace(sleep=clock.sleep)
 
     def _scaled_eval(self: Any, env: Any) -> None:
-        env.stack.append(self._eval_seconds(env=env) * scale())
+        env.stack.append(clock.wall_seconds(self._eval_seconds(env=env)))
 
     Timeout._eval_body = _scaled_eval
     Heartbeat._eval_body = _scaled_eval
@@ -387,31 +389,10 @@ def _patch_events() -> None:
         for target in self.targets:
             service = target["Arn"].split(":")[2]
             if service in ("lambda", "states"):
-                active().deliver_to_target(self, target, _target_input(target, original_event))
+                active().deliver_to_target(self, target, target_input(target, original_event))
             else:
                 single = copy.copy(self)
                 single.targets = [target]
                 original(single, original_event, transform_input)
 
     Rule.send_to_targets = send_to_targets
-
-
-def _target_input(target: dict, event: dict) -> Any:
-    """What the target receives: the event, ``Input`` (constant JSON) or ``InputPath``."""
-    if target.get("Input"):
-        return json.loads(target["Input"])
-    if target.get("InputPath"):
-        from jsonpath_ng import parse  # moto's own dependency
-
-        matches = parse(target["InputPath"]).find(event)
-        return matches[0].value if matches else None
-    if target.get("InputTransformer"):
-        from moto.events.utils import EventTemplateParser
-
-        transformer = target["InputTransformer"]
-        return EventTemplateParser.parse(
-            input_template=transformer.get("InputTemplate"),
-            input_paths_map=transformer.get("InputPathsMap", {}),
-            event=event,
-        )
-    return event

@@ -11,7 +11,7 @@ moto's server alike:
   software update and node status over time (``sagemaker_hyperpod``);
 - Service Quotas for SageMaker cluster usage and the VPC ENI quota (``quotas``), and the AWS
   managed IAM policies the project attaches (``iam_policies``);
-- a fault hook: the next N calls of any operation throttle or fail (``faults``);
+- a fault hook: the next N calls of any operation throttle or fail (``api_faults``);
 - an event bus's resource policy evaluated on ``PutEvents`` (``event_bus_policy``), each call's
   caller recorded.
 
@@ -31,14 +31,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from sandbox.aws_ext import faults
-from sandbox.aws_ext._base import ManualClock, clock, delays, reset_delays, set_delays
+from sandbox.aws_ext import api_faults
+from sandbox.aws_ext._base import delays, reset_delays, set_delays
+from sandbox.clock import ManualClock, clock
 
 __all__ = [
     "ManualClock",
+    "api_faults",
     "configure",
     "delays",
-    "faults",
     "install",
     "reset",
     "set_delays",
@@ -68,7 +69,7 @@ def reset() -> None:
 
     clock.configure(None, None)
     reset_delays()
-    faults.clear()
+    api_faults.clear()
     event_bus_policy.clear()
 
 
@@ -97,5 +98,5 @@ def install() -> None:
         sagemaker_hyperpod.install()
         quotas.install()
         event_bus_policy.install()
-        faults.install()
+        api_faults.install()
         _installed = True

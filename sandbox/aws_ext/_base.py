@@ -1,4 +1,5 @@
-"""Shared machinery of the moto extensions: sandbox time, timed transitions, errors, ids, paging.
+"""Shared machinery of the moto extensions: timed transitions on the sandbox clock, errors, ids,
+paging.
 
 Everything here is process-wide, like moto's own backends. State that belongs to an emulated
 account (add-ons, associations, nodes...) lives on moto's backend objects, so moto's reset
@@ -13,74 +14,13 @@ import json
 import secrets
 import string
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
 from moto.core.exceptions import ServiceException
 
-# -- sandbox time -------------------------------------------------------------------------------
-
-
-class SandboxTime:
-    """Seconds of sandbox time, for the lazily evaluated transitions (CREATING -> ACTIVE, ...).
-
-    By default sandbox time advances ``1 / scale`` times faster than wall time, where ``scale`` is
-    read on every call (the active Sandbox's ``time_scale``, 1.0 when none), so a sandbox started
-    with ``time_scale=0.01`` sees a 30 s add-on install finish after 0.3 wall seconds. A callable
-    ``clock`` returning sandbox seconds replaces all of that (tests use a manual clock).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._clock: Callable[[], float] | None = None
-        self._scale: Callable[[], float] = _active_sandbox_scale
-        self._wall = time.monotonic()
-        self._now = 0.0
-
-    def configure(
-        self, clock: Callable[[], float] | None = None, scale: float | Callable[[], float] | None = None
-    ) -> None:
-        with self._lock:
-            self._clock = clock
-            if scale is not None:
-                self._scale = scale if callable(scale) else (lambda value=float(scale): value)
-            else:
-                self._scale = _active_sandbox_scale
-            self._wall = time.monotonic()
-
-    def now(self) -> float:
-        if self._clock is not None:
-            return float(self._clock())
-        with self._lock:
-            wall = time.monotonic()
-            # Accumulated piecewise, so a change of scale never makes sandbox time jump back.
-            self._now += (wall - self._wall) / max(self._scale(), 1e-9)
-            self._wall = wall
-            return self._now
-
-
-def _active_sandbox_scale() -> float:
-    from sandbox import active
-
-    return active.scale()
-
-
-clock = SandboxTime()
-
-
-class ManualClock:
-    """A clock that moves only when told to: ``configure(clock=ManualClock())`` in tests."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.value = start
-
-    def __call__(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
+from sandbox.clock import clock
 
 
 @dataclass
@@ -139,7 +79,7 @@ class Timed:
                 self._transitions = []
             # A transition queued by another one starts from when that one was due, not from the
             # read that applied it late; the sequence number keeps same-instant transitions in order.
-            start = _applying.due if getattr(_applying, "due", None) is not None else clock.now()
+            start = _applying.due if getattr(_applying, "due", None) is not None else clock.seconds()
             self._transitions.append((start + max(0.0, delay), next(_sequence), action))
             self._transitions.sort(key=lambda t: (t[0], t[1]))
 
@@ -158,7 +98,7 @@ class Timed:
         if not getattr(self, "_transitions", None):
             return
         with transitions_lock:
-            now = clock.now()
+            now = clock.seconds()
             while self._transitions and self._transitions[0][0] <= now:
                 due, _, action = self._transitions.pop(0)
                 _applying.due = due

@@ -1,6 +1,6 @@
 """EKS add-ons: create, describe, list, update, delete, describe_addon_versions and _configuration.
 
-Lifecycle, on sandbox time (``_base.clock``, evaluated when read): CREATING -> ACTIVE after
+Lifecycle, on sandbox time (``sandbox.clock``, evaluated when read): CREATING -> ACTIVE after
 ``delays.addon_create``, UPDATING -> ACTIVE after ``delays.addon_update`` (the ``update`` record
 goes InProgress -> Successful), DELETING -> gone after ``delays.addon_delete``. Failures on
 demand: ``fail_next()`` makes the next create/update of an add-on end CREATE_FAILED,
@@ -150,7 +150,7 @@ def read_addon(
 ) -> dict[str, Any] | None:
     """The add-on as ``describe_addon`` returns it (due transitions applied), or None when it or
     its cluster does not exist. Reads moto's backend directly, so unlike ``describe_addon`` it
-    consumes no fault armed by ``aws_ext.faults`` (the sandbox's add-on mirror polls with it)."""
+    consumes no fault armed by ``aws_ext.api_faults`` (the sandbox's add-on mirror polls with it)."""
     cluster = _backend(account_id, region).clusters.get(cluster_name)
     if cluster is None:
         return None

@@ -553,7 +553,7 @@ def current_nodes(
 ) -> list[NodeChange]:
     """Settle the cluster's due transitions (listeners hear of them) and return its nodes as
     snapshots (``previous`` None). Reads moto's backend directly: unlike ``list_cluster_nodes``,
-    it consumes no fault armed by ``aws_ext.faults`` for the code under test."""
+    it consumes no fault armed by ``aws_ext.api_faults`` for the code under test."""
     cluster = get_cluster(backend_for(account_id, region), cluster_name)
     with transitions_lock:
         cluster.settle_all()

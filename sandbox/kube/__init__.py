@@ -1,6 +1,7 @@
-"""The sandbox's Kubernetes API server: see ``server.py`` for the entry point,
-``store.py`` for the semantics modelled, ``auth.py`` for EKS-style authentication."""
+"""The sandbox's Kubernetes API server: see ``apiserver.py`` for the entry point,
+``store/`` for the semantics modelled, ``auth.py`` for EKS-style authentication."""
 
+from sandbox.kube.apiserver import FaultInjector, KubeApiServer
 from sandbox.kube.auth import (
     AccessEntry,
     EksAccessEntryAuthorizer,
@@ -10,7 +11,6 @@ from sandbox.kube.auth import (
     make_eks_token,
 )
 from sandbox.kube.cluster import ClusterSeed, hyperpod_node, point_eks_cluster_at, seed_cluster
-from sandbox.kube.server import FaultInjector, KubeApiServer
 from sandbox.kube.store import ApiError, Store
 
 __all__ = [

@@ -30,7 +30,7 @@ namespace that was there before the add-on (``ClusterSeed(hyperpod_job_crd=True)
 
 Add-on transitions are applied when the add-on is read, so the mirror reads it every ``poll``
 wall seconds, from moto's backend directly (``eks_addons.read_addon``): through the EKS API it
-would consume faults a test armed with ``aws_ext.faults`` for the code under test. It writes
+would consume faults a test armed with ``aws_ext.api_faults`` for the code under test. It writes
 only when what should be installed changes, and retries a write the store refused (a namespace
 still Terminating after a quick delete and re-create) on the next poll.
 """

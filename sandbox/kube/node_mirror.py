@@ -8,7 +8,7 @@ The AWS emulation (``sandbox/aws_ext/sagemaker_hyperpod.py``) changes a node's s
 ``BatchRebootClusterNodes``/``BatchReplaceClusterNodes`` (or its ``fail_node()`` with automatic
 recovery) is called and then over sandbox time. This mirror hears each change through the
 emulation's node listener and takes the Node ``hyperpod-<instance-id>`` through the same states
-as a hardware fault injected with ``sandbox.faults.Faults``, whose paths it reuses:
+as a hardware fault injected with ``sandbox.cluster_faults.Faults``, whose paths it reuses:
 
 - ``Pending`` (a reboot), ``ShuttingDown`` (a replacement), ``Failure``: the node fails
   (``Faults.fail_node``, no node-health event: the mirror reports repairs, it does not inject
@@ -32,7 +32,7 @@ mirrored: the node stays Ready.
 
 Timed transitions in the emulation are applied only when something reads the cluster, so the
 mirror also reads it (``current_nodes``, straight from moto's backend: going through the
-SageMaker API would consume faults a test armed with ``aws_ext.faults`` for the code under test)
+SageMaker API would consume faults a test armed with ``aws_ext.api_faults`` for the code under test)
 every ``poll`` wall seconds. The listener only queues changes; one thread applies them in order,
 so a jump of sandbox time past a whole reboot still takes the node down and up again.
 """
@@ -49,7 +49,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from sandbox.aws_ext import sagemaker_hyperpod as hyperpod
 from sandbox.aws_ext._base import AwsError
-from sandbox.faults import HEALTH_LABEL, PENDING_LABEL, Faults
+from sandbox.cluster_faults import HEALTH_LABEL, PENDING_LABEL, Faults
 from sandbox.kube.cluster import add_node, hyperpod_node, node_name
 from sandbox.kube.store import ApiError
 

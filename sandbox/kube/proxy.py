@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from sandbox.kube.store import ApiError, bad_request
 
 if TYPE_CHECKING:
+    from sandbox.kube.apiserver import KubeApiServer, Route
     from sandbox.kube.runtime import KubeRuntime
-    from sandbox.kube.server import KubeApiServer, Route
 
 #: hop-by-hop headers (RFC 9110 7.6.1) and what the API server must not pass on
 _DROP_REQUEST = {

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.kube import proxy
+from sandbox.kube.apiserver import KubeApiServer
 from sandbox.kube.kubelet import Kubelet, KubeletConfig, PodAddresses, PodWorker, default_base_env
-from sandbox.kube.scheduler import Scheduler
-from sandbox.kube.server import KubeApiServer
+from sandbox.kube.scheduler import PodScheduler
 from sandbox.kube.store import ApiError
 
 log = logging.getLogger("sandbox.kube.runtime")
@@ -82,7 +82,7 @@ class KubeRuntime:
         }
         self.addresses = PodAddresses.claim()
         self.config: KubeletConfig | None = None
-        self.scheduler = Scheduler(self.store)
+        self.scheduler = PodScheduler(self.store)
         self.kubelets: dict[str, Kubelet] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

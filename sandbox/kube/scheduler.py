@@ -365,7 +365,7 @@ def record_event(
     return store.create(store.rt("", "events"), namespace, body)
 
 
-class Scheduler:
+class PodScheduler:
     """Watches pods and nodes in a Store and binds pending pods; ``start()``/``stop()``."""
 
     def __init__(self, store: Store) -> None:
@@ -375,7 +375,7 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._last_failure: dict[str, str] = {}  # pod uid -> last FailedScheduling message
 
-    def start(self) -> Scheduler:
+    def start(self) -> PodScheduler:
         for plural in ("pods", "nodes"):
             t = threading.Thread(
                 target=self._watch, args=(plural,), name=f"scheduler-watch-{plural}", daemon=True

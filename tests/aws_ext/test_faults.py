@@ -6,20 +6,20 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sandbox.aws_ext import faults
+from sandbox.aws_ext import api_faults
 from tests.aws_ext.conftest import code, make_eks, status
 
 
 def test_throttling_then_success(aws):
     make_eks(aws)
     eks = aws.client("eks")
-    faults.inject("ListAddons", times=2)
+    api_faults.inject("ListAddons", times=2)
     for _ in range(2):
         with pytest.raises(ClientError) as throttled:
             eks.list_addons(clusterName="eks1")
         assert (code(throttled), status(throttled)) == ("ThrottlingException", 400)
     assert eks.list_addons(clusterName="eks1")["addons"] == []
-    assert faults.pending() == []
+    assert api_faults.pending() == []
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_throttling_then_success(aws):
 )
 def test_internal_errors_in_any_protocol(aws, service, call, operation):
     client = aws.client(service)
-    faults.inject(operation, error="internal", service=service)
+    api_faults.inject(operation, error="internal", service=service)
     with pytest.raises(ClientError) as failed:
         call(client)
     assert (code(failed), status(failed)) == ("InternalFailure", 500)
@@ -42,7 +42,7 @@ def test_internal_errors_in_any_protocol(aws, service, call, operation):
 
 def test_service_filter_and_custom_code(aws):
     make_eks(aws)
-    faults.inject("ListClusters", service="sagemaker", error="ServerException", status=503)
+    api_faults.inject("ListClusters", service="sagemaker", error="ServerException", status=503)
     assert aws.client("eks").list_clusters()["clusters"] == ["eks1"]  # same operation name, other service
     with pytest.raises(ClientError) as failed:
         aws.client("sagemaker").list_clusters()
@@ -51,18 +51,18 @@ def test_service_filter_and_custom_code(aws):
 
 def test_botocore_retries_through_injected_faults(aws):
     retrying = aws.client("dynamodb", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
-    faults.inject("ListTables", times=2)
-    faults.inject("ListTables", times=1, error="internal")
+    api_faults.inject("ListTables", times=2)
+    api_faults.inject("ListTables", times=1, error="internal")
     answer = retrying.list_tables()
     assert answer["ResponseMetadata"]["RetryAttempts"] == 3
 
 
 def test_injected_context_drops_what_did_not_fire(aws):
-    with faults.injected("ListTables", times=3) as fault:
+    with api_faults.injected("ListTables", times=3) as fault:
         with pytest.raises(ClientError):
             aws.client("dynamodb").list_tables()
         assert fault.fired == 1
-    assert faults.pending() == []
+    assert api_faults.pending() == []
     aws.client("dynamodb").list_tables()
     with pytest.raises(ValueError):
-        faults.inject("ListTables", times=0)
+        api_faults.inject("ListTables", times=0)

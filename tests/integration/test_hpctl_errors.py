@@ -21,7 +21,7 @@ import pytest
 
 from hpctl import errors
 from sandbox import Sandbox, SandboxConfig
-from sandbox.aws_ext import faults
+from sandbox.aws_ext import api_faults
 from sandbox.world import WorldOptions
 
 pytestmark = pytest.mark.integration
@@ -163,7 +163,7 @@ def sb() -> Iterator[Sandbox]:
 @pytest.fixture
 def sandbox_env(sb: Sandbox) -> Iterator[dict[str, str]]:
     yield {**os.environ, **sb.env, "AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
-    faults.clear()
+    api_faults.clear()
 
 
 def test_jobs_status_and_preflight_honour_aws_region(sb, sandbox_env):
@@ -192,7 +192,7 @@ def test_a_missing_stack_is_its_own_exit_code(sandbox_env):
 def test_access_denied_names_the_action_and_the_principal(sb, sandbox_env, args):
     name = sb.world.hyperpod_cluster_name
     message = DENIAL.format(name=name)
-    with faults.injected(
+    with api_faults.injected(
         "DescribeCluster", service="sagemaker", error="AccessDeniedException", message=message, times=5
     ):
         done = run([*args, "--cluster", name], sandbox_env)
@@ -211,7 +211,7 @@ def test_access_denied_names_the_action_and_the_principal(sb, sandbox_env, args)
 
 
 def test_refused_credentials_are_one_line(sb, sandbox_env):
-    with faults.injected(
+    with api_faults.injected(
         "DescribeCluster",
         service="sagemaker",
         error="ExpiredTokenException",
@@ -233,7 +233,7 @@ def test_refused_credentials_are_one_line(sb, sandbox_env):
 )
 def test_throttling_after_the_retries_is_one_line(sb, sandbox_env, args, operation, service):
     args = [a.format(name=sb.world.hyperpod_cluster_name) for a in args]
-    with faults.injected(operation, service=service, times=10) as fault:  # more than any retry budget
+    with api_faults.injected(operation, service=service, times=10) as fault:  # more than any retry budget
         done = run(args, sandbox_env)
     assert fault.fired >= 2, "botocore retried before giving up"
     if args[0] == "preflight":
@@ -249,7 +249,7 @@ def test_the_install_workflow_stops_in_preflight_when_its_checks_could_not_run(s
     # if the cluster were ready, and says why it stopped.
     name = sb.world.hyperpod_cluster_name
     denial = DENIAL.replace("assumed-role/developer/alice", "assumed-role/PreflightRole/preflight")
-    with faults.injected(
+    with api_faults.injected(
         "DescribeCluster",
         service="sagemaker",
         error="AccessDeniedException",

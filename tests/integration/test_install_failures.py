@@ -16,7 +16,7 @@ from install_support import (
 from hyperpod_control.models.install import (
     ADDON_NAME,
 )
-from sandbox.aws_ext import eks_addons, faults
+from sandbox.aws_ext import api_faults, eks_addons
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def test_throttling_is_retried_and_create_failed_ends_with_the_health_issue():
     with install_sandbox() as sb:
         # More throttles than the SDK's own five attempts: the state machine's Retry takes over.
-        faults.inject("CreateAddon", times=6, error="throttle", service="eks")
+        api_faults.inject("CreateAddon", times=6, error="throttle", service="eks")
         eks_addons.fail_next(
             ADDON_NAME,
             "CREATE_FAILED",
@@ -37,7 +37,7 @@ def test_throttling_is_retried_and_create_failed_ends_with_the_health_issue():
             ],
         )
         failed = run_install(sb)
-        assert not faults.pending()
+        assert not api_faults.pending()
         assert failed.status == "FAILED"
         assert failed.error == "AddonFailedError"
         assert "CREATE_FAILED" in failed.cause and "Conflicts found when trying to apply." in failed.cause

@@ -29,9 +29,9 @@ from hyperpod_control.models.records import (
     PodSlot,
 )
 from sandbox import Sandbox, SandboxConfig
-from sandbox.aws_ext import faults as aws_faults
+from sandbox.aws_ext import api_faults as aws_faults
 from sandbox.aws_ext import set_delays
-from sandbox.faults import node_health_event
+from sandbox.cluster_faults import node_health_event
 from sandbox.kube.cluster import ClusterSeed
 from sandbox.testing import eventually
 from sandbox.world import WorldOptions

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from sandbox.faults import node_health_event
+from sandbox.cluster_faults import node_health_event
 from sandbox.world import WorldOptions
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 
 from hyperpod_control.models.install import ADDON_NAME, JOB_PLURAL
 from sandbox import Sandbox, SandboxConfig
-from sandbox.aws_ext import eks_addons, faults
+from sandbox.aws_ext import api_faults, eks_addons
 from sandbox.testing import eventually
 from sandbox.world import WorldOptions
 from tests.integration.test_upgrade_workflow import (
@@ -49,7 +49,7 @@ def sb() -> Iterator[Sandbox]:
 @pytest.fixture(autouse=True)
 def _no_leftover_faults(sb: Sandbox) -> Iterator[None]:
     yield
-    faults.clear()
+    api_faults.clear()
     sb.kube.faults.clear()
 
 
@@ -72,7 +72,7 @@ def _move_to(sb: Sandbox, version: str, **extra) -> None:
 
 
 def _refuse_update() -> None:
-    faults.inject(
+    api_faults.inject(
         "UpdateAddon", times=1, error="InvalidParameterException", message="injected: the update is refused"
     )
 

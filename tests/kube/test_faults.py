@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandbox.faults import (
+from sandbox.cluster_faults import (
     FAULT_DETAILS_ANNOTATION,
     FAULT_TYPES_LABEL,
     HEALTH_LABEL,

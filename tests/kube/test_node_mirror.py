@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from sandbox import aws_ext
 from sandbox.aws_ext import sagemaker_hyperpod
-from sandbox.faults import FAULT_TYPES_LABEL, HEALTH_LABEL, UNREACHABLE
+from sandbox.cluster_faults import FAULT_TYPES_LABEL, HEALTH_LABEL, UNREACHABLE
 from sandbox.kube import KubeApiServer
 from sandbox.kube.cluster import sync_hyperpod_nodes
 from sandbox.kube.kubelet import running_processes

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.kube import store as store_mod
 from sandbox.kube.cluster import hyperpod_pytorch_job_crd
-from sandbox.kube.store import ApiError, Store
+from sandbox.kube.store import ApiError, Store, watch
 from sandbox.testing import eventually as wait_for
 
 pytestmark = pytest.mark.unit
@@ -161,7 +160,7 @@ def test_watch_resumes_from_a_version_and_reports_expiry(
     events = store.watch(rt, "default", (), (), start, stop, deadline=None)
     assert [next(events)[0], next(events)[0]] == ["ADDED", "DELETED"]
     stop.set()
-    monkeypatch.setattr(store_mod, "HISTORY_LIMIT", 2)
+    monkeypatch.setattr(watch, "HISTORY_LIMIT", 2)
     for i in range(8):
         store.create(rt, "default", cm(f"x{i}"))
     with pytest.raises(ApiError) as exc:

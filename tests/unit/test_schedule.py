@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox.eventbus import SandboxClock, Schedule
+from sandbox.clock import SandboxClock
+from sandbox.eventbus import Schedule
 
 pytestmark = pytest.mark.unit
 

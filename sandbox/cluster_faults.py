@@ -45,6 +45,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from sandbox.clock import now_rfc3339
 from sandbox.kube.store import UNREACHABLE_TAINT
 
 if TYPE_CHECKING:
@@ -120,10 +121,6 @@ def instance_id_of(node: str) -> str:
     if not node.startswith(NODE_PREFIX + "i-"):
         raise ValueError(f"{node!r} is not a HyperPod node name (hyperpod-<instance-id>)")
     return node[len(NODE_PREFIX) :]
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def failed_node(
@@ -277,7 +274,7 @@ class Faults:
         rt = self.store.rt("", "nodes")
 
         def mark() -> list[str]:
-            when = _now()
+            when = now_rfc3339()
             for sub in (None, "status"):  # labels, annotation and taint; then the condition
                 self.store.patch(
                     rt,
@@ -300,7 +297,7 @@ class Faults:
 
         if mode == "clean":
             pods = kubelet.fail()
-            when = _now()
+            when = now_rfc3339()
             for sub in (None, "status"):
                 self.store.patch(rt, None, node, lambda n: not_ready_node(n, when), sub)
             self._evict_pods(node, pods)
@@ -316,7 +313,7 @@ class Faults:
             old.set()
 
         def not_ready() -> None:
-            when = _now()
+            when = now_rfc3339()
             for sub in (None, "status"):
                 self.store.patch(rt, None, node, lambda n: not_ready_node(n, when), sub)
             self._mark_pods_not_ready(node, when)
@@ -378,7 +375,7 @@ class Faults:
         """The taint manager's eviction: a DisruptionTarget condition, then a deletion with the
         pod's own grace period, which no kubelet confirms: the pod stays Terminating."""
         rt = self.store.rt("", "pods")
-        when = _now()
+        when = now_rfc3339()
         with contextlib.suppress(Exception):
             self.store.patch(rt, namespace, name, lambda p: _disrupted(p, when), "status")
         with contextlib.suppress(Exception):
@@ -393,7 +390,7 @@ class Faults:
         if timeline is not None:
             timeline.set()  # a failure still unfolding stops here
         rt = self.store.rt("", "nodes")
-        when = _now()
+        when = now_rfc3339()
         for sub in (None, "status"):
             self.store.patch(rt, None, node, lambda current: healed_node(current, when), sub)
         if kubelet.failed:
@@ -413,7 +410,7 @@ class Faults:
 
     def _evict_pods(self, node: str, pods_seen: list[dict]) -> None:
         rt = self.store.rt("", "pods")
-        when = _now()
+        when = now_rfc3339()
         for pod in self.store.list(rt, None).items:
             if (pod.get("spec") or {}).get("nodeName") != node:
                 continue

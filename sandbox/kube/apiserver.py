@@ -10,7 +10,7 @@ It speaks the REST protocol the real ``kubernetes`` client and kubectl 1.33 use:
 answered with the legacy documents, which clients fall back to), minimal OpenAPI v3 (so kubectl
 leaves field validation to the server and does not need OpenAPI v2 protobuf), JSON bodies,
 ``Table`` output for ``kubectl get``, chunked watch streams, and ``Status`` objects for errors.
-Storage semantics are in ``store.py``, authentication in ``auth.py``.
+Storage semantics are in ``store/``, authentication in ``auth.py``.
 
 Not served: protobuf (clients are sent JSON), server-side apply (415), ``dryRun`` (400),
 ``/scale``, ``/exec``, ``/attach``, ``/portforward``. The pod proxy (``pods/{name}[:port]/proxy/...``)
