@@ -67,11 +67,27 @@ demo: $(VENV)/.installed  ## set up and run the demo on a fresh sandbox
 sandbox: $(VENV)/.installed  ## run the sandbox in the foreground (env in .sandbox/env)
 	mkdir -p .sandbox && $(BIN)/hpctl sandbox up --env-file .sandbox/env
 
-lint: setup  ## ruff, cfn-lint, sam validate --lint, asl-validator
+# The linters are separate targets so that `make -j` runs them side by side (cfn-lint and
+# `sam validate --lint` take most of the time, each on one core).
+LINTERS := lint-ruff lint-imports lint-cfn lint-sam lint-asl
+.PHONY: $(LINTERS)
+lint: $(LINTERS)  ## ruff, the import contract, cfn-lint, sam validate --lint, asl-validator
+
+lint-ruff: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The layers and "no import circles" (docs/architecture.md), read from the source with ast.
+lint-imports: $(VENV)/.installed
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_layering.py
+
+lint-cfn: $(VENV)/.installed
 	$(BIN)/cfn-lint template.yaml
+
+lint-sam: $(SAM_VENV)/.installed
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-west-2
+
+lint-asl: node_modules/.installed
 	for f in state_machines/*.asl.json; do npx --no-install asl-validator --json-path "$$f" || exit 1; done
 
 build: $(SAM_VENV)/.installed $(VENV)/.installed  ## sam build, no container; the layer gets exactly its locked pins
@@ -87,9 +103,18 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(BIN)/pytest -m e2e -q
 
-test: lint build  ## set up and run every check CI runs (all tests but benchmarks), then the IAM report
+# Test workers (pytest-xdist): each builds its own sandboxes, which claim their own pod addresses
+# and ports (tests/conftest.py says how the tests are spread). The end-to-end tests run on
+# E2E_WORKERS (0: in the pytest process): their sandboxes run 50 to 100 times faster than real time,
+# so a CPU shared by more jobs than cores would slow the pods and not the sandbox's clock.
+TEST_WORKERS ?= 2
+E2E_WORKERS ?= 0
+test:  ## set up and run every check CI runs (all tests but benchmarks), then the IAM report
+	$(MAKE) --no-print-directory -j4 -O lint build
 	rm -rf $(IAM_USAGE)
-	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m "not bench" -q --durations=10
+	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m "not bench and not e2e" -q --durations=10 \
+		-n $(TEST_WORKERS) --dist loadgroup
+	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m e2e -q --durations=10 -n $(E2E_WORKERS)
 	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
 
 IAM_USAGE := .iam-usage
