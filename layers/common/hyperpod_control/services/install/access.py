@@ -5,7 +5,6 @@ the installer's own short-lived cluster-admin while it writes that RBAC.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from hyperpod_control.models.install import (
 )
 from hyperpod_control.models.names import MANAGED_TAG
 from hyperpod_control.services.install.rbac import tier_binding, tier_cluster_role
+from hyperpod_control.settings import kubernetes_client_functions
 
 
 def _ours(group: str) -> bool:
@@ -188,4 +188,4 @@ def parse_kubernetes_functions(value: str) -> dict[str, list[str]]:
 
 
 def kubernetes_functions() -> dict[str, list[str]]:
-    return parse_kubernetes_functions(os.environ.get("KUBERNETES_CLIENT_FUNCTIONS", ""))
+    return parse_kubernetes_functions(kubernetes_client_functions())

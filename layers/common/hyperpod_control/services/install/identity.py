@@ -6,7 +6,6 @@ removal at uninstall.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 from hyperpod_control.adapters.eks import EksAdapter
@@ -29,24 +28,10 @@ from hyperpod_control.models.install import (
 )
 from hyperpod_control.models.names import MANAGED_TAG
 from hyperpod_control.services.install.common import DONE, as_list
+from hyperpod_control.settings import operator_role_boundary_arn, operator_role_path, operator_role_prefix
 
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
-
-# ============================================================== settings read from the environment
-
-
-def role_prefix() -> str:
-    """Operator roles are named with this prefix; the install role may create no other."""
-    return os.environ.get("OPERATOR_ROLE_PREFIX", "hyperpod-control-plane-operator-")
-
-
-def role_path() -> str:
-    return os.environ.get("OPERATOR_ROLE_PATH", "/hyperpod-control-plane/")
-
-
-def permissions_boundary() -> str | None:
-    return os.environ.get("OPERATOR_ROLE_BOUNDARY_ARN") or None
 
 
 def partition_of(arn: str) -> str:
@@ -150,7 +135,7 @@ def ensure_execution_role(request: EnsureRoleInput, iam: IamAdapter, eks: EksAda
             )
         return RoleOutcome(role_arn=role["Arn"], role_name=name)
 
-    name = role_name_for(cluster.cluster_name, role_prefix())
+    name = role_name_for(cluster.cluster_name, operator_role_prefix())
     trust = trust_policy(account, eks_cluster["arn"])
     role = iam.get_role(name)
     changed: list[str] = []
@@ -161,8 +146,8 @@ def ensure_execution_role(request: EnsureRoleInput, iam: IamAdapter, eks: EksAda
             trust,
             description=f"HyperPod training operator of {cluster.cluster_name} (EKS Pod Identity)",
             tags={MANAGED_TAG: MANAGED_BY, "hyperpod-cluster": cluster.cluster_name},
-            boundary_arn=permissions_boundary(),
-            path=role_path(),
+            boundary_arn=operator_role_boundary_arn(),
+            path=operator_role_path(),
         )
         created = True
         changed.append("role")
@@ -232,7 +217,7 @@ def remove_pod_identity(
     tags = {t["Key"]: t["Value"] for t in (role or {}).get("Tags", [])}
     if role is None:
         return RemoveIdentityOutcome(association_deleted=deleted_association, role_deleted=False)
-    if tags.get(MANAGED_TAG) != MANAGED_BY or not name.startswith(role_prefix()):
+    if tags.get(MANAGED_TAG) != MANAGED_BY or not name.startswith(operator_role_prefix()):
         return RemoveIdentityOutcome(
             association_deleted=deleted_association,
             role_deleted=False,
