@@ -200,6 +200,9 @@ def ensure_pod_identity_association(request: EnsureAssociationInput, eks: EksAda
     )
 
 
+# ============================================================== removal at uninstall
+
+
 def remove_pod_identity(
     request: RemoveIdentityInput, eks: EksAdapter, iam: IamAdapter
 ) -> RemoveIdentityOutcome:
