@@ -78,19 +78,15 @@ def test_template_sets_event_ttl_to_the_retention_days_in_seconds():
 def test_a_functions_own_variables_are_read_on_each_call(monkeypatch):
     # The sandbox runs every function in one process and sets each invocation's environment
     # before it runs: a value cached for one function would answer for the next.
-    monkeypatch.setenv("OPERATOR_ROLE_PREFIX", "stack-a-operator-")
-    monkeypatch.setenv("KUBERNETES_CLIENT_FUNCTIONS", "reader=FnA")
-    monkeypatch.setenv("AGENT_TRANSPORT", "proxy")
-    assert operator_role_prefix() == "stack-a-operator-"
-    assert kubernetes_client_functions() == "reader=FnA"
-    assert agent_transport() == "proxy"
-
-    monkeypatch.setenv("OPERATOR_ROLE_PREFIX", "stack-b-operator-")
-    monkeypatch.setenv("KUBERNETES_CLIENT_FUNCTIONS", "supervisor=FnB")
-    monkeypatch.setenv("AGENT_TRANSPORT", "direct")
-    assert operator_role_prefix() == "stack-b-operator-"
-    assert kubernetes_client_functions() == "supervisor=FnB"
-    assert agent_transport() == "direct"
+    for prefix, functions, transport in (
+        ("stack-a-operator-", "reader=FnA", "proxy"),
+        ("stack-b-operator-", "supervisor=FnB", "direct"),
+    ):
+        monkeypatch.setenv("OPERATOR_ROLE_PREFIX", prefix)
+        monkeypatch.setenv("KUBERNETES_CLIENT_FUNCTIONS", functions)
+        monkeypatch.setenv("AGENT_TRANSPORT", transport)
+        read = (operator_role_prefix(), kubernetes_client_functions(), agent_transport())
+        assert read == (prefix, functions, transport)
 
 
 def test_a_functions_own_variables_have_the_templates_defaults():
