@@ -32,7 +32,7 @@ FAULT_PATH_BUDGET_MS = 150
 
 #: Modules no handler may import at import time (top-level package names): the X-Ray SDK (its
 #: subsegments are opt-in, hyperpod_control/observability.py), the Kubernetes client and boto3
-#: (built on first use, adapters/kube.py and adapters/aws.py), and test or sandbox machinery that
+#: (built on first use, adapters/kube/ and adapters/aws.py), and test or sandbox machinery that
 #: the layer does not ship.
 DENIED = (
     "aws_xray_sdk",

@@ -12,14 +12,12 @@ Settings (environment, optional): AGENT_TRANSPORT (proxy: through the API server
 direct: pod IPs, for a function in the cluster's VPC), EVENT_RETENTION_DAYS (history TTL).
 """
 
-import os
-
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control import wiring
 from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.idempotency import idempotent_handler
-from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.job_events import JobEventResult
 from hyperpod_control.observability import logger, metrics, tracer
 from hyperpod_control.services.job_events import (
@@ -35,7 +33,6 @@ prewarm_when_provisioned("dynamodb", "stepfunctions", "eks", kube=True)
 
 
 def _adapters() -> JobEventAdapters:
-    from hyperpod_control.adapters.agents import AgentClient, DirectTransport, ProxyTransport
     from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
 
     def kube_for(operator):
@@ -44,17 +41,12 @@ def _adapters() -> JobEventAdapters:
 
         return KubeAdapter(operator.eks_cluster_name or "", eks=EksAdapter())
 
-    def agents_for(kube):
-        direct = os.environ.get("AGENT_TRANSPORT", "proxy") == "direct"
-        return AgentClient(DirectTransport() if direct else ProxyTransport(kube))
-
-    settings = get_settings()
     return JobEventAdapters(
-        store=Store(settings.table_name),
+        store=wiring.store(),
         sfn=StepFunctionsAdapter(),
         kube_for=kube_for,
-        agents_for=agents_for,
-        history_ttl_seconds=settings.event_ttl_seconds,
+        agents_for=wiring.agent_client,
+        history_ttl_seconds=get_settings().event_ttl_seconds,
     )
 
 

@@ -27,12 +27,13 @@ Settings (environment, all optional): NODE_REPAIR_ENABLED (false), NODE_REPAIR_A
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control import wiring
 from hyperpod_control.adapters.aws import prewarm_when_provisioned
 from hyperpod_control.adapters.idempotency import idempotent_handler
 from hyperpod_control.adapters.store import Store
 from hyperpod_control.exceptions import NodeActionError
 from hyperpod_control.models.events import NodeHealthEvent
-from hyperpod_control.models.node_health import NodeHealthResult, NodeRepairConfig
+from hyperpod_control.models.node_health import NodeHealthResult
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import emit_node_actions, logger, metrics, tracer
 from hyperpod_control.services.node_health import (
@@ -40,7 +41,7 @@ from hyperpod_control.services.node_health import (
     act_on_node_change,
     node_record_from_event,
 )
-from hyperpod_control.settings import get_settings
+from hyperpod_control.settings import node_repair_config
 
 # Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first event needs.
 prewarm_when_provisioned("dynamodb", "stepfunctions", "sagemaker", "eks", kube=True)
@@ -140,9 +141,9 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         )
         metrics.add_metric(name="NodeHealthUnknown", unit=MetricUnit.Count, value=1)
         return {"node": parsed.detail.InstanceId, "healthStatus": summary.HealthStatus, "changed": False}
-    config = NodeRepairConfig.from_env()  # read per event: cheap, and tests change it
+    config = node_repair_config()  # read per event: cheap, and tests change it
     record = node_record_from_event(parsed)
-    store = Store(get_settings().table_name)
+    store = wiring.store()
     changed = store.record_node_health(record)
     logger.info(
         "node health event",

@@ -2,28 +2,26 @@
 execution per job of each serverless cluster, job records for addon clusters, deleted jobs
 cleaned up (services/reconcile.py)."""
 
-import os
-
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control import wiring
 from hyperpod_control.adapters.stepfunctions import StepFunctionsAdapter
-from hyperpod_control.adapters.store import Store
 from hyperpod_control.observability import emit_jobs_by_phase, logger, metrics, tracer
 from hyperpod_control.services.reconcile import reconcile
 from hyperpod_control.services.supervisor import open_supervisor
-from hyperpod_control.settings import get_settings
+from hyperpod_control.settings import supervise_job_state_machine_arn
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    store = Store(get_settings().table_name)
+    store = wiring.store()
     report = reconcile(
         store,
         StepFunctionsAdapter(),
-        os.environ["SUPERVISE_JOB_STATE_MACHINE_ARN"],
+        supervise_job_state_machine_arn(),
         lambda operator: open_supervisor(operator, store),
     )
     metrics.add_metric(name="JobsSeen", unit=MetricUnit.Count, value=sum(c.jobs for c in report.clusters))

@@ -3,12 +3,11 @@
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from hyperpod_control.adapters.store import Store
+from hyperpod_control import wiring
 from hyperpod_control.models.tasks import RecordOperatorInput
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import logger, metrics, tracer
 from hyperpod_control.services import registration
-from hyperpod_control.settings import get_settings
 
 
 @logger.inject_lambda_context(log_event=True)
@@ -16,6 +15,6 @@ from hyperpod_control.settings import get_settings
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_input(RecordOperatorInput, event)
-    record = registration.record_operator(request, Store(get_settings().table_name))
+    record = registration.record_operator(request, wiring.store())
     metrics.add_metric(name="ClustersRegistered", unit=MetricUnit.Count, value=1)
     return record.model_dump(mode="json", exclude_none=True)

@@ -3,20 +3,18 @@ DynamoDB, before an update that crosses 1.2.0."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control import wiring
 from hyperpod_control.adapters.kube import KubeAdapter
-from hyperpod_control.adapters.snapshots import SnapshotBucket
-from hyperpod_control.adapters.store import Store
 from hyperpod_control.models.upgrade import JobsTaskInput
 from hyperpod_control.observability import logger, tracer
 from hyperpod_control.services import upgrade
 from hyperpod_control.services.workflow_lock import locked_step_input
-from hyperpod_control.settings import get_settings
 
 
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    request, settings = locked_step_input(JobsTaskInput, event), get_settings()
-    bucket, store = SnapshotBucket(settings.snapshot_bucket or ""), Store(settings.table_name)
+    request = locked_step_input(JobsTaskInput, event)
+    bucket, store = wiring.snapshot_bucket(), wiring.store()
     with KubeAdapter(request.cluster.eks_cluster_name) as kube:
         return upgrade.snapshot_jobs(request, kube, bucket, store).dump()

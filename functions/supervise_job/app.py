@@ -5,15 +5,14 @@ import time
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from hyperpod_control import wiring
 from hyperpod_control.adapters.aws import prewarm_when_provisioned
-from hyperpod_control.adapters.store import Store
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import InvalidInputError
 from hyperpod_control.models.supervisor import StepInput
 from hyperpod_control.models.validation import parse_input
 from hyperpod_control.observability import emit_remediation, emit_step_duration, logger, tracer
 from hyperpod_control.services.supervisor import STEPS, open_supervisor
-from hyperpod_control.settings import get_settings
 
 # Only under provisioned concurrency (FaultPathProvisionedConcurrency): what the first step needs.
 prewarm_when_provisioned("dynamodb", "stepfunctions", "eks", kube=True)
@@ -26,7 +25,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if step not in STEPS:
         raise InvalidInputError(f"step: unknown step {step!r}", remedy=f"use one of {', '.join(STEPS)}")
     request = parse_input(StepInput, {k: v for k, v in event.items() if k != "step"})
-    store = Store(get_settings().table_name)
+    store = wiring.store()
     operator = store.get_operator(request.job.cluster_arn)
     if operator is None:
         raise InvalidInputError(

@@ -2,19 +2,18 @@
 watched for most of the invocation, every job added or deleted put on the stack's bus as a
 "HyperPodPyTorchJob Change" that starts reconcile_jobs at once (services/job_watch.py)."""
 
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from hyperpod_control.adapters.store import Store
+from hyperpod_control import wiring
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.models.records import OperatorStatus
 from hyperpod_control.observability import logger, metrics, tracer
 from hyperpod_control.services.job_watch import WatchReport, watch_cluster
-from hyperpod_control.settings import get_settings
+from hyperpod_control.settings import get_settings, job_watch_seconds
 
 #: Seconds kept back after the watches end: the handover writes and the answer.
 MARGIN_S = 10
@@ -28,9 +27,9 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     from hyperpod_control.adapters.kube import KubeAdapter
 
     deadline = Deadline.of(context)
-    seconds = int(min(float(os.environ.get("JOB_WATCH_SECONDS", 50)), deadline.remaining() - MARGIN_S))
-    store = Store(get_settings().table_name)
-    bus = os.environ["EVENT_BUS_NAME"]
+    seconds = int(min(job_watch_seconds(), deadline.remaining() - MARGIN_S))
+    store = wiring.store()
+    bus = get_settings().event_bus_name
     events = EventsAdapter()
     holder = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
     clusters = [o for o in store.list_operators() if o.status is OperatorStatus.ACTIVE and o.eks_cluster_name]

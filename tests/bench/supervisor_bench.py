@@ -67,7 +67,6 @@ for _path in (ROOT, ROOT / "layers" / "common"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from hyperpod_control.adapters import kube as kube_module  # noqa: E402
 from hyperpod_control.adapters.agents import (  # noqa: E402
     DEFAULT_PROXY_QPS,
     AgentClient,
@@ -76,6 +75,7 @@ from hyperpod_control.adapters.agents import (  # noqa: E402
     RateLimiter,
 )
 from hyperpod_control.adapters.kube import KubeAdapter  # noqa: E402
+from hyperpod_control.adapters.kube import adapter as kube_module  # noqa: E402
 from hyperpod_control.models.agent import AGENT_PORT  # noqa: E402
 from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot  # noqa: E402
 from hyperpod_control.models.supervisor import StepInput, SupervisedJob  # noqa: E402

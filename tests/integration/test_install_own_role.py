@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from install_support import POLICY_ARN, list_associations, operator_item, run_install
 
-from hyperpod_control.services.install import role_prefix
+from hyperpod_control.settings import operator_role_prefix
 from sandbox import Sandbox, SandboxConfig
 from sandbox.world import WorldOptions
 
@@ -58,4 +58,4 @@ def test_the_readme_role_is_passed_to_pod_identity_and_no_role_is_created(sb):
     assert described["roleArn"] == ROLE_ARN
     assert operator_item(sb)["role_arn"] == ROLE_ARN
     roles = sb.client("iam").list_roles()["Roles"]
-    assert not [r["RoleName"] for r in roles if r["RoleName"].startswith(role_prefix())]
+    assert not [r["RoleName"] for r in roles if r["RoleName"].startswith(operator_role_prefix())]

@@ -26,7 +26,7 @@ from hyperpod_control.models.install import (
     OPERATOR_NAMESPACE,
     tier_group,
 )
-from hyperpod_control.services.install import role_prefix
+from hyperpod_control.settings import operator_role_prefix
 from sandbox import Sandbox, SandboxConfig
 from sandbox.kube.cluster import ClusterSeed
 from sandbox.world import WorldOptions
@@ -168,7 +168,7 @@ def test_a_failing_prerequisite_stops_the_install_in_preflight_and_nothing_is_cr
         before.pop("operator_item")
     assert after == before
     assert ADDON_NAME not in after["addons"]
-    assert not [r for r in after["roles"] if r.startswith(role_prefix())]
+    assert not [r for r in after["roles"] if r.startswith(operator_role_prefix())]
     assert after["associations"] == []
     assert after["access_entries"] == [creator]
     assert after.get("operator_item") is None  # no OPERATOR item, so no lock either

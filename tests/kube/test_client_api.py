@@ -396,8 +396,8 @@ def test_the_adapter_lists_pods_and_nodes_in_pages_with_selectors(
 ) -> None:
     """KubeAdapter.pods and .nodes follow ``continue`` until the last page (a 4,096-pod job's pods
     come 500 at a time), the label selector applied by the server."""
-    from hyperpod_control.adapters import kube as kube_module
     from hyperpod_control.adapters.kube import KubeAdapter
+    from hyperpod_control.adapters.kube import adapter as kube_module
 
     core = client.CoreV1Api(api)
     container = {"name": "t", "image": "train:1"}

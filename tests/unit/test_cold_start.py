@@ -113,7 +113,7 @@ def test_handler_imports_nothing_on_the_deny_list(imports_by_handler, name):
     assert "hyperpod_control.observability" in found["modules"]  # the probe imported the handler
     assert denied_imports(found["modules"]) == [], (
         f"{name} imports {denied_imports(found['modules'])} at import time: build it on first use "
-        "(adapters/aws.py get_client, adapters/kube.py), or see observability.py for the X-Ray SDK"
+        "(adapters/aws.py get_client, adapters/kube/), or see observability.py for the X-Ray SDK"
     )
 
 

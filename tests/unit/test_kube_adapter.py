@@ -99,7 +99,7 @@ def test_timeouts_and_a_504_are_silence_not_unavailability():
 
 
 def test_the_supervisors_client_never_retries_a_read_that_timed_out():
-    from hyperpod_control.adapters.kube import _no_timeout_retries
+    from hyperpod_control.adapters.kube.adapter import _no_timeout_retries
 
     retries = _no_timeout_retries()
     assert (retries.read, retries.connect, retries.total) == (0, 1, 3)

@@ -1,5 +1,5 @@
 """A cluster lock whose execution ended without releasing it (aborted, timed out) is taken over by
-the next workflow, which names the old execution (services/install.py)."""
+the next workflow, which names the old execution (services/install/lock.py)."""
 
 from __future__ import annotations
 

@@ -19,15 +19,17 @@ tracing is disabled, and the SDK is never imported.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-#: Environment variable that turns the X-Ray SDK's subsegments on ("true"); off when unset.
-XRAY_SUBSEGMENTS_ENV = "XRAY_SUBSEGMENTS"
+from hyperpod_control.settings import (
+    powertools_metrics_namespace,
+    powertools_service_name,
+    xray_subsegments_enabled,
+)
 
 
 class SegmentlessTracer:
@@ -64,11 +66,6 @@ class SegmentlessTracer:
         return None
 
 
-def xray_subsegments_enabled(env: dict[str, str] | None = None) -> bool:
-    value = (os.environ if env is None else env).get(XRAY_SUBSEGMENTS_ENV, "false")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def _tracer() -> Any:
     if xray_subsegments_enabled():
         from aws_lambda_powertools import Tracer  # imports and patches the X-Ray SDK
@@ -86,7 +83,7 @@ DEFAULT_SERVICE = "hyperpod-control-plane"
 
 
 def service_name() -> str:
-    return os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+    return powertools_service_name() or DEFAULT_SERVICE
 
 
 logger = Logger(service=service_name())
@@ -94,7 +91,7 @@ tracer = _tracer()
 
 
 def metrics_namespace() -> str:
-    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
+    return powertools_metrics_namespace() or DEFAULT_METRICS_NAMESPACE
 
 
 metrics = Metrics(namespace=metrics_namespace(), service=service_name())

@@ -51,6 +51,7 @@ from hyperpod_control.exceptions import (
     RetryableError,
 )
 from hyperpod_control.models.agent import AGENT_PORT, AgentAnswer, AgentStatus
+from hyperpod_control.settings import agent_proxy_qps
 
 DEFAULT_POOL_SIZE = 32
 #: Pod-proxy calls a second (AGENT_PROXY_QPS): a poll round of N agents through the API server
@@ -140,9 +141,7 @@ class RateLimiter:
 
 def proxy_qps(env: dict[str, str] | None = None) -> float:
     """``AGENT_PROXY_QPS`` (default ``DEFAULT_PROXY_QPS``; 0: no limit)."""
-    import os
-
-    text = (os.environ if env is None else env).get("AGENT_PROXY_QPS", "")
+    text = agent_proxy_qps(env)
     try:
         return float(text) if text.strip() else DEFAULT_PROXY_QPS
     except ValueError:

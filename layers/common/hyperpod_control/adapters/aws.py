@@ -7,7 +7,6 @@ sandbox's moto server.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -24,6 +23,7 @@ from hyperpod_control.exceptions import (
     ThrottledError,
     VersionConflictError,
 )
+from hyperpod_control.settings import aws_max_attempts, aws_region, lambda_initialization_type
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None], Any] = {}
@@ -86,9 +86,9 @@ AWS_RETRIES = 5
 
 def _attempts() -> dict[str, int]:
     """Five retries (botocore's ``max_attempts`` counts retries), or AWS_MAX_ATTEMPTS attempts in all."""
-    value = os.environ.get("AWS_MAX_ATTEMPTS", "")
-    if value.isdigit() and int(value) > 0:
-        return {"total_max_attempts": int(value)}
+    attempts = aws_max_attempts()
+    if attempts is not None:
+        return {"total_max_attempts": attempts}
     return {"max_attempts": AWS_RETRIES}
 
 
@@ -106,7 +106,7 @@ def get_client(service: str, region: str | None = None) -> Any:
                 client = boto3.session.Session().client(
                     service,
                     # Lambda sets both variables; local tools often only AWS_REGION.
-                    region_name=region or os.environ.get("AWS_REGION") or None,
+                    region_name=region or aws_region(),
                     # botocore waits 60 s to connect and 60 s to read by default: five such
                     # attempts outlast any Lambda Timeout here. AWS APIs answer in milliseconds.
                     config=Config(
@@ -132,7 +132,7 @@ def prewarm_when_provisioned(*services: str, kube: bool = False) -> bool:
     Kubernetes client, so a provisioned environment answers its first event as fast as its
     hundredth. On demand it does nothing (True only when it warmed): there the import stays small
     and the work waits for the invocation that needs it (README, Performance)."""
-    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != PROVISIONED_INIT:
+    if lambda_initialization_type() != PROVISIONED_INIT:
         return False
     for service in services:
         get_client(service)
@@ -141,7 +141,7 @@ def prewarm_when_provisioned(*services: str, kube: bool = False) -> bool:
         # client, warmed here too) when an invocation first talks to that cluster.
         import kubernetes.client  # noqa: F401
 
-        get_client("sts", os.environ.get("AWS_REGION") or None)
+        get_client("sts", aws_region())
     return True
 
 

@@ -38,7 +38,7 @@ OPERATOR_SELECTOR = "hp-training-control-plane=controller-manager"
 CONTROL_PLANE_GROUP = "hyperpod-control-plane"
 #: What each function needs in a cluster, least first. A function's role is in exactly one tier:
 #: its access entry carries the group ``hyperpod-control-plane:<tier>``, bound to the ClusterRole
-#: of the same name (services/install.py ``tier_cluster_role``).
+#: of the same name (services/install/rbac.py ``tier_cluster_role``).
 ACCESS_TIERS = ("reader", "node-handler", "supervisor", "crd-owner")
 
 

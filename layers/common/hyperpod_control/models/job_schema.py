@@ -1,7 +1,7 @@
 """The HyperPodPyTorchJob CRD's ``openAPIV3Schema``: AWS's field names and types, and the bounds
 that keep a job the cluster admits one the control plane can run.
 
-One home for the schema: ``services/install.py`` installs it with the serverless operator's CRD,
+One home for the schema: ``services/install/crd.py`` installs it with the serverless operator's CRD,
 and the sandbox's copy of AWS's add-on CRD uses it too, so a job refused or pruned by one is
 refused or pruned by the other. Types are those of AWS's CRD as the ``sagemaker-hyperpod`` SDK's
 models derive them (``status.masterPort`` a string, ``status.jobPods`` ObjectReferences,

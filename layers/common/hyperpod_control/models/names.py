@@ -3,7 +3,7 @@ control plane's own marks on what it creates.
 
 A module of its own, with no model in it, so that a handler needing a name does not import (and
 define) the install workflow's models: the fault path's cold start (README, Performance).
-``models/install.py`` and ``services/install.py`` re-export them under their old names.
+``models/install.py`` and the ``services/install`` package re-export them under their old names.
 """
 
 #: The HyperPodPyTorchJob resource (docs/hyperpod-contract.md, "The HyperPodPyTorchJob resource").

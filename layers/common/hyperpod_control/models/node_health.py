@@ -7,7 +7,6 @@ the cluster's ``NodeRecovery``, the circuit breaker's state and this configurati
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -81,8 +80,8 @@ class NodeRepairConfig(BaseModel):
     breaker_window_seconds: int = Field(default=3600, ge=1)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> NodeRepairConfig:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> NodeRepairConfig:
+        """From the function's environment, as settings.py ``node_repair_config`` reads it."""
         try:
             return cls(
                 enabled=_flag(env, "NODE_REPAIR_ENABLED", False),

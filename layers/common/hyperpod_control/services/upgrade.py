@@ -48,12 +48,8 @@ from hyperpod_control.models.upgrade import (
     UpgradeRequest,
     upgrade_pk,
 )
-from hyperpod_control.services.install import (
-    BUSY,
-    _parsed,
-    cluster_ref,
-    record_change,
-)
+from hyperpod_control.services.install.addon import BUSY, _parsed
+from hyperpod_control.services.install.records import cluster_ref, record_change
 
 ELASTIC = "elasticPolicy"
 IN_PROCESS_RESTART = "in-process restart (hyperpodrun --inprocess-restart)"

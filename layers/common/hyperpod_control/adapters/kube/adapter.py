@@ -1,52 +1,34 @@
-"""The Kubernetes API of an EKS cluster, reached the production way: endpoint and CA from EKS
-DescribeCluster, an EKS bearer token for the caller's own AWS principal, TLS verified.
+"""The ``KubeAdapter``: one EKS cluster's Kubernetes API, reached with an EKS token (auth.py), its
+failures mapped to the project's exceptions (errors.py). Reads return the API's JSON as plain dicts
+(camelCase keys, as the server sends them); writes create, or replace when the stored object
+differs (apply.py), or delete.
 
-The token is what ``aws eks get-token`` prints: ``k8s-aws-v1.`` + base64url of a presigned STS
-GetCallerIdentity URL that signs the ``x-k8s-aws-id`` header (the cluster name), so the cluster sees
-the caller's role and admits it through its access entry. EKS accepts it for 15 minutes; we renew
-after 10. The ``kubernetes`` package is imported on first use only (it costs a cold start about half
-a second; handlers that never reach a cluster never pay for it), and tests inject an ``ApiClient`` of
-their own. Reads return the API's JSON as plain dicts (camelCase keys, as the server sends them).
-
-Kubernetes' ``ApiException`` and connection errors become the project's exceptions, like boto's do
-in aws.py: connection failures and 5xx -> ``DependencyUnavailableError``, 401 (no access entry yet:
-EKS takes seconds to apply a new one) -> ``KubernetesAccessPendingError``, 403 ->
-``AccessDeniedError``, 404 -> ``ResourceNotFoundError`` (a read with ``missing_ok`` returns None),
-409 -> ``VersionConflictError``, 429 -> ``ThrottledError``, 400/422 -> ``InvalidInputError``.
+The ``kubernetes`` package is imported on first use only (it costs a cold start about half a
+second; handlers that never reach a cluster never pay for it), and tests inject an ``ApiClient`` of
+their own.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from hyperpod_control.adapters.aws import get_client
+from hyperpod_control.adapters.kube.apply import contains, differs, merged_for_replace
+from hyperpod_control.adapters.kube.auth import TOKEN_LIFETIME_S, ca_file, eks_token
+from hyperpod_control.adapters.kube.errors import is_connection_error, map_api_exception
 from hyperpod_control.deadline import Deadline
 from hyperpod_control.exceptions import (
-    AccessDeniedError,
-    CallTimedOutError,
     ControlPlaneError,
-    DependencyUnavailableError,
     InvalidInputError,
-    KubernetesAccessPendingError,
-    PermanentError,
     ResourceNotFoundError,
-    ThrottledError,
     VersionConflictError,
     WatchExpiredError,
 )
 from hyperpod_control.models.names import JOB_GROUP, JOB_PLURAL, JOB_VERSION
 
-TOKEN_PREFIX = "k8s-aws-v1."
-CLUSTER_ID_HEADER = "x-k8s-aws-id"
-TOKEN_LIFETIME_S = 10 * 60  # EKS honours a token for 15 minutes after its X-Amz-Date
 REQUEST_TIMEOUT = (5, 20)  # connect, read: a private-only endpoint must not hang a Lambda
 CONNECTION_POOL_SIZE = 32
 #: Items per page of a list (kubectl's default chunk size).
@@ -61,149 +43,6 @@ def _no_timeout_retries() -> Any:
     from urllib3.util.retry import Retry
 
     return Retry(total=CLIENT_RETRIES, connect=1, read=0, redirect=0, status=0, other=0, backoff_factor=0.2)
-
-
-def eks_token(cluster_name: str, region: str | None = None, session: Any = None) -> str:
-    """An EKS bearer token for ``cluster_name``, signed with ``session``'s credentials (default: the
-    process's, through the cached STS client of ``region``)."""
-    from botocore.signers import RequestSigner
-
-    if session is None:
-        import boto3
-
-        sts = get_client("sts", region)
-        credentials = boto3.session.Session().get_credentials()
-    else:
-        sts = session.client("sts", region_name=region)
-        credentials = session.get_credentials()
-    if credentials is None:
-        raise AccessDeniedError(
-            "no AWS credentials to sign an EKS token with.",
-            remedy="run with credentials (the Lambda role, or AWS_PROFILE for hpctl).",
-        )
-    region = sts.meta.region_name
-    signer = RequestSigner(
-        sts.meta.service_model.service_id, region, "sts", "v4", credentials, sts.meta.events
-    )
-    # The STS endpoint botocore resolved (regional; AWS_ENDPOINT_URL in the sandbox): the cluster's
-    # authenticator sends the presigned request to the host the token names.
-    base = sts.meta.endpoint_url.rstrip("/")
-    url = signer.generate_presigned_url(
-        {
-            "method": "GET",
-            "url": f"{base}/?Action=GetCallerIdentity&Version=2011-06-15",
-            "body": {},
-            "headers": {CLUSTER_ID_HEADER: cluster_name},
-            "context": {},
-        },
-        region_name=region,
-        expires_in=60,
-        operation_name="",
-    )
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
-
-
-def _ca_file(ca_data: str) -> str:
-    """The CA bundle as a file (the kubernetes client takes a path), written once per CA."""
-    digest = hashlib.sha256(ca_data.encode()).hexdigest()[:16]
-    path = os.path.join(tempfile.gettempdir(), f"eks-ca-{digest}.crt")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "wb") as fh:
-            fh.write(base64.b64decode(ca_data))
-        os.replace(tmp, path)
-    return path
-
-
-def _is_connection_error(exc: Exception) -> bool:
-    if isinstance(exc, OSError):
-        return True
-    try:
-        import urllib3.exceptions
-    except ImportError:  # pragma: no cover - urllib3 comes with botocore
-        return False
-    return isinstance(exc, urllib3.exceptions.HTTPError)
-
-
-def _is_timeout(exc: Exception) -> bool:
-    """A connect or read that got no answer (a dead node's IPs do not refuse, they stay silent)."""
-    if isinstance(exc, TimeoutError):
-        return True
-    try:
-        import urllib3.exceptions
-    except ImportError:  # pragma: no cover - urllib3 comes with botocore
-        return False
-    if isinstance(exc, urllib3.exceptions.MaxRetryError):
-        return isinstance(exc.reason, urllib3.exceptions.TimeoutError)
-    return isinstance(exc, urllib3.exceptions.TimeoutError)
-
-
-def map_api_exception(exc: Exception, *, resource: str = "") -> ControlPlaneError:
-    """Translate a kubernetes ``ApiException`` or a connection failure into the project's errors."""
-    subject = f"{resource}: " if resource else ""
-    status = int(getattr(exc, "status", 0) or 0)
-    reason = getattr(exc, "reason", None) or type(exc).__name__
-    if status == 0 and _is_timeout(exc):
-        return CallTimedOutError(f"{subject}no answer in time ({reason}).")
-    if status == 0:
-        return DependencyUnavailableError(f"{subject}cannot reach the Kubernetes API ({reason}: {exc}).")
-    if status == 504:  # the API server's pod proxy got no answer from the pod in time
-        return CallTimedOutError(f"{subject}no answer in time (504 {reason}).")
-    if status == 401:
-        return KubernetesAccessPendingError(
-            f"{subject}the cluster does not admit the control plane's role (401 Unauthorized).",
-            remedy="give the control plane's IAM role an EKS access entry on the cluster (the install "
-            "workflow's EnsureAccess step creates it; a new entry takes seconds to apply) and check the "
-            "cluster's authenticationMode allows access entries (API or API_AND_CONFIG_MAP).",
-        )
-    if status == 403:
-        return AccessDeniedError(
-            f"{subject}forbidden by Kubernetes RBAC (403): {getattr(exc, 'body', '') or reason}",
-            remedy="associate an access policy (or RBAC: the ClusterRole hyperpod-control-plane and its "
-            "binding) that allows this request with the control plane's access entry.",
-        )
-    if status == 404:
-        return ResourceNotFoundError(f"{subject}not found (404).")
-    if status == 409:
-        return VersionConflictError(f"{subject}a concurrent writer changed the object (409 {reason}).")
-    if status == 429:
-        return ThrottledError(f"{subject}the Kubernetes API asked us to slow down (429).")
-    if status >= 500:
-        return DependencyUnavailableError(f"{subject}Kubernetes API error {status}: {reason}")
-    if status in (400, 422):
-        return InvalidInputError(f"{subject}Kubernetes refused the request ({status}): {reason}")
-    return PermanentError(f"{subject}Kubernetes refused the request ({status}): {reason}")
-
-
-# -- pure helpers of apply ---------------------------------------------------------------------------
-
-
-def contains(current: Any, wanted: Any) -> bool:
-    """Pure: ``current`` holds everything ``wanted`` says (the server adds defaults we ignore)."""
-    if isinstance(wanted, dict):
-        return isinstance(current, dict) and all(contains(current.get(k), v) for k, v in wanted.items())
-    if isinstance(wanted, list):
-        return (
-            isinstance(current, list)
-            and len(current) == len(wanted)
-            and all(contains(c, w) for c, w in zip(current, wanted, strict=True))
-        )
-    return current == wanted
-
-
-def differs(current: dict[str, Any], body: dict[str, Any]) -> bool:
-    """Pure: must ``current`` be replaced to become ``body``? Metadata counts by its labels only."""
-    wanted = {k: v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")}
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    current_labels = (current.get("metadata") or {}).get("labels") or {}
-    return not contains(current, wanted) or not contains(current_labels, labels)
-
-
-def merged_for_replace(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """Pure: ``body`` carrying ``current``'s resourceVersion, so a replace is conditional on it."""
-    metadata = {**body.get("metadata", {})}
-    metadata["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-    return {**body, "metadata": metadata}
 
 
 class KubeAdapter:
@@ -272,7 +111,7 @@ class KubeAdapter:
 
             cfg = client.Configuration()
             cfg.host = endpoint
-            cfg.ssl_ca_cert = _ca_file(ca_data)
+            cfg.ssl_ca_cert = ca_file(ca_data)
             cfg.verify_ssl = True
             cfg.api_key = {"authorization": eks_token(self.cluster_name, self._region, self._session)}
             cfg.api_key_prefix = {"authorization": "Bearer"}
@@ -322,7 +161,7 @@ class KubeAdapter:
             from kubernetes.client.exceptions import ApiException
 
             # ApiException has subclasses per status (NotFoundException, ...) in recent clients.
-            if isinstance(exc, ApiException) or _is_connection_error(exc):
+            if isinstance(exc, ApiException) or is_connection_error(exc):
                 mapped = map_api_exception(exc, resource=resource)
                 if missing_ok and isinstance(mapped, ResourceNotFoundError):
                     return None
@@ -472,7 +311,7 @@ class KubeAdapter:
         except ControlPlaneError:
             raise
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise map_api_exception(exc, resource="HyperPodPyTorchJobs watch") from exc
             raise
 
@@ -715,7 +554,7 @@ class KubeAdapter:
         except Exception as exc:
             from kubernetes.client.exceptions import ApiException
 
-            if isinstance(exc, ApiException) or _is_connection_error(exc):
+            if isinstance(exc, ApiException) or is_connection_error(exc):
                 mapped = map_api_exception(exc, resource=resource)
                 detail = (getattr(exc, "body", None) or "")[:500]
                 if detail and isinstance(mapped, InvalidInputError):
