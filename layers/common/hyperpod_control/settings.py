@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 Env = Mapping[str, str]
 
 
-def _env(env: Env | None) -> Env:
+def environment(env: Env | None = None) -> Env:
+    """Where a function's own variables are read from: ``env``, or the process's environment as it
+    is at the call (readers of many variables, such as ``SupervisorConfig.from_env``, take it once)."""
     return os.environ if env is None else env
 
 
@@ -43,7 +45,7 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Settings:
-        env = _env(env)
+        env = environment(env)
         return cls(
             table_name=env.get("TABLE_NAME", ""),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -68,18 +70,23 @@ def get_settings() -> Settings:
 
 def aws_region(env: Env | None = None) -> str | None:
     """``AWS_REGION`` (Lambda sets it and ``AWS_DEFAULT_REGION``; local tools often only this one)."""
-    return _env(env).get("AWS_REGION") or None
+    return environment(env).get("AWS_REGION") or None
+
+
+def any_aws_region(env: Env | None = None) -> str | None:
+    """``AWS_REGION``, else ``AWS_DEFAULT_REGION`` (a shell may set only the older one)."""
+    return aws_region(env) or environment(env).get("AWS_DEFAULT_REGION") or None
 
 
 def aws_max_attempts(env: Env | None = None) -> int | None:
     """``AWS_MAX_ATTEMPTS``, botocore's own variable, when it is a positive whole number."""
-    value = _env(env).get("AWS_MAX_ATTEMPTS", "")
+    value = environment(env).get("AWS_MAX_ATTEMPTS", "")
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def lambda_initialization_type(env: Env | None = None) -> str | None:
     """``AWS_LAMBDA_INITIALIZATION_TYPE``: ``provisioned-concurrency`` or ``on-demand``."""
-    return _env(env).get("AWS_LAMBDA_INITIALIZATION_TYPE")
+    return environment(env).get("AWS_LAMBDA_INITIALIZATION_TYPE")
 
 
 # -- observability (template.yaml Globals) ------------------------------------------------------
@@ -90,16 +97,16 @@ XRAY_SUBSEGMENTS_ENV = "XRAY_SUBSEGMENTS"
 
 def xray_subsegments_enabled(env: Env | None = None) -> bool:
     """Whether the X-Ray SDK's subsegments are on (observability.py ``tracer``)."""
-    value = _env(env).get(XRAY_SUBSEGMENTS_ENV, "false")
+    value = environment(env).get(XRAY_SUBSEGMENTS_ENV, "false")
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def powertools_service_name(env: Env | None = None) -> str | None:
-    return _env(env).get("POWERTOOLS_SERVICE_NAME") or None
+    return environment(env).get("POWERTOOLS_SERVICE_NAME") or None
 
 
 def powertools_metrics_namespace(env: Env | None = None) -> str | None:
-    return _env(env).get("POWERTOOLS_METRICS_NAMESPACE") or None
+    return environment(env).get("POWERTOOLS_METRICS_NAMESPACE") or None
 
 
 # -- one function's own variables ---------------------------------------------------------------
@@ -107,41 +114,46 @@ def powertools_metrics_namespace(env: Env | None = None) -> str | None:
 
 def operator_role_prefix(env: Env | None = None) -> str:
     """Operator roles are named with this prefix; the install role may create no other."""
-    return _env(env).get("OPERATOR_ROLE_PREFIX", "hyperpod-control-plane-operator-")
+    return environment(env).get("OPERATOR_ROLE_PREFIX", "hyperpod-control-plane-operator-")
 
 
 def operator_role_path(env: Env | None = None) -> str:
-    return _env(env).get("OPERATOR_ROLE_PATH", "/hyperpod-control-plane/")
+    return environment(env).get("OPERATOR_ROLE_PATH", "/hyperpod-control-plane/")
 
 
 def operator_role_boundary_arn(env: Env | None = None) -> str | None:
-    return _env(env).get("OPERATOR_ROLE_BOUNDARY_ARN") or None
+    return environment(env).get("OPERATOR_ROLE_BOUNDARY_ARN") or None
 
 
 def kubernetes_client_functions(env: Env | None = None) -> str:
     """``reader=FnA,FnB;supervisor=FnC``: the functions that call the Kubernetes API, by tier
     (parsed by services/install/access.py)."""
-    return _env(env).get("KUBERNETES_CLIENT_FUNCTIONS", "")
+    return environment(env).get("KUBERNETES_CLIENT_FUNCTIONS", "")
 
 
 def agent_transport(env: Env | None = None) -> str:
     """``AGENT_TRANSPORT``: ``proxy`` (the API server's pod proxy, the default) or ``direct``."""
-    return _env(env).get("AGENT_TRANSPORT", "proxy")
+    return environment(env).get("AGENT_TRANSPORT", "proxy")
+
+
+def agent_pool_size(env: Env | None = None) -> int:
+    """``AGENT_POOL_SIZE``: how many agent calls a round makes at once (default 32)."""
+    return int(environment(env).get("AGENT_POOL_SIZE", 32))
 
 
 def agent_proxy_qps(env: Env | None = None) -> str:
     """``AGENT_PROXY_QPS`` as written (adapters/agents.py ``proxy_qps`` reads the number)."""
-    return _env(env).get("AGENT_PROXY_QPS", "")
+    return environment(env).get("AGENT_PROXY_QPS", "")
 
 
 def supervise_job_state_machine_arn(env: Env | None = None) -> str:
     """The state machine reconcile_jobs starts per job; a KeyError where it is not set."""
-    return _env(env)["SUPERVISE_JOB_STATE_MACHINE_ARN"]
+    return environment(env)["SUPERVISE_JOB_STATE_MACHINE_ARN"]
 
 
 def job_watch_seconds(env: Env | None = None) -> float:
     """How long watch_jobs watches each cluster per invocation (``JOB_WATCH_SECONDS``, 50)."""
-    return float(_env(env).get("JOB_WATCH_SECONDS", 50))
+    return float(environment(env).get("JOB_WATCH_SECONDS", 50))
 
 
 def node_repair_config(env: Env | None = None) -> NodeRepairConfig:
@@ -149,4 +161,4 @@ def node_repair_config(env: Env | None = None) -> NodeRepairConfig:
     # Imported here: only the node-health function needs the model.
     from hyperpod_control.models.node_health import NodeRepairConfig
 
-    return NodeRepairConfig.from_env(_env(env))
+    return NodeRepairConfig.from_env(environment(env))

@@ -10,13 +10,13 @@ environment template.yaml sets.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hyperpod_control.models.install import PASSABLE_ROLES_ENV
 from hyperpod_control.models.preflight import PreflightOptions
+from hyperpod_control.settings import any_aws_region, environment
 
 
 class SageMakerReads(Protocol):
@@ -119,7 +119,7 @@ class PreflightAdapters:
         from hyperpod_control.adapters.sagemaker import SageMakerAdapter
 
         # Not Settings.region: Settings needs TABLE_NAME, which hpctl's environment does not set.
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = region or any_aws_region() or "us-east-1"
         return cls(
             sagemaker=SageMakerAdapter(),
             eks=EksAdapter(),
@@ -142,7 +142,7 @@ def _own_principal() -> str:
 def options_from_env(env: dict[str, str] | None = None) -> PreflightOptions:
     """CONTROL_PLANE_SOURCE_CIDRS (comma-separated), CONTROL_PLANE_IN_VPC (true/false) and
     OPERATOR_PASSABLE_ROLES (comma-separated role ARN patterns; unset: not known)."""
-    env = os.environ if env is None else env
+    env = environment(env)
     cidrs = tuple(c.strip() for c in env.get("CONTROL_PLANE_SOURCE_CIDRS", "").split(",") if c.strip())
     roles = env.get(PASSABLE_ROLES_ENV)
     return PreflightOptions(

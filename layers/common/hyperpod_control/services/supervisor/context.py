@@ -16,6 +16,7 @@ from hyperpod_control.deadline import Deadline
 from hyperpod_control.models.agent import AgentAnswer
 from hyperpod_control.models.records import JobEventRecord, JobRecord, OperatorRecord, PodSlot, utcnow
 from hyperpod_control.services.supervision import agent_cidrs, pod_ip, rank_ips_mode
+from hyperpod_control.settings import agent_pool_size, agent_transport, environment
 
 
 class SupervisorStore(Protocol):
@@ -135,9 +136,7 @@ class SupervisorConfig:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SupervisorConfig:
-        import os
-
-        env = os.environ if env is None else env
+        env = environment(env)
         return cls(
             poll_seconds=int(env.get("SUPERVISOR_POLL_SECONDS", 30)),
             segment_rounds=int(env.get("SUPERVISOR_SEGMENT_ROUNDS", 1000)),
@@ -214,8 +213,6 @@ def open_supervisor(
     Kubernetes API (EKS token), and the agents through the pod proxy, or at their pod IPs when
     ``AGENT_TRANSPORT=direct`` (Lambdas in the cluster's VPC) or the job has at least
     ``AGENT_DIRECT_MIN_RANKS`` ranks (the template sets it only where the functions are in the VPC)."""
-    import os
-
     from hyperpod_control.adapters.agents import DirectTransport, ProxyTransport
     from hyperpod_control.adapters.eks import EksAdapter
     from hyperpod_control.adapters.kube import KubeAdapter
@@ -233,10 +230,10 @@ def open_supervisor(
     # the agent client its calls, each within the deadline.
     kube = KubeAdapter(eks_name or "", deadline=deadline, retry_timeouts=False)
     config = config or SupervisorConfig.from_env()
-    direct = os.environ.get("AGENT_TRANSPORT", "proxy") == "direct"
+    direct = agent_transport() == "direct"
 
     transport = DirectTransport() if direct else ProxyTransport(kube)
-    pool = int(os.environ.get("AGENT_POOL_SIZE", 32))
+    pool = agent_pool_size()
     return Supervisor(
         store=store,
         kube=kube,
