@@ -74,15 +74,8 @@ def summary(outcome: Outcome, what: str) -> str:
         else:
             parts = [f"operator {out.get('mode')}"]
         return f"{what} SUCCEEDED on {out.get('clusterName', '?')}: " + ", ".join(parts) + "."
-    failed_step = next(
-        (
-            e["stateEnteredEventDetails"]["name"][: -len("Failed")]
-            for e in reversed(outcome.history)
-            if e.get("stateEnteredEventDetails", {}).get("name", "").endswith("Failed")
-            and e["stateEnteredEventDetails"]["name"] != "Failed"
-        ),
-        "?",
-    )
+    # Each catcher names its step in the workflow's failedStep variable.
+    failed_step = outcome.assigned("failedStep") or "?"
     return f"{what} {outcome.status} at {failed_step}: {outcome.error}: {outcome.cause}"
 
 

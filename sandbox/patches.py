@@ -20,6 +20,8 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   the closed one, so every retry timed out at once);
 - ``States.ALL`` no longer matches ``States.DataLimitExceeded`` (a state over 256 KiB) nor
   ``States.Runtime``: they fail the execution, as on AWS;
+- a JSONPath state reads a variable (``"step.$": "$failedStep"``, ``$name.path``) as a JSONPath
+  into the variable's value, as AWS does (moto sends it to JSONata, whose engine it leaves out);
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
 """
@@ -53,6 +55,7 @@ def install() -> None:
         _patch_time()
         _patch_task_tokens()
         _patch_stop()
+        _patch_jsonpath_variables()
         _patch_events()
         _install_aws_extensions()
         from sandbox import identity
@@ -289,6 +292,59 @@ def _closed(callback: Any) -> bool:
         or callback._notify_event.is_set()
         or callback.get_outcome() is not None
     )
+
+
+def _patch_jsonpath_variables() -> None:
+    import copy
+    import re
+
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.common.query_language import QueryLanguageMode
+    from moto.stepfunctions.parser.asl.component.common.string.string_expression import (
+        StringVariableSample,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.eval.variable_store import NoSuchVariable
+    from moto.stepfunctions.parser.asl.utils.json_path import NoSuchJsonPathError, extract_json
+
+    reference = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)(.*)", re.S)
+    original = StringVariableSample._eval_body
+
+    def _eval_body(self: Any, env: Any) -> None:
+        found = reference.fullmatch(self.expression)
+        if self.query_language_mode != QueryLanguageMode.JSONPath or found is None:
+            return original(self, env)
+        name, path = found.groups()
+        try:
+            value = env.variable_store.get(name)
+            value = extract_json(f"${path}", value) if path else value
+        except (NoSuchVariable, NoSuchJsonPathError) as exc:
+            cause = f"The variable reference '{self.expression}' could not be resolved: {exc}"
+            raise FailureEventException(
+                failure_event=FailureEvent(
+                    env=env,
+                    error_name=StatesErrorName(typ=StatesErrorNameType.StatesRuntime),
+                    event_type=HistoryEventType.TaskFailed,
+                    event_details=EventDetails(
+                        taskFailedEventDetails=TaskFailedEventDetails(
+                            error=StatesErrorNameType.StatesRuntime.to_name(), cause=cause
+                        )
+                    ),
+                )
+            ) from None
+        env.stack.append(copy.deepcopy(value))
+
+    StringVariableSample._eval_body = _eval_body
 
 
 class _Stopped(Exception):

@@ -260,6 +260,7 @@ def test_the_install_workflow_stops_in_preflight_when_its_checks_could_not_run(s
     assert outcome.status == "FAILED"
     assert outcome.error == "PreflightUncheckedError", (outcome.error, outcome.cause)
     states = outcome.states_entered()
-    assert "PreflightFailed" in states and "AcquireLock" not in states and "EnsureAccess" not in states
+    assert outcome.assigned("failedStep") == "Preflight"
+    assert "AcquireLock" not in states and "EnsureAccess" not in states
     assert "checks could not run" in outcome.cause and "[hyperpod.cluster]" in outcome.cause
     assert "sagemaker:DescribeCluster" in outcome.cause

@@ -26,6 +26,83 @@ PROJECT_ERRORS = {
 }
 
 
+#: Errors worth retrying on any Lambda task: the Lambda service integration's four transient
+#: errors (as AWS's docs list them) and the project's classes that mean "try again".
+_TRANSIENT = [
+    "ThrottledError",
+    "DependencyUnavailableError",
+    "CallTimedOutError",
+    "VersionConflictError",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.SdkClientException",
+]
+_TRANSIENT_RULE = {
+    "ErrorEquals": _TRANSIENT,
+    "IntervalSeconds": 2,
+    "MaxAttempts": 5,
+    "BackoffRate": 2,
+    "JitterStrategy": "FULL",
+}
+#: A new EKS access entry takes seconds to reach the API server: the Kubernetes calls wait for it.
+_ACCESS_PENDING_RULE = {
+    "ErrorEquals": ["KubernetesAccessPendingError"],
+    "IntervalSeconds": 3,
+    "MaxAttempts": 6,
+    "BackoffRate": 1.5,
+}
+
+#: The named retry policies: every Task's ``Retry`` is exactly one of these, so a change to how
+#: a kind of failure is retried is made here and in every state that uses the policy, not in one.
+RETRY_POLICIES: dict[str, list[dict]] = {
+    # Lambda and its dependencies (AWS APIs, DynamoDB, the API server) failing for a moment.
+    "lambda-transient": [_TRANSIENT_RULE],
+    # Another workflow holds the cluster's lock: wait for it (about 15 minutes in all), then fail.
+    "lock-wait": [
+        {"ErrorEquals": ["LockHeldError"], "IntervalSeconds": 15, "MaxAttempts": 8, "BackoffRate": 1.5},
+        _TRANSIENT_RULE,
+    ],
+    # Calls to the cluster's API server with the access the install gave.
+    "kube-transient": [_ACCESS_PENDING_RULE, _TRANSIENT_RULE],
+    # Waiting for the operator's pods (and its CRD) after it was installed.
+    "operator-start": [
+        _ACCESS_PENDING_RULE,
+        {
+            "ErrorEquals": ["OperatorNotReadyError"],
+            "IntervalSeconds": 5,
+            "MaxAttempts": 8,
+            "BackoffRate": 1.5,
+        },
+        _TRANSIENT_RULE,
+    ],
+    # Recording a failure: any error, briefly, so the reason is not lost to a blip.
+    "record-failure": [
+        {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2}
+    ],
+    # A job's supervision steps: longer (capped) back-off, deadlines and a Lambda timeout included.
+    "supervise-transient": [
+        {
+            "ErrorEquals": [
+                "ThrottledError",
+                "DependencyUnavailableError",
+                "CallTimedOutError",
+                "DeadlineExceededError",
+                "VersionConflictError",
+                "KubernetesAccessPendingError",
+                *_TRANSIENT[4:],  # the Lambda service's
+            ],
+            "IntervalSeconds": 1,
+            "MaxAttempts": 8,
+            "BackoffRate": 2,
+            "MaxDelaySeconds": 30,
+            "JitterStrategy": "FULL",
+        },
+        {"ErrorEquals": ["Sandbox.Timedout"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2},
+    ],
+}
+
+
 def _states(definition: dict):
     """Every (name, state) pair, Map and Parallel bodies included."""
     for name, state in definition["States"].items():
@@ -132,3 +209,27 @@ def test_a_retried_error_class_is_retried_with_every_subclass(path):
                     n for n, c in classes.items() if c is not classes[error] and issubclass(c, classes[error])
                 }
                 assert subclasses <= named, f"{name}: retries {error} but not {sorted(subclasses - named)}"
+
+
+def test_the_retry_policies_are_distinct():
+    named = [json.dumps(p, sort_keys=True) for p in RETRY_POLICIES.values()]
+    assert len(set(named)) == len(named)
+
+
+def _tasks():
+    for path in ASL_FILES:
+        for name, state in _states(json.loads(path.read_text())):
+            if state.get("Type") == "Task":
+                yield f"{path.name}:{name}", state
+
+
+@pytest.mark.parametrize("where,state", list(_tasks()), ids=[w for w, _ in _tasks()])
+def test_every_task_retries_with_exactly_one_named_policy(where, state):
+    matches = [n for n, policy in RETRY_POLICIES.items() if state.get("Retry") == policy]
+    assert len(matches) == 1, f"{where}: its Retry is none of RETRY_POLICIES: {state.get('Retry')}"
+
+
+def test_every_retry_policy_is_used():
+    retries = [state.get("Retry") for _, state in _tasks()]
+    used = {name for name, policy in RETRY_POLICIES.items() if policy in retries}
+    assert used == set(RETRY_POLICIES)

@@ -97,6 +97,15 @@ class Outcome:
             e["stateEnteredEventDetails"]["name"] for e in self.history if "stateEnteredEventDetails" in e
         ]
 
+    def assigned(self, variable: str) -> Any:
+        """The last value the execution assigned to ``variable`` (an ``Assign`` on a state or a
+        catcher), as its history records it when that state exits; None if it never was."""
+        for event in reversed(self.history):
+            values = event.get("stateExitedEventDetails", {}).get("assignedVariables", {})
+            if variable in values:
+                return json.loads(values[variable])
+        return None
+
 
 def execution_history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
