@@ -12,7 +12,7 @@ import pytest
 
 from hyperpod_control.exceptions import DependencyUnavailableError, NodeActionError, VersionConflictError
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
-from hyperpod_control.models.node_health import NodeOutcome, NodeRepairConfig
+from hyperpod_control.models.node_health import NodeRepairConfig
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -24,6 +24,7 @@ from hyperpod_control.models.records import (
     PodSlot,
 )
 from hyperpod_control.services import node_health as nh
+from tests import fakes
 
 pytestmark = pytest.mark.unit
 
@@ -79,55 +80,24 @@ def job_pod(job_name: str, index: int, node: str, uid: str | None = None) -> dic
     return pod(f"{job_name}-{index}", node, labels)
 
 
-class FakeStore:
-    """The NODE/OPERATOR reads of node_health, and JOB items written as Store.put does: a write
-    conditional on the version read (``VersionConflictError`` otherwise)."""
+class FakeStore(fakes.FakeStore):
+    """The cluster's OPERATOR item in ``mode``, the NODE item and the JOB items. node_health writes
+    JOB items and history entries only; ``conflict_once`` makes the next JOB write lose the race
+    to a concurrent writer (who moved the item on by one version)."""
 
     def __init__(self, mode: OperatorMode, record: NodeRecord, jobs: list[JobRecord] = ()) -> None:
-        self.op = OperatorRecord(cluster_arn=ARN, cluster_name="c", mode=mode)
-        self.nodes = {record.instance_id: record}
-        self.jobs = {j.uid: j for j in jobs}
-        self.history: dict[tuple[str, str], JobEventRecord] = {}
-        self.puts = 0
+        super().__init__(OperatorRecord(cluster_arn=ARN, cluster_name="c", mode=mode), record, *jobs)
         self.conflict_once = False
 
-    def get_node(self, arn, instance_id):
-        return self.nodes.get(instance_id)
-
-    def get_operator(self, arn):
-        return self.op
-
-    def list_nodes(self, arn):
-        return list(self.nodes.values())
-
-    def record_node_outcome(self, arn, instance_id, event_id, outcome: NodeOutcome):
-        self.nodes[instance_id] = self.nodes[instance_id].model_copy(update=outcome.model_dump())
-        return True
-
-    def get_job(self, arn, uid):
-        return self.jobs.get(uid)
-
     def put(self, record, *, expected_version):
-        if isinstance(record, JobRecord):
-            current = self.jobs.get(record.uid)
-            if self.conflict_once:  # a concurrent writer got there first
-                self.conflict_once = False
-                self.jobs[record.uid] = current.model_copy(update={"version": current.version + 1})
-                raise VersionConflictError("changed")
-            if current is None or current.version != expected_version:
-                raise VersionConflictError("changed")
-            new = record.model_copy(update={"version": expected_version + 1})
-            self.jobs[record.uid] = new
-            self.puts += 1
-            return new
-        raise AssertionError(f"unexpected put of {type(record).__name__}")
-
-    def add_job_event(self, event: JobEventRecord):
-        key = (event.pk, event.sk)
-        if key in self.history:
-            raise VersionConflictError("exists")
-        self.history[key] = event
-        return event
+        if not isinstance(record, JobRecord | JobEventRecord):
+            raise AssertionError(f"unexpected put of {type(record).__name__}")
+        if isinstance(record, JobRecord) and self.conflict_once:  # a concurrent writer got there first
+            self.conflict_once = False
+            current = self.jobs[record.uid]
+            self.jobs[record.uid] = current.model_copy(update={"version": current.version + 1})
+            raise VersionConflictError("changed")
+        return super().put(record, expected_version=expected_version)
 
 
 class FakeSfn:
@@ -359,7 +329,7 @@ def test_addon_a_job_on_the_node_gets_a_history_entry_and_no_wake_and_no_pod_wri
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    (entry,) = store.history.values()
+    (entry,) = store.events
     assert entry.kind == "NodeFault" and entry.uid == "uid-a" and entry.name == "alpha"
     assert NODE in entry.message and REASON in entry.message
     assert entry.details == {"node": NODE, "pod": "alpha-worker-0", "eventId": "ev-1", "healthReason": REASON}
@@ -379,7 +349,7 @@ def test_addon_a_retried_event_writes_the_history_entry_once():
 
     nh.act_on_node_change(record, False, adapters(store, kube, sfn), OFF)
 
-    assert len(store.history) == 1 and len(store.jobs["uid-a"].pending_faults) == 1
+    assert len(store.events) == 1 and len(store.jobs["uid-a"].pending_faults) == 1
 
 
 def test_addon_a_job_not_recorded_yet_still_gets_its_history():
@@ -387,7 +357,7 @@ def test_addon_a_job_not_recorded_yet_still_gets_its_history():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert len(store.history) == 1
+    assert len(store.events) == 1
     assert [(r.job, r.recorded) for r in result.job_faults] == [("team/alpha", False)]
 
 
@@ -397,7 +367,7 @@ def test_addon_a_pod_whose_job_is_gone_is_skipped():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert store.history == {} and store.jobs["uid-a"].pending_faults == []
+    assert store.events == [] and store.jobs["uid-a"].pending_faults == []
     assert result.job_faults[0].note == "no HyperPodPyTorchJob of that name"
 
 
