@@ -1,8 +1,9 @@
 """In-memory adapters for the unit tests: one set, shared, each behaving as the real adapter does.
 
 ``FakeStore`` is ``hyperpod_control.adapters.store.Store`` over a dict: the same methods, the same
-conditional writes, fresh copies on every read (as DynamoDB returns new items). A test that needs
-a store to behave otherwise (lose a race, count its reads) subclasses it in the test, so what is
+conditional writes, fresh copies on every read (as DynamoDB returns new items). ``FakeSfn`` is
+``hyperpod_control.adapters.stepfunctions.StepFunctionsAdapter`` over a dict of executions. A test that needs
+a fake to behave otherwise (lose a race, count its reads) subclasses it in the test, so what is
 deliberate stays visible there.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
+from hyperpod_control.adapters.stepfunctions import execution_arn
 from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.records import (
     OPERATOR_SK,
@@ -190,3 +192,48 @@ class _View(MutableMapping, Generic[R]):
 
     def __len__(self) -> int:
         return sum(isinstance(item, self._model) for item in self._items.values())
+
+
+class FakeSfn:
+    """``StepFunctionsAdapter`` over a dict of executions (ARN to status; None or absent: Step
+    Functions has no such execution). An execution it starts is RUNNING until a test says
+    otherwise, and ``stop`` aborts only a running one, as the adapter reports. ``wake`` answers
+    ``answer`` (False: a stale token) or raises ``error``. Every call is logged: ``starts``,
+    ``stops``, ``asked`` (status reads) and ``woken`` (token, output)."""
+
+    def __init__(
+        self,
+        statuses: dict[str, str | None] | None = None,
+        *,
+        answer: bool = True,
+        error: Exception | None = None,
+    ) -> None:
+        self.statuses: dict[str, str | None] = dict(statuses or {})
+        self.answer, self.error = answer, error
+        self.starts: list[tuple[str, str, dict[str, Any]]] = []
+        self.stops: list[str] = []
+        self.asked: list[str] = []
+        self.woken: list[tuple[str, dict[str, Any]]] = []
+
+    def start_execution(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        arn = execution_arn(state_machine_arn, name)
+        self.starts.append((state_machine_arn, name, payload))
+        self.statuses.setdefault(arn, "RUNNING")
+        return arn
+
+    def status(self, arn: str) -> str | None:
+        self.asked.append(arn)
+        return self.statuses.get(arn)
+
+    def stop(self, arn: str, cause: str) -> bool:
+        self.stops.append(arn)
+        if self.statuses.get(arn) == "RUNNING":
+            self.statuses[arn] = "ABORTED"
+            return True
+        return False
+
+    def wake(self, token: str, output: dict[str, Any]) -> bool:
+        self.woken.append((token, output))
+        if self.error is not None:
+            raise self.error
+        return self.answer

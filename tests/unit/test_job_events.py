@@ -34,7 +34,7 @@ from hyperpod_control.services.job_events import (
     handle_job_event,
     parse_job_event,
 )
-from tests.fakes import FakeStore
+from tests.fakes import FakeSfn, FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -44,15 +44,6 @@ NOW = datetime(2025, 3, 4, 10, 20, 30, tzinfo=UTC)
 
 
 # -- fakes ---------------------------------------------------------------------------------------
-
-
-class FakeSfn:
-    def __init__(self) -> None:
-        self.woken: list[tuple[str, dict]] = []
-
-    def wake(self, token: str, output: dict) -> bool:
-        self.woken.append((token, output))
-        return True
 
 
 class FakeKube:

@@ -25,6 +25,7 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.services import node_health as nh
 from tests import fakes
+from tests.fakes import FakeSfn
 
 pytestmark = pytest.mark.unit
 
@@ -98,17 +99,6 @@ class FakeStore(fakes.FakeStore):
             self.jobs[record.uid] = current.model_copy(update={"version": current.version + 1})
             raise VersionConflictError("changed")
         return super().put(record, expected_version=expected_version)
-
-
-class FakeSfn:
-    def __init__(self, answer: bool = True, error: Exception | None = None) -> None:
-        self.answer, self.error, self.wakes = answer, error, []
-
-    def wake(self, token, output):
-        self.wakes.append((token, output))
-        if self.error:
-            raise self.error
-        return self.answer
 
 
 class FakeSageMaker:
@@ -202,8 +192,8 @@ def test_serverless_each_affected_job_gets_one_pending_fault_and_is_woken():
     assert datetime.fromisoformat(fault["at"]) == T0
     (spare,) = beta.pending_faults
     assert spare["pod"] == "beta-2" and spare["rank"] is None  # a spare has no rank
-    assert sorted(t for t, _ in sfn.wakes) == ["tok-1", "tok-b"]
-    assert all(out["wokenBy"] == "node_health" for _, out in sfn.wakes)
+    assert sorted(t for t, _ in sfn.woken) == ["tok-1", "tok-b"]
+    assert all(out["wokenBy"] == "node_health" for _, out in sfn.woken)
     assert [r.woken for r in result.job_faults] == [True, True]
     assert kube.queries == [(None, f"{JOB_LABEL},{UID_LABEL}", f"spec.nodeName={NODE}")]
     assert kube.pod_writes == []
@@ -213,7 +203,7 @@ def test_serverless_each_affected_job_gets_one_pending_fault_and_is_woken():
 def test_the_same_event_twice_keeps_one_fault_and_does_not_wake_again():
     record, store, kube, sfn = serverless_world()
     nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
-    wakes, puts = len(sfn.wakes), store.puts
+    wakes, puts = len(sfn.woken), store.puts
 
     # a retry of the event (the NODE item marked unhandled), e.g. after a later step failed
     store.nodes["i-0aaa"] = store.nodes["i-0aaa"].model_copy(update={"handled_event_id": None})
@@ -221,7 +211,7 @@ def test_the_same_event_twice_keeps_one_fault_and_does_not_wake_again():
 
     assert again.resumed and again.jobs_woken == []
     assert len(store.jobs["uid-a"].pending_faults) == 1 and len(store.jobs["uid-b"].pending_faults) == 1
-    assert len(sfn.wakes) == wakes and store.puts == puts
+    assert len(sfn.woken) == wakes and store.puts == puts
     assert all(not r.recorded for r in again.job_faults)
 
 
@@ -233,7 +223,7 @@ def test_a_job_without_a_token_is_recorded_not_woken():
 
     assert "team/alpha" in result.jobs_woken  # recorded: the execution reads it on its next poll
     assert len(store.jobs["uid-a"].pending_faults) == 1
-    assert [t for t, _ in sfn.wakes] == ["tok-b"]
+    assert [t for t, _ in sfn.woken] == ["tok-b"]
     alpha = next(r for r in result.job_faults if r.job == "team/alpha")
     assert alpha.recorded and not alpha.woken
 
@@ -264,7 +254,7 @@ def test_missing_and_finished_jobs_are_skipped_with_a_note():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert result.jobs_woken == [] and sfn.wakes == []
+    assert result.jobs_woken == [] and sfn.woken == []
     notes = {r.job: r.note for r in result.job_faults}
     assert notes == {"team/alpha": "no JOB item", "team/beta": "job finished (Completed)"}
     assert store.jobs["uid-b"].pending_faults == []
@@ -293,7 +283,7 @@ def test_a_healthy_node_wakes_no_job():
 
     result = nh.act_on_node_change(healthy, True, adapters(store, kube, sfn), OFF)
 
-    assert result.jobs_woken == [] and kube.queries == [] and sfn.wakes == []
+    assert result.jobs_woken == [] and kube.queries == [] and sfn.woken == []
 
 
 def test_job_pods_on_node_keeps_only_the_nodes_job_pods():
@@ -335,7 +325,7 @@ def test_addon_a_job_on_the_node_gets_a_history_entry_and_no_wake_and_no_pod_wri
     assert entry.details == {"node": NODE, "pod": "alpha-worker-0", "eventId": "ev-1", "healthReason": REASON}
     (fault,) = store.jobs["uid-a"].pending_faults
     assert fault["pod"] == "alpha-worker-0" and fault["node"] == NODE
-    assert sfn.wakes == [] and result.jobs_woken == []
+    assert sfn.woken == [] and result.jobs_woken == []
     assert kube.pod_writes == [] and kube.queries == [(None, JOB_LABEL, f"spec.nodeName={NODE}")]
     assert kube.node_obj["metadata"]["labels"] == {
         "sagemaker.amazonaws.com/node-health-status": "Unschedulable"

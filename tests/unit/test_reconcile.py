@@ -36,7 +36,7 @@ from hyperpod_control.services.reconcile import (
     spec_change_conditions,
 )
 from hyperpod_control.services.supervisor import Supervisor
-from tests.fakes import FakeStore
+from tests.fakes import FakeSfn, FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -49,31 +49,6 @@ UID = "5f1c0d2e-0000-4000-8000-000000000001"
 
 
 # ============================================================== fakes
-
-
-class FakeSfn:
-    """Records starts and stops; executions it started are RUNNING unless a test says otherwise."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, str, dict[str, Any]]] = []
-        self.stops: list[str] = []
-        self.statuses: dict[str, str] = {}
-
-    def start_execution(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
-        arn = execution_arn(state_machine_arn, name)
-        self.starts.append((state_machine_arn, name, payload))
-        self.statuses.setdefault(arn, "RUNNING")
-        return arn
-
-    def status(self, arn: str) -> str | None:
-        return self.statuses.get(arn)
-
-    def stop(self, arn: str, cause: str) -> bool:
-        self.stops.append(arn)
-        if self.statuses.get(arn) == "RUNNING":
-            self.statuses[arn] = "ABORTED"
-            return True
-        return False
 
 
 class FakeKube:
