@@ -2,7 +2,8 @@
 
 ``FakeStore`` is ``hyperpod_control.adapters.store.Store`` over a dict: the same methods, the same
 conditional writes, fresh copies on every read (as DynamoDB returns new items). ``FakeSfn`` is
-``hyperpod_control.adapters.stepfunctions.StepFunctionsAdapter`` over a dict of executions. A test that needs
+``hyperpod_control.adapters.stepfunctions.StepFunctionsAdapter`` over a dict of executions,
+``FakeSageMaker`` the node-health calls of ``SageMakerAdapter``. A test that needs
 a fake to behave otherwise (lose a race, count its reads) subclasses it in the test, so what is
 deliberate stays visible there.
 """
@@ -237,3 +238,27 @@ class FakeSfn:
         if self.error is not None:
             raise self.error
         return self.answer
+
+
+class FakeSageMaker:
+    """``SageMakerAdapter``'s node-health calls for one HyperPod cluster on the EKS cluster
+    ``eks_arn``, whose NodeRecovery is ``recovery``. ``batch_repair_nodes`` logs each request in
+    ``calls`` and answers every node successful, or raises ``fail`` (the call failing as a whole)."""
+
+    def __init__(
+        self,
+        recovery: str = "None",
+        fail: Exception | None = None,
+        eks_arn: str = "arn:aws:eks:us-west-2:123456789012:cluster/ml-eks",
+    ) -> None:
+        self.recovery, self.fail, self.eks_arn = recovery, fail, eks_arn
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def describe_cluster(self, name: str) -> dict[str, Any]:
+        return {"NodeRecovery": self.recovery, "Orchestrator": {"Eks": {"ClusterArn": self.eks_arn}}}
+
+    def batch_repair_nodes(self, cluster: str, action: str, node_ids: list[str]) -> dict[str, list[Any]]:
+        self.calls.append((action, node_ids))
+        if self.fail is not None:
+            raise self.fail
+        return {"Successful": node_ids, "Failed": []}

@@ -27,6 +27,7 @@ from hyperpod_control.models.node_health import (
 from hyperpod_control.models.records import NodeHealth, NodeRecord, OperatorMode, OperatorRecord
 from hyperpod_control.services import node_health as nh
 from tests import fakes
+from tests.fakes import FakeSageMaker
 
 pytestmark = pytest.mark.unit
 
@@ -323,20 +324,6 @@ class FakeStore(fakes.FakeStore):
 
     def __init__(self, record: NodeRecord, op: OperatorRecord | None, others: list[NodeRecord] = ()) -> None:
         super().__init__(record, *others, *([op] if op is not None else []))
-
-
-class FakeSageMaker:
-    def __init__(self, recovery: str = "None", fail: Exception | None = None) -> None:
-        self.recovery, self.fail, self.calls = recovery, fail, []
-
-    def describe_cluster(self, name):
-        return {"NodeRecovery": self.recovery, "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}}
-
-    def batch_repair_nodes(self, cluster, action, ids):
-        self.calls.append((action, ids))
-        if self.fail:
-            raise self.fail
-        return {"Successful": ids, "Failed": []}
 
 
 class FakeKube:

@@ -101,9 +101,11 @@ class FakeStore(fakes.FakeStore):
         return super().put(record, expected_version=expected_version)
 
 
-class FakeSageMaker:
-    def describe_cluster(self, name):
-        return {"NodeRecovery": "Automatic", "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}}
+class FakeSageMaker(fakes.FakeSageMaker):
+    """A cluster under automatic recovery; these tests turn repair off, so none may be asked."""
+
+    def __init__(self) -> None:
+        super().__init__(recovery="Automatic", eks_arn=EKS_ARN)
 
     def batch_repair_nodes(self, cluster, action, ids):  # pragma: no cover - repair is off
         raise AssertionError("no repair expected")
