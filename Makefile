@@ -123,7 +123,7 @@ iam-report: $(VENV)/.installed  ## per function: AWS actions and Kubernetes verb
 
 bench: $(VENV)/.installed $(AWS_AGENT_VENV)/.installed  ## benchmarks (not part of make test): cold starts, agent restarts, supervisor rounds, remediation, admission, AWS's agent, elastic shrink
 	$(BIN)/python tests/bench/coldstart_bench.py --runs 5
-	$(BIN)/python agent/bench/restart_bench.py --runs 3
+	$(BIN)/python tests/bench/restart_bench.py --runs 3
 	$(BIN)/python tests/bench/agent_restart_bench.py --runs 5
 	$(BIN)/python tests/bench/supervisor_bench.py --agents 512,2048,4096 --rounds 3 --transport both
 	$(BIN)/python tests/bench/remediation_bench.py --runs 3

@@ -23,6 +23,11 @@ def _offline_aws_environment():
             os.environ[key] = value
 
 
+#: Every test is one of these kinds (pyproject.toml's markers): `make unit`, `make integration` and
+#: `make e2e` select by marker, so a test without one would run in none of them.
+KINDS = ("unit", "integration", "e2e", "bench")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """End-to-end tests run last: they share one sandbox for the whole session (tests/e2e/
@@ -33,6 +38,12 @@ def pytest_collection_modifyitems(config, items):
     stay together on one worker, so a module's sandbox (a module-scoped fixture) is built once; the
     end-to-end tests spread one by one, each worker building its own session sandbox. Sandboxes of
     different workers do not meet: each claims its own pod addresses and ports."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} tests have none of the markers {', '.join(KINDS)} (first: {unmarked[0]}); "
+            "give the module a `pytestmark = pytest.mark.unit` (or integration, e2e, bench)"
+        )
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
     for item in items:
         if item.get_closest_marker("e2e") is None:

@@ -36,8 +36,8 @@ HYPERPODRUN = str(Path(sys.executable).parent / "hyperpodrun")
 DEFAULT_AWS_AGENT = f"{ROOT}/.venv-aws-agent/bin/python {ROOT}/agent/aws_compat/hyperpodrun_aws.py"
 STEPS_BEFORE_FAULT = 20
 
-sys.path.insert(0, str(ROOT / "agent" / "bench"))
-from restart_bench import call, events, free_port, wait_for  # noqa: E402 - the agent bench's helpers
+sys.path.insert(0, str(ROOT / "tests" / "bench"))
+from restart_bench import call, events, free_port, wait_for  # noqa: E402 - the in-process bench's helpers
 
 
 def _status(port: int) -> str | None:

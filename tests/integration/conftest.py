@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from sandbox import Sandbox, SandboxConfig
-
-FIXTURE_APP = Path(__file__).resolve().parent.parent / "fixtures" / "runner_app" / "template.yaml"
-
-
-@pytest.fixture(scope="module")
-def fixture_app() -> Iterator[Sandbox]:
-    """The runner test app, in process, sandbox time 1000x faster than wall time."""
-    config = SandboxConfig(template=FIXTURE_APP, stack_name="fixture", time_scale=0.001)
-    with Sandbox(config) as sb:
-        yield sb
 
 
 @pytest.fixture(scope="module")

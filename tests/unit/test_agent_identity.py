@@ -15,6 +15,7 @@ from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services.install import MANAGED_TAG
 from hyperpod_control.services.supervision import decide_agent_association, service_account
 from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig, create_pods
+from tests.fakes import FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -65,22 +66,6 @@ class FakeKube:
         return body
 
 
-class FakeStore:
-    def __init__(self) -> None:
-        self.record = JobRecord(cluster_arn=ARN, uid=UID, namespace="team-a", name="llama")
-        self.history: list[Any] = []
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord:
-        return self.record
-
-    def put(self, record: JobRecord, *, expected_version: int | None) -> JobRecord:
-        self.record = record.model_copy(update={"version": self.record.version + 1})
-        return self.record
-
-    def add_job_event(self, entry: Any) -> None:
-        self.history.append(entry)
-
-
 class FakeEks:
     """EksAdapter's Pod Identity calls, over one cluster's associations."""
 
@@ -106,7 +91,7 @@ class FakeEks:
 def run_create_pods(
     eks: FakeEks, log: list[str], obj: dict | None = None, role: str | None = ROLE
 ) -> FakeStore:
-    store = FakeStore()
+    store = FakeStore(JobRecord(cluster_arn=ARN, uid=UID, namespace="team-a", name="llama"))
     sup = Supervisor(
         store=store,
         kube=FakeKube(obj or job_obj(), log),
@@ -141,7 +126,7 @@ def test_create_pods_associates_the_service_account_before_the_first_pod():
         "pod llama-0",
         "pod llama-1",
     ]
-    assert [e.kind for e in store.history] == ["AgentIdentity", "PodsCreated"]
+    assert [e.kind for e in store.events] == ["AgentIdentity", "PodsCreated"]
 
 
 def test_an_existing_association_to_the_agent_role_is_reused():
@@ -149,7 +134,7 @@ def test_an_existing_association_to_the_agent_role_is_reused():
     existing = {"namespace": "team-a", "serviceAccount": "default", "roleArn": ROLE, "associationId": "a-0"}
     store = run_create_pods(FakeEks(log, existing), log)
     assert log == ["pod llama-0", "pod llama-1"]
-    assert [e.kind for e in store.history] == ["PodsCreated"]
+    assert [e.kind for e in store.events] == ["PodsCreated"]
 
 
 def test_a_users_association_of_the_account_is_left_alone_and_the_history_says_pushes_will_fail():
@@ -160,7 +145,7 @@ def test_a_users_association_of_the_account_is_left_alone_and_the_history_says_p
     store = run_create_pods(eks, log)
     assert log == ["pod llama-0", "pod llama-1"], "no association changed or added"
     assert eks.associations == [existing]
-    note = store.history[0]
+    note = store.events[0]
     assert note.kind == "AgentIdentity" and theirs in note.message and "polling" in note.message
 
 
@@ -169,7 +154,7 @@ def test_pods_are_created_when_the_association_is_refused():
     denied = AccessDeniedError("not authorized to perform: eks:ListPodIdentityAssociations")
     store = run_create_pods(FakeEks(log, error=denied), log)
     assert log == ["pod llama-0", "pod llama-1"]
-    assert "eks:ListPodIdentityAssociations" in store.history[0].message
+    assert "eks:ListPodIdentityAssociations" in store.events[0].message
 
 
 def test_a_throttled_lookup_fails_the_step_for_the_state_machine_to_retry():

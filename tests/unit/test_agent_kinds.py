@@ -18,6 +18,7 @@ from hyperpod_control.models.agent import AgentAnswer, AgentStatus
 from hyperpod_control.models.node_health import HEALTH_LABEL
 from hyperpod_control.models.records import JobPhase, JobRecord, PodSlot
 from hyperpod_control.services.supervision import judge_round, misbehaviour, spares_held, start_calls
+from tests.fakes import FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -170,23 +171,6 @@ def test_misbehaviour_reads_only_agents_that_run_workers():
 # ============================================================== the steps, with fake agents
 
 
-class Store:
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record
-        self.events: list[Any] = []
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord:
-        return self.record
-
-    def put(self, record: JobRecord, *, expected_version: int | None) -> JobRecord:
-        assert expected_version == self.record.version
-        self.record = record.model_copy(update={"version": self.record.version + 1})
-        return self.record
-
-    def add_job_event(self, event: Any) -> None:
-        self.events.append(event)
-
-
 class Kube:
     """The job, its pods Running on healthy nodes, and nothing else."""
 
@@ -246,7 +230,7 @@ def supervisor(record: JobRecord, bodies: dict[str, dict[str, Any]]):
 
     agents = Agents(bodies)
     sup = Supervisor(
-        store=Store(record),
+        store=FakeStore(record),
         kube=Kube(record),
         agents=AgentClient(agents, sleep=lambda _: None),
         config=SupervisorConfig(),
@@ -274,7 +258,7 @@ def test_start_agents_starts_a_spare_only_where_its_agent_holds_it(spare_body, s
     if started:
         assert starts["llama-2"]["spare"] is True
     assert {p: starts[p]["rank"] for p in ("llama-0", "llama-1")} == {"llama-0": 0, "llama-1": 1}
-    assert [s.rank for s in sup.store.record.pods] == [0, 1, None]
+    assert [s.rank for s in sup.store.jobs[UID].pods] == [0, 1, None]
     (started_event,) = [e for e in sup.store.events if e.kind == "Started"]
     how = "started as a spare" if started else "READY, no /start until promoted"
     assert started_event.details["standby"]["llama-2"].startswith(how), started_event.details
@@ -318,7 +302,7 @@ def test_a_replacement_spare_whose_agent_ignores_spare_joins_without_a_start():
     assert not [c for c in agents.calls if c.path == "/start"]
     joined = [e for e in sup.store.events if e.kind == "SpareJoined"]
     assert len(joined) == 1, "it joins once, not every round it stands by"
-    assert sup.store.record.pods[-1].ip == "10.0.0.13"
+    assert sup.store.jobs[UID].pods[-1].ip == "10.0.0.13"
 
 
 def test_remediating_a_spare_that_runs_workers_stops_it_with_the_ranks_and_starts_only_the_ranks():
@@ -340,8 +324,8 @@ def test_remediating_a_spare_that_runs_workers_stops_it_with_the_ranks_and_start
     assert "SpareRunsWorkers" in (result.reason or "")
     assert sorted(c.pod for c in agents.calls if c.path == "/stop") == ["llama-0", "llama-1", "llama-2"]
     assert sorted(c.pod for c in agents.calls if c.path == "/start") == ["llama-0", "llama-1"]
-    assert [s.rank for s in sup.store.record.pods] == [0, 1, None], "the spare stands by again"
-    assert sup.store.record.restart_count == 1
+    assert [s.rank for s in sup.store.jobs[UID].pods] == [0, 1, None], "the spare stands by again"
+    assert sup.store.jobs[UID].restart_count == 1
 
 
 def test_a_retried_start_that_our_agent_refuses_with_409_stops_it_and_starts_it_again():

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from unit_support import CLUSTER_ARN, TABLE
 
-from hyperpod_control.exceptions import VersionConflictError
 from hyperpod_control.models.agent import AgentAnswer, AgentStatus
 from hyperpod_control.models.job_events import (
     AgentStateEvent,
@@ -21,7 +20,6 @@ from hyperpod_control.models.job_events import (
     PodEvent,
 )
 from hyperpod_control.models.records import (
-    JobEventRecord,
     JobPhase,
     JobRecord,
     OperatorMode,
@@ -36,6 +34,7 @@ from hyperpod_control.services.job_events import (
     handle_job_event,
     parse_job_event,
 )
+from tests.fakes import FakeSfn, FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -45,52 +44,6 @@ NOW = datetime(2025, 3, 4, 10, 20, 30, tzinfo=UTC)
 
 
 # -- fakes ---------------------------------------------------------------------------------------
-
-
-class FakeStore:
-    """Store's interface over a dict, with its conditional-write semantics."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Any] = {}
-        self.writes = 0
-
-    def put(self, record: Any, *, expected_version: int | None) -> Any:
-        current = self.items.get((record.pk, record.sk))
-        if (expected_version is None and current is not None) or (
-            expected_version is not None and (current is None or current.version != expected_version)
-        ):
-            raise VersionConflictError(f"{record.pk}/{record.sk}")
-        new = record.model_copy(update={"version": (expected_version or 0) + 1})
-        self.items[(new.pk, new.sk)] = new
-        self.writes += 1
-        return new
-
-    def list_operators(self) -> list[OperatorRecord]:
-        return [r for r in self.items.values() if isinstance(r, OperatorRecord)]
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord | None:
-        return self.items.get((f"CLUSTER#{cluster_arn}", f"JOB#{uid}"))
-
-    def list_jobs(self, cluster_arn: str) -> list[JobRecord]:
-        return [r for r in self.items.values() if isinstance(r, JobRecord) and r.cluster_arn == cluster_arn]
-
-    def add_job_event(self, event: JobEventRecord) -> JobEventRecord:
-        return self.put(event, expected_version=None)
-
-    def job_history(self, uid: str) -> list[JobEventRecord]:
-        return [r for r in self.items.values() if isinstance(r, JobEventRecord) and r.uid == uid]
-
-    def snapshot(self) -> dict:
-        return {k: v.model_dump(mode="json") for k, v in self.items.items()}
-
-
-class FakeSfn:
-    def __init__(self) -> None:
-        self.woken: list[tuple[str, dict]] = []
-
-    def wake(self, token: str, output: dict) -> bool:
-        self.woken.append((token, output))
-        return True
 
 
 class FakeKube:

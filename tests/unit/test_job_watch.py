@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
-from hyperpod_control.exceptions import VersionConflictError, WatchExpiredError
-from hyperpod_control.models.records import JobWatchRecord, OperatorMode, OperatorRecord
+from hyperpod_control.exceptions import WatchExpiredError
+from hyperpod_control.models.records import (
+    JOB_WATCH_SK,
+    JobWatchRecord,
+    OperatorMode,
+    OperatorRecord,
+    cluster_pk,
+)
 from hyperpod_control.services.job_watch import DETAIL_TYPE, change_entry, change_of, claim, watch_cluster
+from tests.fakes import FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -60,19 +67,9 @@ def test_one_watcher_per_cluster_until_its_hold_ends():
     assert later.holder == "b"
 
 
-class Store:
-    def __init__(self) -> None:
-        self.item: JobWatchRecord | None = None
-
-    def get(self, model, pk, sk):
-        return self.item
-
-    def put(self, record, *, expected_version):
-        current = self.item.version if self.item else None
-        if current != expected_version:
-            raise VersionConflictError("lost")
-        self.item = record.model_copy(update={"version": (current or 0) + 1})
-        return self.item
+def watch(store: FakeStore) -> JobWatchRecord | None:
+    """The cluster's WATCH item, as the next watcher reads it."""
+    return store.get(JobWatchRecord, cluster_pk(ARN), JOB_WATCH_SK)
 
 
 class Kube:
@@ -91,14 +88,14 @@ class Kube:
 
 
 def test_changes_go_on_the_bus_at_once_and_the_next_watcher_resumes_where_this_one_ended():
-    store, put = Store(), []
+    store, put = FakeStore(), []
     kube = Kube([("ADDED", obj("a", "101")), ("MODIFIED", obj("a", "102")), ("BOOKMARK", obj("", "105"))])
     report = watch_cluster(
         OPERATOR, store=store, kube=kube, put=put.extend, bus="bus", holder="h1", seconds=5, now=lambda: NOW
     )
     assert [c.change for c in report.changes] == ["added"] and len(put) == 1
     assert kube.watched_from == ["100"], "no version yet: list, then watch from the list's version"
-    assert store.item.resource_version == "105" and store.item.holder is None
+    assert watch(store).resource_version == "105" and watch(store).holder is None
     nxt = Kube([("DELETED", obj("a", "106"))])
     again = watch_cluster(
         OPERATOR, store=store, kube=nxt, put=put.extend, bus="bus", holder="h2", seconds=5, now=lambda: NOW
@@ -108,8 +105,7 @@ def test_changes_go_on_the_bus_at_once_and_the_next_watcher_resumes_where_this_o
 
 
 def test_a_watch_too_old_relists_and_asks_reconcile_to_look_at_everything():
-    store, put = Store(), []
-    store.item = JobWatchRecord(cluster_arn=ARN, resource_version="3", version=1)
+    store, put = FakeStore(JobWatchRecord(cluster_arn=ARN, resource_version="3", version=1)), []
     report = watch_cluster(
         OPERATOR,
         store=store,
@@ -120,13 +116,12 @@ def test_a_watch_too_old_relists_and_asks_reconcile_to_look_at_everything():
         seconds=5,
         now=lambda: NOW,
     )
-    assert [c.change for c in report.changes] == ["resync"] and store.item.resource_version == "100"
+    assert [c.change for c in report.changes] == ["resync"] and watch(store).resource_version == "100"
 
 
 def test_a_cluster_held_by_another_watcher_is_left_to_it():
-    store = Store()
-    store.item = JobWatchRecord(
-        cluster_arn=ARN, holder="other", held_until=NOW + timedelta(seconds=30), version=3
+    store = FakeStore(
+        JobWatchRecord(cluster_arn=ARN, holder="other", held_until=NOW + timedelta(seconds=30), version=3)
     )
     report = watch_cluster(
         OPERATOR,

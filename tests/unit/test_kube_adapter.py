@@ -18,6 +18,8 @@ from hyperpod_control.exceptions import (
     VersionConflictError,
 )
 
+pytestmark = pytest.mark.unit
+
 
 class FakeApiException(Exception):
     def __init__(self, status: int | None, reason: str = "Reason") -> None:

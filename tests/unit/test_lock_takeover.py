@@ -10,6 +10,7 @@ from hyperpod_control.exceptions import LockHeldError
 from hyperpod_control.models.install import ClusterRef
 from hyperpod_control.models.records import OperatorMode, OperatorRecord, OperatorStatus
 from hyperpod_control.services.install import decide_claim, lock_holder_ended
+from tests.fakes import FakeSfn
 
 pytestmark = pytest.mark.unit
 
@@ -30,16 +31,6 @@ def held(status: OperatorStatus = OperatorStatus.INSTALLING) -> OperatorRecord:
     )
 
 
-class Executions:
-    def __init__(self, statuses: dict[str, str | None]) -> None:
-        self.statuses = statuses
-        self.asked: list[str] = []
-
-    def status(self, arn: str) -> str | None:
-        self.asked.append(arn)
-        return self.statuses[arn]
-
-
 @pytest.mark.parametrize("ended", ["ABORTED", "TIMED_OUT", "FAILED", "SUCCEEDED", "DELETED"])
 def test_a_lock_whose_execution_ended_is_taken_over_naming_it(ended):
     claimed = decide_claim(held(), CLUSTER, NEW, OperatorMode.ADDON, "install", holder_ended=ended)
@@ -55,7 +46,7 @@ def test_a_lock_whose_execution_runs_is_still_refused():
 
 
 def test_the_holders_status_decides():
-    sfn = Executions({OLD: "RUNNING"})
+    sfn = FakeSfn({OLD: "RUNNING"})
     assert lock_holder_ended(OLD, sfn) is None
     sfn.statuses[OLD] = "ABORTED"
     assert lock_holder_ended(OLD, sfn) == "ABORTED"

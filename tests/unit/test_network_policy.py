@@ -17,6 +17,7 @@ from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services import install
 from hyperpod_control.services.supervision import agent_cidrs, build_network_policy, build_pod
 from hyperpod_control.services.supervisor import Supervisor, SupervisorConfig, create_pods, new_job_record
+from tests.fakes import FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -125,24 +126,6 @@ def test_the_supervisor_tier_may_get_create_and_patch_network_policies_and_no_mo
 # ============================================================== CreatePods
 
 
-class Store:
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record
-        self.events: list[JobEventRecord] = []
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord:
-        return self.record
-
-    def put(self, record: JobRecord, *, expected_version: int | None) -> JobRecord:
-        assert expected_version == self.record.version
-        self.record = record.model_copy(update={"version": self.record.version + 1})
-        return self.record
-
-    def add_job_event(self, event: JobEventRecord) -> JobEventRecord:
-        self.events.append(event)
-        return event
-
-
 class Kube:
     def __init__(self, refuse_policy: bool = False) -> None:
         self.calls: list[tuple[str, str]] = []
@@ -174,9 +157,9 @@ class Kube:
         return body
 
 
-def _create(kube: Kube, cidrs: tuple[str, ...] = ()) -> Store:
+def _create(kube: Kube, cidrs: tuple[str, ...] = ()) -> FakeStore:
     ref = SupervisedJob(cluster_arn=ARN, namespace="team-a", name="llama", uid=UID)
-    store = Store(new_job_record(ref).model_copy(update={"version": 1}))
+    store = FakeStore(new_job_record(ref).model_copy(update={"version": 1}))
     sup = Supervisor(store=store, kube=kube, agents=None, config=SupervisorConfig(agent_cidrs=cidrs))
     assert create_pods(StepInput(job=ref), sup).next == "wait"
     return store

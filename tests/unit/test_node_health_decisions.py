@@ -22,12 +22,13 @@ from hyperpod_control.models.node_health import (
     BreakerState,
     DescribedCluster,
     NodeMarks,
-    NodeOutcome,
     NodeRepairConfig,
     NodeView,
 )
 from hyperpod_control.models.records import NodeHealth, NodeRecord, OperatorMode, OperatorRecord
 from hyperpod_control.services import node_health as nh
+from tests import fakes
+from tests.fakes import FakeSageMaker
 
 pytestmark = pytest.mark.unit
 
@@ -320,40 +321,12 @@ def test_schedulable_only_corrects_a_label_that_is_there_when_asked_so():
 # -- carrying it out, against fakes ---------------------------------------------------------------
 
 
-class FakeStore:
+class FakeStore(fakes.FakeStore):
+    """The NODE item, its cluster's OPERATOR item (None: the cluster is not registered) and the
+    cluster's other nodes."""
+
     def __init__(self, record: NodeRecord, op: OperatorRecord | None, others: list[NodeRecord] = ()) -> None:
-        self.items = {record.instance_id: record, **{n.instance_id: n for n in others}}
-        self.op = op
-        self.outcomes: list[NodeOutcome] = []
-
-    def get_node(self, arn, instance_id):
-        return self.items.get(instance_id)
-
-    def get_operator(self, arn):
-        return self.op
-
-    def list_nodes(self, arn):
-        return list(self.items.values())
-
-    def record_node_outcome(self, arn, instance_id, event_id, outcome):
-        self.outcomes.append(outcome)
-        current = self.items[instance_id]
-        self.items[instance_id] = current.model_copy(update=outcome.model_dump())
-        return True
-
-
-class FakeSageMaker:
-    def __init__(self, recovery: str = "None", fail: Exception | None = None) -> None:
-        self.recovery, self.fail, self.calls = recovery, fail, []
-
-    def describe_cluster(self, name):
-        return {"NodeRecovery": self.recovery, "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}}
-
-    def batch_repair_nodes(self, cluster, action, ids):
-        self.calls.append((action, ids))
-        if self.fail:
-            raise self.fail
-        return {"Successful": ids, "Failed": []}
+        super().__init__(record, *others, *([op] if op is not None else []))
 
 
 class FakeKube:
@@ -412,14 +385,14 @@ def test_a_kubernetes_failure_raises_retryable_after_recording_the_repair_and_th
     with pytest.raises(NodeActionError, match="API server down") as failed:
         nh.act_on_node_change(record, True, adapters(store, sm, broken), ON)
     assert isinstance(failed.value, RetryableError)
-    stored = store.items["i-0aaa"]
+    stored = store.nodes["i-0aaa"]
     assert stored.repair_requested and stored.handled_event_id is None and "API server" in stored.action_error
 
     # Lambda's retry: the store now says "no change"; the item shows the event unfinished
     kube = FakeKube()
     result = nh.act_on_node_change(record, False, adapters(store, sm, kube), ON)
     assert result.resumed and sm.calls == [("Reboot", ["i-0aaa"])]  # not asked twice
-    assert store.items["i-0aaa"].handled_event_id == "e-1" and store.items["i-0aaa"].action_error is None
+    assert store.nodes["i-0aaa"].handled_event_id == "e-1" and store.nodes["i-0aaa"].action_error is None
 
 
 def test_a_sagemaker_failure_raises_retryable_and_keeps_the_marks():
@@ -428,7 +401,7 @@ def test_a_sagemaker_failure_raises_retryable_and_keeps_the_marks():
     sm = FakeSageMaker(fail=DependencyUnavailableError("InternalFailure"))
     with pytest.raises(NodeActionError, match="SageMaker Reboot"):
         nh.act_on_node_change(record, True, adapters(store, sm, kube), ON)
-    assert kube.patches and store.items["i-0aaa"].kube_actions[0] == "cordon"
+    assert kube.patches and store.nodes["i-0aaa"].kube_actions[0] == "cordon"
 
 
 def test_the_breaker_opens_on_the_cluster_nodes_in_the_table():

@@ -12,7 +12,7 @@ import pytest
 
 from hyperpod_control.exceptions import DependencyUnavailableError, NodeActionError, VersionConflictError
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
-from hyperpod_control.models.node_health import NodeOutcome, NodeRepairConfig
+from hyperpod_control.models.node_health import NodeRepairConfig
 from hyperpod_control.models.records import (
     JobEventRecord,
     JobPhase,
@@ -25,6 +25,8 @@ from hyperpod_control.models.records import (
 )
 from hyperpod_control.services import node_health as nh
 from hyperpod_control.services import node_jobs
+from tests import fakes
+from tests.fakes import FakeSfn
 
 pytestmark = pytest.mark.unit
 
@@ -80,71 +82,31 @@ def job_pod(job_name: str, index: int, node: str, uid: str | None = None) -> dic
     return pod(f"{job_name}-{index}", node, labels)
 
 
-class FakeStore:
-    """The NODE/OPERATOR reads of node_health, and JOB items written as Store.put does: a write
-    conditional on the version read (``VersionConflictError`` otherwise)."""
+class FakeStore(fakes.FakeStore):
+    """The cluster's OPERATOR item in ``mode``, the NODE item and the JOB items. node_health writes
+    JOB items and history entries only; ``conflict_once`` makes the next JOB write lose the race
+    to a concurrent writer (who moved the item on by one version)."""
 
     def __init__(self, mode: OperatorMode, record: NodeRecord, jobs: list[JobRecord] = ()) -> None:
-        self.op = OperatorRecord(cluster_arn=ARN, cluster_name="c", mode=mode)
-        self.nodes = {record.instance_id: record}
-        self.jobs = {j.uid: j for j in jobs}
-        self.history: dict[tuple[str, str], JobEventRecord] = {}
-        self.puts = 0
+        super().__init__(OperatorRecord(cluster_arn=ARN, cluster_name="c", mode=mode), record, *jobs)
         self.conflict_once = False
 
-    def get_node(self, arn, instance_id):
-        return self.nodes.get(instance_id)
-
-    def get_operator(self, arn):
-        return self.op
-
-    def list_nodes(self, arn):
-        return list(self.nodes.values())
-
-    def record_node_outcome(self, arn, instance_id, event_id, outcome: NodeOutcome):
-        self.nodes[instance_id] = self.nodes[instance_id].model_copy(update=outcome.model_dump())
-        return True
-
-    def get_job(self, arn, uid):
-        return self.jobs.get(uid)
-
     def put(self, record, *, expected_version):
-        if isinstance(record, JobRecord):
-            current = self.jobs.get(record.uid)
-            if self.conflict_once:  # a concurrent writer got there first
-                self.conflict_once = False
-                self.jobs[record.uid] = current.model_copy(update={"version": current.version + 1})
-                raise VersionConflictError("changed")
-            if current is None or current.version != expected_version:
-                raise VersionConflictError("changed")
-            new = record.model_copy(update={"version": expected_version + 1})
-            self.jobs[record.uid] = new
-            self.puts += 1
-            return new
-        raise AssertionError(f"unexpected put of {type(record).__name__}")
-
-    def add_job_event(self, event: JobEventRecord):
-        key = (event.pk, event.sk)
-        if key in self.history:
-            raise VersionConflictError("exists")
-        self.history[key] = event
-        return event
+        if not isinstance(record, JobRecord | JobEventRecord):
+            raise AssertionError(f"unexpected put of {type(record).__name__}")
+        if isinstance(record, JobRecord) and self.conflict_once:  # a concurrent writer got there first
+            self.conflict_once = False
+            current = self.jobs[record.uid]
+            self.jobs[record.uid] = current.model_copy(update={"version": current.version + 1})
+            raise VersionConflictError("changed")
+        return super().put(record, expected_version=expected_version)
 
 
-class FakeSfn:
-    def __init__(self, answer: bool = True, error: Exception | None = None) -> None:
-        self.answer, self.error, self.wakes = answer, error, []
+class FakeSageMaker(fakes.FakeSageMaker):
+    """A cluster under automatic recovery; these tests turn repair off, so none may be asked."""
 
-    def wake(self, token, output):
-        self.wakes.append((token, output))
-        if self.error:
-            raise self.error
-        return self.answer
-
-
-class FakeSageMaker:
-    def describe_cluster(self, name):
-        return {"NodeRecovery": "Automatic", "Orchestrator": {"Eks": {"ClusterArn": EKS_ARN}}}
+    def __init__(self) -> None:
+        super().__init__(recovery="Automatic", eks_arn=EKS_ARN)
 
     def batch_repair_nodes(self, cluster, action, ids):  # pragma: no cover - repair is off
         raise AssertionError("no repair expected")
@@ -233,8 +195,8 @@ def test_serverless_each_affected_job_gets_one_pending_fault_and_is_woken():
     assert datetime.fromisoformat(fault["at"]) == T0
     (spare,) = beta.pending_faults
     assert spare["pod"] == "beta-2" and spare["rank"] is None  # a spare has no rank
-    assert sorted(t for t, _ in sfn.wakes) == ["tok-1", "tok-b"]
-    assert all(out["wokenBy"] == "node_health" for _, out in sfn.wakes)
+    assert sorted(t for t, _ in sfn.woken) == ["tok-1", "tok-b"]
+    assert all(out["wokenBy"] == "node_health" for _, out in sfn.woken)
     assert [r.woken for r in result.job_faults] == [True, True]
     assert kube.queries == [(None, f"{JOB_LABEL},{UID_LABEL}", f"spec.nodeName={NODE}")]
     assert kube.pod_writes == []
@@ -244,7 +206,7 @@ def test_serverless_each_affected_job_gets_one_pending_fault_and_is_woken():
 def test_the_same_event_twice_keeps_one_fault_and_does_not_wake_again():
     record, store, kube, sfn = serverless_world()
     nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
-    wakes, puts = len(sfn.wakes), store.puts
+    wakes, puts = len(sfn.woken), store.puts
 
     # a retry of the event (the NODE item marked unhandled), e.g. after a later step failed
     store.nodes["i-0aaa"] = store.nodes["i-0aaa"].model_copy(update={"handled_event_id": None})
@@ -252,7 +214,7 @@ def test_the_same_event_twice_keeps_one_fault_and_does_not_wake_again():
 
     assert again.resumed and again.jobs_woken == []
     assert len(store.jobs["uid-a"].pending_faults) == 1 and len(store.jobs["uid-b"].pending_faults) == 1
-    assert len(sfn.wakes) == wakes and store.puts == puts
+    assert len(sfn.woken) == wakes and store.puts == puts
     assert all(not r.recorded for r in again.job_faults)
 
 
@@ -264,7 +226,7 @@ def test_a_job_without_a_token_is_recorded_not_woken():
 
     assert "team/alpha" in result.jobs_woken  # recorded: the execution reads it on its next poll
     assert len(store.jobs["uid-a"].pending_faults) == 1
-    assert [t for t, _ in sfn.wakes] == ["tok-b"]
+    assert [t for t, _ in sfn.woken] == ["tok-b"]
     alpha = next(r for r in result.job_faults if r.job == "team/alpha")
     assert alpha.recorded and not alpha.woken
 
@@ -295,7 +257,7 @@ def test_missing_and_finished_jobs_are_skipped_with_a_note():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert result.jobs_woken == [] and sfn.wakes == []
+    assert result.jobs_woken == [] and sfn.woken == []
     notes = {r.job: r.note for r in result.job_faults}
     assert notes == {"team/alpha": "no JOB item", "team/beta": "job finished (Completed)"}
     assert store.jobs["uid-b"].pending_faults == []
@@ -324,7 +286,7 @@ def test_a_healthy_node_wakes_no_job():
 
     result = nh.act_on_node_change(healthy, True, adapters(store, kube, sfn), OFF)
 
-    assert result.jobs_woken == [] and kube.queries == [] and sfn.wakes == []
+    assert result.jobs_woken == [] and kube.queries == [] and sfn.woken == []
 
 
 def test_job_pods_on_node_keeps_only_the_nodes_job_pods():
@@ -360,13 +322,13 @@ def test_addon_a_job_on_the_node_gets_a_history_entry_and_no_wake_and_no_pod_wri
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    (entry,) = store.history.values()
+    (entry,) = store.events
     assert entry.kind == "NodeFault" and entry.uid == "uid-a" and entry.name == "alpha"
     assert NODE in entry.message and REASON in entry.message
     assert entry.details == {"node": NODE, "pod": "alpha-worker-0", "eventId": "ev-1", "healthReason": REASON}
     (fault,) = store.jobs["uid-a"].pending_faults
     assert fault["pod"] == "alpha-worker-0" and fault["node"] == NODE
-    assert sfn.wakes == [] and result.jobs_woken == []
+    assert sfn.woken == [] and result.jobs_woken == []
     assert kube.pod_writes == [] and kube.queries == [(None, JOB_LABEL, f"spec.nodeName={NODE}")]
     assert kube.node_obj["metadata"]["labels"] == {
         "sagemaker.amazonaws.com/node-health-status": "Unschedulable"
@@ -380,7 +342,7 @@ def test_addon_a_retried_event_writes_the_history_entry_once():
 
     nh.act_on_node_change(record, False, adapters(store, kube, sfn), OFF)
 
-    assert len(store.history) == 1 and len(store.jobs["uid-a"].pending_faults) == 1
+    assert len(store.events) == 1 and len(store.jobs["uid-a"].pending_faults) == 1
 
 
 def test_addon_a_job_not_recorded_yet_still_gets_its_history():
@@ -388,7 +350,7 @@ def test_addon_a_job_not_recorded_yet_still_gets_its_history():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert len(store.history) == 1
+    assert len(store.events) == 1
     assert [(r.job, r.recorded) for r in result.job_faults] == [("team/alpha", False)]
 
 
@@ -398,7 +360,7 @@ def test_addon_a_pod_whose_job_is_gone_is_skipped():
 
     result = nh.act_on_node_change(record, True, adapters(store, kube, sfn), OFF)
 
-    assert store.history == {} and store.jobs["uid-a"].pending_faults == []
+    assert store.events == [] and store.jobs["uid-a"].pending_faults == []
     assert result.job_faults[0].note == "no HyperPodPyTorchJob of that name"
 
 

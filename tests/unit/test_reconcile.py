@@ -20,18 +20,14 @@ from hyperpod_control.adapters.stepfunctions import (
 from hyperpod_control.exceptions import (
     DependencyUnavailableError,
     ThrottledError,
-    VersionConflictError,
 )
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import (
-    JobEventRecord,
     JobPhase,
     JobRecord,
     OperatorMode,
     OperatorRecord,
     OperatorStatus,
-    Record,
-    cluster_pk,
 )
 from hyperpod_control.services.reconcile import (
     addon_recovery,
@@ -40,6 +36,7 @@ from hyperpod_control.services.reconcile import (
     spec_change_conditions,
 )
 from hyperpod_control.services.supervisor import Supervisor
+from tests.fakes import FakeSfn, FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -52,70 +49,6 @@ UID = "5f1c0d2e-0000-4000-8000-000000000001"
 
 
 # ============================================================== fakes
-
-
-class FakeStore:
-    """Records in a dict, with the real Store.put's optimistic concurrency: ``expected_version``
-    None creates only, otherwise the stored version must match."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Record] = {}
-        self.events: list[JobEventRecord] = []
-
-    def put(self, record: Record, *, expected_version: int | None) -> Record:
-        key = (record.pk, record.sk)  # type: ignore[attr-defined]
-        current = self.items.get(key)
-        if expected_version is None and current is not None:
-            raise VersionConflictError(f"{key} exists")
-        if expected_version is not None and (current is None or current.version != expected_version):
-            raise VersionConflictError(f"{key} is not at version {expected_version}")
-        new = record.model_copy(update={"version": (expected_version or 0) + 1})
-        self.items[key] = new
-        return new
-
-    def delete(self, pk: str, sk: str) -> None:
-        self.items.pop((pk, sk), None)
-
-    def list_operators(self) -> list[OperatorRecord]:
-        return [r for r in self.items.values() if isinstance(r, OperatorRecord)]
-
-    def get_operator(self, cluster_arn: str) -> OperatorRecord | None:
-        return self.items.get((cluster_pk(cluster_arn), "OPERATOR"))  # type: ignore[return-value]
-
-    def list_jobs(self, cluster_arn: str) -> list[JobRecord]:
-        return [r for r in self.items.values() if isinstance(r, JobRecord) and r.cluster_arn == cluster_arn]
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord | None:
-        return self.items.get((cluster_pk(cluster_arn), f"JOB#{uid}"))  # type: ignore[return-value]
-
-    def add_job_event(self, event: JobEventRecord) -> JobEventRecord:
-        self.events.append(event)
-        return event
-
-
-class FakeSfn:
-    """Records starts and stops; executions it started are RUNNING unless a test says otherwise."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, str, dict[str, Any]]] = []
-        self.stops: list[str] = []
-        self.statuses: dict[str, str] = {}
-
-    def start_execution(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
-        arn = execution_arn(state_machine_arn, name)
-        self.starts.append((state_machine_arn, name, payload))
-        self.statuses.setdefault(arn, "RUNNING")
-        return arn
-
-    def status(self, arn: str) -> str | None:
-        return self.statuses.get(arn)
-
-    def stop(self, arn: str, cause: str) -> bool:
-        self.stops.append(arn)
-        if self.statuses.get(arn) == "RUNNING":
-            self.statuses[arn] = "ABORTED"
-            return True
-        return False
 
 
 class FakeKube:

@@ -30,6 +30,7 @@ from hyperpod_control.services.supervision import (
     start_calls,
     unreachable,
 )
+from tests.fakes import FakeStore
 
 pytestmark = pytest.mark.unit
 
@@ -774,19 +775,6 @@ def test_completed_condition_turns_running_false():
     assert "Failed" not in conditions
 
 
-class _OneRecordStore:
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record
-
-    def get_job(self, cluster_arn: str, uid: str) -> JobRecord:
-        return self.record
-
-    def put(self, record: JobRecord, *, expected_version: int | None) -> JobRecord:
-        assert expected_version == self.record.version, "writes are conditional on the version read"
-        self.record = record.model_copy(update={"version": self.record.version + 1})
-        return self.record
-
-
 def _arm_request(record: JobRecord):
     from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 
@@ -799,9 +787,10 @@ def _arm_request(record: JobRecord):
 def test_arm_keeps_the_token_so_a_fault_can_wake_the_execution():
     from hyperpod_control.services.supervisor import Supervisor, arm
 
-    store = _OneRecordStore(running_record())
-    arm(_arm_request(store.record), Supervisor(store=store, kube=None, agents=None))
-    assert store.record.task_token == "task-token"
+    record = running_record()
+    store = FakeStore(record)
+    arm(_arm_request(record), Supervisor(store=store, kube=None, agents=None))
+    assert store.jobs[UID].task_token == "task-token"
 
 
 def test_arm_with_a_fault_already_pending_polls_at_once_instead_of_waiting():
@@ -809,10 +798,10 @@ def test_arm_with_a_fault_already_pending_polls_at_once_instead_of_waiting():
     from hyperpod_control.services.supervisor import Supervisor, arm
 
     record = running_record(pending_faults=[{"kind": "node", "pod": "llama-1", "reason": "NodeUnhealthy"}])
-    store = _OneRecordStore(record)
+    store = FakeStore(record)
     with pytest.raises(FaultPendingError):
         arm(_arm_request(record), Supervisor(store=store, kube=None, agents=None))
-    assert store.record.task_token is None, "no token kept: nobody needs to wake this wait"
+    assert store.jobs[UID].task_token is None, "no token kept: nobody needs to wake this wait"
 
 
 def test_a_late_report_about_a_replaced_pod_is_ignored():

@@ -24,6 +24,7 @@ from hyperpod_control.services.workflow_lock import (
     locked_step_input,
 )
 from sandbox.template import load_template
+from tests import fakes
 
 pytestmark = pytest.mark.unit
 
@@ -48,14 +49,16 @@ def operator(
     )
 
 
-class FakeStore:
+class FakeStore(fakes.FakeStore):
+    """Counts its reads of a lock: the guard reads one, the one its lock names."""
+
     def __init__(self, *records: OperatorRecord) -> None:
-        self.records = {r.cluster_arn: r for r in records}
+        super().__init__(*records)
         self.reads: list[str] = []
 
     def get_operator(self, cluster_arn: str) -> OperatorRecord | None:
         self.reads.append(cluster_arn)
-        return self.records.get(cluster_arn)
+        return super().get_operator(cluster_arn)
 
 
 # -- the check -----------------------------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from unit_support import REPO_ROOT
 
 from sandbox.stack import StackDeployer
 from sandbox.template import TemplateError
 
 pytestmark = pytest.mark.unit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def deployer(tmp_path: Path, text: str) -> StackDeployer:

@@ -8,7 +8,7 @@ import pytest
 
 from sandbox.kube import KubeApiServer
 from sandbox.testing import eventually as wait_for
-from tests.kube.conftest import NODE_IDS
+from tests.sandbox.kube.conftest import NODE_IDS
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandbox.world import WorldOptions, build_world
-from tests.aws_ext.conftest import ACCOUNT
+from tests.sandbox.aws_ext.conftest import ACCOUNT
 
 
 def test_default_world(aws):

@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sandbox.aws_ext import iam_policies, quotas
-from tests.aws_ext.conftest import ACCOUNT, code
+from tests.sandbox.aws_ext.conftest import ACCOUNT, code
 
 P5 = "ml.p5.48xlarge for cluster usage"
 

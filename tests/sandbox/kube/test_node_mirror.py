@@ -25,7 +25,7 @@ from sandbox.kube.node_mirror import NodeRepairMirror
 from sandbox.kube.runtime import KubeRuntime
 from sandbox.testing import eventually
 from sandbox.world import WorldOptions, build_world
-from tests.kube.pods import create_pod, pod_body, wait_gone, wait_phase
+from tests.sandbox.kube.pods import create_pod, pod_body, wait_gone, wait_phase
 
 pytestmark = pytest.mark.integration
 

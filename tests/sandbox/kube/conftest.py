@@ -69,7 +69,7 @@ def namespace(kube: KubeApiServer, request: pytest.FixtureRequest) -> str:
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 # --- pods that run ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ hyperpodrun modes this script plays the control plane: it polls /status, sends /
 agent on a fault, waits for READY and sends /start with faultCount + 1. torchrun restarts on its
 own (--max-restarts 1, c10d rendezvous). Agent and torchrun start-up is not counted.
 
-    python agent/bench/restart_bench.py [--runs 3]
+    python tests/bench/restart_bench.py [--runs 3]
 """
 
 from __future__ import annotations

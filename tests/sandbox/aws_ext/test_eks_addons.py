@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sandbox.aws_ext import eks_addons
-from tests.aws_ext.conftest import ACCOUNT, code, make_eks, operator_values, status
+from tests.sandbox.aws_ext.conftest import ACCOUNT, code, make_eks, operator_values, status
 
 OPERATOR = "amazon-sagemaker-hyperpod-training-operator"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/operator"

@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.testing import eventually
-from tests.kube.pods import create_pod, pod_body, wait_phase
+from tests.sandbox.kube.pods import create_pod, pod_body, wait_phase
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 from sandbox.kube import KubeApiServer
 from sandbox.kube.cluster import hyperpod_pytorch_job_crd
 from sandbox.testing import eventually as wait_for
-from tests.kube.conftest import NODE_IDS
+from tests.sandbox.kube.conftest import NODE_IDS
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from sandbox.kube.scheduler import (
     tolerates,
 )
 from sandbox.testing import eventually
-from tests.kube.pods import create_pod, pod_body, wait_phase
+from tests.sandbox.kube.pods import create_pod, pod_body, wait_phase
 
 HEALTH = "sagemaker.amazonaws.com/node-health-status"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws_ext.conftest import ACCOUNT, code, make_eks, make_vpc
+from tests.sandbox.aws_ext.conftest import ACCOUNT, code, make_eks, make_vpc
 
 LAMBDA_ROLE = f"arn:aws:iam::{ACCOUNT}:role/service-role/control-plane-lambda"
 VIEW = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"

@@ -23,7 +23,7 @@ from sandbox.kube.cluster import add_node
 from sandbox.kube.kubelet import running_processes
 from sandbox.kube.runtime import KubeRuntime
 from sandbox.testing import eventually
-from tests.kube.pods import create_pod, pod_body, pod_status, wait_gone, wait_phase
+from tests.sandbox.kube.pods import create_pod, pod_body, pod_status, wait_gone, wait_phase
 
 pytestmark = pytest.mark.integration
 

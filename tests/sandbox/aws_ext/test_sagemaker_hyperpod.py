@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sandbox.aws_ext import quotas, sagemaker_hyperpod
-from tests.aws_ext.conftest import ACCOUNT, code, make_eks, make_vpc
+from tests.sandbox.aws_ext.conftest import ACCOUNT, code, make_eks, make_vpc
 
 NODE_ID = re.compile(r"^i-[0-9a-f]{17}$")
 

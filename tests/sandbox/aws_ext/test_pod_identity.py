@@ -7,7 +7,7 @@ import re
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws_ext.conftest import ACCOUNT, code, make_eks
+from tests.sandbox.aws_ext.conftest import ACCOUNT, code, make_eks
 
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/operator"
 

@@ -7,7 +7,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sandbox.aws_ext import api_faults
-from tests.aws_ext.conftest import code, make_eks, status
+from tests.sandbox.aws_ext.conftest import code, make_eks, status
 
 
 def test_throttling_then_success(aws):

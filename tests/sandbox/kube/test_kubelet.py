@@ -16,7 +16,8 @@ import pytest
 from sandbox.kube.kubelet import PodAddresses, pod_phase, running_processes, should_restart
 from sandbox.kube.podspec import SpecError, container_argv, container_env, expand, pod_requests
 from sandbox.testing import eventually
-from tests.kube.pods import create_pod, pod_body, pod_status, wait_gone, wait_phase
+from tests.sandbox.kube.conftest import repo_root
+from tests.sandbox.kube.pods import create_pod, pod_body, pod_status, wait_gone, wait_phase
 
 pytestmark = pytest.mark.integration
 
@@ -305,7 +306,7 @@ SANDBOX_PROCESS = textwrap.dedent(
 
 
 def test_no_process_outlives_a_sandbox_killed_with_sigkill():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = str(repo_root())
     proc = subprocess.Popen(
         [sys.executable, "-c", SANDBOX_PROCESS],
         stdout=subprocess.PIPE,
