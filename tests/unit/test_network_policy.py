@@ -12,7 +12,6 @@ from hyperpod_control.exceptions import AccessDeniedError, InvalidInputError
 from hyperpod_control.models.agent import AGENT_PORT
 from hyperpod_control.models.job import parse_job
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
-from hyperpod_control.models.records import JobEventRecord, JobRecord
 from hyperpod_control.models.supervisor import StepInput, SupervisedJob
 from hyperpod_control.services import install
 from hyperpod_control.services.supervision import agent_cidrs, build_network_policy, build_pod
