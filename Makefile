@@ -104,16 +104,18 @@ e2e: $(VENV)/.installed
 	$(BIN)/pytest -m e2e -q
 
 # Test workers (pytest-xdist): each builds its own sandboxes, which claim their own pod addresses
-# and ports (tests/conftest.py says how the tests are spread). The end-to-end tests run on
-# E2E_WORKERS (0: in the pytest process): their sandboxes run 50 to 100 times faster than real time,
-# so a CPU shared by more jobs than cores would slow the pods and not the sandbox's clock.
+# and ports. A worker takes whole files (--dist loadfile), so a module's sandbox is built once and
+# ordered tests stay in order (xdist_group does not work with pytest 9: xdist sets a node id field
+# pytest no longer reads). The end-to-end tests run on E2E_WORKERS (0: in the pytest process):
+# their sandboxes run 50 to 100 times faster than real time, so a CPU shared by more jobs than
+# cores would slow the pods and not the sandbox's clock.
 TEST_WORKERS ?= 2
 E2E_WORKERS ?= 0
 test:  ## set up and run every check CI runs (all tests but benchmarks), then the IAM report
 	$(MAKE) --no-print-directory -j4 -O lint build
 	rm -rf $(IAM_USAGE)
 	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m "not bench and not e2e" -q --durations=10 \
-		-n $(TEST_WORKERS) --dist loadgroup
+		-n $(TEST_WORKERS) --dist loadfile
 	SANDBOX_IAM_USAGE_DIR=$(IAM_USAGE) $(BIN)/pytest -m e2e -q --durations=10 -n $(E2E_WORKERS)
 	$(BIN)/python -m sandbox.iam_report $(IAM_USAGE)
 

@@ -28,16 +28,11 @@ def _offline_aws_environment():
 KINDS = ("unit", "integration", "e2e", "bench")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """End-to-end tests run last: they share one sandbox for the whole session (tests/e2e/
     conftest.py), and a process holds one sandbox at a time, so the other modules' sandboxes must
-    all have come and gone before it starts.
-
-    Under ``make test``'s parallel workers (``-n ... --dist loadgroup``), every other module's tests
-    stay together on one worker, so a module's sandbox (a module-scoped fixture) is built once; the
-    end-to-end tests spread one by one, each worker building its own session sandbox. Sandboxes of
-    different workers do not meet: each claims its own pod addresses and ports."""
+    all have come and gone before it starts. (``make test`` runs them in a pytest run of their own,
+    after the others, whose workers take whole files: ``--dist loadfile``.)"""
     unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
     if unmarked:
         raise pytest.UsageError(
@@ -45,6 +40,3 @@ def pytest_collection_modifyitems(config, items):
             "give the module a `pytestmark = pytest.mark.unit` (or integration, e2e, bench)"
         )
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
-    for item in items:
-        if item.get_closest_marker("e2e") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
