@@ -24,11 +24,12 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   into the variable's value, as AWS does (moto sends it to JSONata, whose engine it leaves out);
 - ``states:startExecution`` tasks (``.sync:2`` and the others): the task's ``StateMachineArn``/
   ``Input``/``Name`` reach boto as ``stateMachineArn``/``input``/``name`` and the answer comes back
-  as AWS documents it (``ExecutionArn``, ``Output`` parsed as JSON for ``.sync:2``); a failed child
-  fails the task with ``States.TaskFailed`` and the child's DescribeExecution, ``Error`` and
-  ``Cause`` included, as its cause (moto passes both casings through unconverted, so the call
-  failed with States.Runtime); an execution started without a name gets a generated one, as on
-  AWS (moto names it ``None``, so the second unnamed child was ExecutionAlreadyExists);
+  as AWS documents it (``ExecutionArn``, ``Output`` parsed as JSON for ``.sync:2``, dates in epoch
+  milliseconds); a failed child fails the task with ``States.TaskFailed`` and the child's
+  DescribeExecution, ``Error`` and ``Cause`` included, as its cause (moto passes both casings
+  through unconverted, so the call failed with States.Runtime); an execution started without a
+  name gets a generated one, as on AWS (moto names it ``None``, so the second unnamed child was
+  ExecutionAlreadyExists);
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
 """
@@ -356,6 +357,7 @@ def _patch_jsonpath_variables() -> None:
 
 
 def _patch_start_execution_tasks() -> None:
+    import datetime
     import uuid
 
     import botocore.session
@@ -386,6 +388,9 @@ def _patch_start_execution_tasks() -> None:
         # Once: the .sync resolvers normalise describe_execution's answer, then the task its result.
         if isinstance(response, dict) and any(key[:1].islower() for key in response):
             self._from_boto_response(response, operation(self, service_action_name).output_shape)
+            for key, value in response.items():  # dates as AWS gives them here: epoch milliseconds
+                if isinstance(value, datetime.datetime):
+                    response[key] = int(value.timestamp() * 1000)
 
     original_normalise = StateTaskServiceSfn._normalise_parameters
     StateTaskServiceSfn._normalise_parameters = _normalise_parameters
