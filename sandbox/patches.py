@@ -22,6 +22,14 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   ``States.Runtime``: they fail the execution, as on AWS;
 - a JSONPath state reads a variable (``"step.$": "$failedStep"``, ``$name.path``) as a JSONPath
   into the variable's value, as AWS does (moto sends it to JSONata, whose engine it leaves out);
+- ``states:startExecution`` tasks (``.sync:2`` and the others): the task's ``StateMachineArn``/
+  ``Input``/``Name`` reach boto as ``stateMachineArn``/``input``/``name`` and the answer comes back
+  as AWS documents it (``ExecutionArn``, ``Output`` parsed as JSON for ``.sync:2``, dates in epoch
+  milliseconds); a failed child fails the task with ``States.TaskFailed`` and the child's
+  DescribeExecution, ``Error`` and ``Cause`` included, as its cause (moto passes both casings
+  through unconverted, so the call failed with States.Runtime); an execution started without a
+  name gets a generated one, as on AWS (moto names it ``None``, so the second unnamed child was
+  ExecutionAlreadyExists);
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
 """
@@ -56,6 +64,7 @@ def install() -> None:
         _patch_task_tokens()
         _patch_stop()
         _patch_jsonpath_variables()
+        _patch_start_execution_tasks()
         _patch_events()
         _install_aws_extensions()
         from sandbox import identity
@@ -345,6 +354,54 @@ def _patch_jsonpath_variables() -> None:
         env.stack.append(copy.deepcopy(value))
 
     StringVariableSample._eval_body = _eval_body
+
+
+def _patch_start_execution_tasks() -> None:
+    import datetime
+    import uuid
+
+    import botocore.session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    model = botocore.session.get_session().get_service_model("stepfunctions")
+    operations = {name.lower(): name for name in model.operation_names}
+
+    def operation(self: Any, action: str | None) -> Any:
+        name = (action or self.resource.api_action).replace("_", "").lower()
+        return model.operation_model(operations[name])
+
+    # The conversions LocalStack's interpreter makes (moto left them out): the task's Parameters
+    # are PascalCase members of the API's input shape, boto wants the shape's own names; the
+    # answer goes back the other way (describe_execution's for the .sync resolvers).
+    def _normalise_parameters(
+        self: Any, parameters: dict, boto_service_name: Any = None, service_action_name: str | None = None
+    ) -> None:
+        original_normalise(self, parameters, boto_service_name, service_action_name)
+        self._to_boto_request(parameters, operation(self, service_action_name).input_shape)
+
+    def _normalise_response(
+        self: Any, response: Any, boto_service_name: Any = None, service_action_name: str | None = None
+    ) -> None:
+        # Once: the .sync resolvers normalise describe_execution's answer, then the task its result.
+        if isinstance(response, dict) and any(key[:1].islower() for key in response):
+            self._from_boto_response(response, operation(self, service_action_name).output_shape)
+            for key, value in response.items():  # dates as AWS gives them here: epoch milliseconds
+                if isinstance(value, datetime.datetime):
+                    response[key] = int(value.timestamp() * 1000)
+
+    original_normalise = StateTaskServiceSfn._normalise_parameters
+    StateTaskServiceSfn._normalise_parameters = _normalise_parameters
+    StateTaskServiceSfn._normalise_response = _normalise_response
+
+    original_start = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kw: Any) -> Any:
+        return original_start(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kw)
+
+    StepFunctionsParserBackend.start_execution = start_execution
 
 
 class _Stopped(Exception):

@@ -16,6 +16,7 @@ from sandbox.testing import eventually
 from sandbox.world import WorldOptions
 from tests.integration.test_upgrade_workflow import (
     _addon,
+    _child,
     _create,
     _job,
     _jobs,
@@ -103,8 +104,9 @@ def test_2_upgrade_whose_rollback_cannot_resubmit_at_first_still_ends_with_every
     assert "WaitForAddon failed" in outcome.cause and "UPDATE_FAILED" in outcome.cause, outcome.cause
     assert "resubmitting the jobs failed (DependencyUnavailableError" in outcome.cause
     assert "500" in outcome.cause
-    states = outcome.states_entered()
-    assert "RollbackDeleteJobs" in states and "RollbackResubmitJobs" in states and "RestoreJobs" in states
+    rollback = _child(outcome, "rollback").states_entered()
+    assert "DeleteJobs" in rollback and "ResubmitJobs" in rollback
+    assert "RestoreJobs" in outcome.states_entered()
     assert outcome.assigned("failedStep") == "RollbackResubmitJobs"  # the rollback's resubmission failed
     _same_jobs(sb, before)
     _at(sb, DOWN)
@@ -119,8 +121,8 @@ def test_3_downgrade_update_addon_refused_resubmits_the_drained_jobs(sb):
     assert outcome.status == "FAILED" and outcome.error == "UpgradeRolledBackError"
     assert "UpdateAddon failed (InvalidInputError" in outcome.cause, outcome.cause
     assert "injected: the update is refused" in outcome.cause and UP in outcome.cause
-    states = outcome.states_entered()
-    assert "DeleteJobs" in states and "RollbackResubmitJobs" in states
+    assert "DeleteJobs" in _child(outcome, "upgrade").states_entered()
+    assert "ResubmitJobs" in _child(outcome, "rollback").states_entered()
     _same_jobs(sb, before)
     assert all(j["metadata"]["uid"] != before[n]["metadata"]["uid"] for n, j in _jobs(sb).items())
     _at(sb, UP)
@@ -134,8 +136,9 @@ def test_4_downgrade_whose_resubmission_fails_at_first_still_ends_with_every_job
     assert outcome.status == "FAILED"
     assert outcome.error == "DependencyUnavailableError", (outcome.error, outcome.cause)
     assert "500" in outcome.cause, outcome.cause
-    states = outcome.states_entered()
+    states = outcome.steps_entered()
     assert outcome.assigned("failedStep") == "ResubmitJobs"
+    assert "ResubmitJobs" in _child(outcome, "upgrade").states_entered()
     assert "RestoreJobs" in states and "Record" not in states
     assert "ResubmitJobs" in _operator(sb).reason
     _same_jobs(sb, before)
@@ -149,13 +152,13 @@ def test_5_downgrade_under_an_elastic_job_is_refused_and_allowed_with_force(sb):
     before = _jobs(sb)
     refused = _upgrade(sb, DOWN)
     assert refused.status == "FAILED" and "job-elastic" in refused.cause and "elasticPolicy" in refused.cause
-    assert "UpdateAddon" not in refused.states_entered()
+    assert "UpdateAddon" not in refused.steps_entered()
     _at(sb, UP)
 
     outcome = _upgrade(sb, DOWN, force=True)
     assert outcome.ok, (outcome.error, outcome.cause)
     assert outcome.output["action"] == "draining_downgrade"
-    assert "ResubmitJobs" in outcome.states_entered()
+    assert "ResubmitJobs" in _child(outcome, "upgrade").states_entered()
     _same_jobs(sb, before)  # the elastic job too, resubmitted unchanged
     assert _jobs(sb)["job-elastic"]["spec"]["elasticPolicy"] == {"minReplicas": 1, "maxReplicas": 2}
     _at(sb, DOWN)
@@ -212,7 +215,7 @@ def test_7_a_cluster_without_the_add_on_is_refused_and_nothing_changes(sb):
         outcome.cause,
     )
     assert "add-on is not installed on this cluster" in outcome.cause
-    assert "UpdateAddon" not in outcome.states_entered() and "SnapshotJobs" not in outcome.states_entered()
+    assert "UpdateAddon" not in outcome.steps_entered() and "SnapshotJobs" not in outcome.steps_entered()
     assert gone()
     assert _kube_state(sb) == before
     after = _operator(sb)

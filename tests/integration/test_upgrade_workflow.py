@@ -122,16 +122,24 @@ def _user_fields(job: dict) -> tuple:
 
 
 def _order(outcome, names: list[str]) -> list[str]:
-    states = outcome.states_entered()
+    states = outcome.steps_entered()
     return [s for s in states if s in names]
+
+
+def _child(outcome, phase: str):
+    """The one apply_addon_version execution upgrade_operator ran for ``phase``: ``upgrade`` (the
+    forward path) or ``rollback``."""
+    (child,) = [c for c in outcome.children if c.input["phase"] == phase]
+    return child
 
 
 def test_1_upgrade_across_1_2_0_snapshots_and_leaves_the_jobs_untouched(sb):
     before = {n: _create(sb, _job(n)) for n in ("job-a", "job-b")}
     outcome = _upgrade(sb, "v1.2.1-eksbuild.1")
     assert outcome.ok, (outcome.error, outcome.cause)
-    states = outcome.states_entered()
+    states = outcome.steps_entered()
     assert "SnapshotJobs" in states and "DeleteJobs" not in states
+    assert [c.input["phase"] for c in outcome.children] == ["upgrade"]
     assert _order(
         outcome, ["PlanUpgrade", "SnapshotJobs", "EnsurePodIdentityAssociation", "UpdateAddon"]
     ) == [
@@ -209,7 +217,7 @@ def test_2_same_version_is_a_noop(sb):
     outcome = _upgrade(sb, "v1.2.1-eksbuild.1")
     assert outcome.ok, (outcome.error, outcome.cause)
     assert outcome.output["action"] == "noop"
-    assert "UpdateAddon" not in outcome.states_entered()
+    assert "UpdateAddon" not in outcome.steps_entered() and outcome.children == []
 
 
 def test_3_downgrade_refused_for_an_elastic_job_without_force(sb):
@@ -218,7 +226,7 @@ def test_3_downgrade_refused_for_an_elastic_job_without_force(sb):
     outcome = _upgrade(sb, "v1.1.2-eksbuild.1")
     assert outcome.status == "FAILED"
     assert "job-elastic" in outcome.cause and "elasticPolicy" in outcome.cause
-    assert "UpdateAddon" not in outcome.states_entered() and "AcquireLock" not in outcome.states_entered()
+    assert "UpdateAddon" not in outcome.steps_entered() and "AcquireLock" not in outcome.steps_entered()
     assert _addon(sb)["addonVersion"] == "v1.2.1-eksbuild.1"
     assert {n: j["metadata"]["uid"] for n, j in _jobs(sb).items()} == jobs_before
     _custom(sb).delete_namespaced_custom_object(JOB_GROUP, JOB_VERSION, NAMESPACE, JOB_PLURAL, "job-elastic")
@@ -265,9 +273,14 @@ def test_5_a_failed_update_rolls_back_resubmits_and_ends_failed_with_the_reason(
     assert outcome.error == "UpgradeRolledBackError"
     assert "WaitForAddon" in outcome.cause and "UPDATE_FAILED" in outcome.cause
     assert "v1.1.2-eksbuild.1" in outcome.cause
-    states = outcome.states_entered()
-    for step in ("Rollback", "RollbackDeleteJobs", "RollbackUpdateAddon", "RollbackResubmitJobs"):
-        assert step in states, step
+    assert "Rollback" in outcome.states_entered()
+    rollback = _child(outcome, "rollback")  # the same steps, run by the child to go back
+    assert _order(rollback, ["DeleteJobs", "UpdateAddon", "ResubmitJobs"]) == [
+        "DeleteJobs",
+        "UpdateAddon",
+        "ResubmitJobs",
+    ]
+    assert rollback.input["addonVersion"] == "v1.1.2-eksbuild.1"
     after = _jobs(sb)
     assert set(after) == set(before)
     for name, job in after.items():
@@ -288,7 +301,13 @@ def test_5b_a_failed_draining_downgrade_goes_back_up_and_resubmits(sb):
     )
     for step in ("PlanUpgrade", "SnapshotJobs", "UpdateAddon", "ResubmitJobs", "Record"):
         assert re.search(rf"^\s+\d+\.\ds  {step}$", printed, re.M), printed
-    assert "ChooseAction" not in printed
+    assert "ChooseAction" not in printed and "NeedSnapshot" not in printed
+    # The child's steps are shown under the parent's step that ran them, indented one level more.
+    lines = printed.splitlines()
+    parent = next(i for i, line in enumerate(lines) if line.endswith("s  ApplyVersion"))
+    child = next(i for i, line in enumerate(lines) if line.endswith("s  SnapshotJobs"))
+    assert parent < child, printed
+    assert len(lines[child]) - len(lines[child].lstrip()) > len(lines[parent]) - len(lines[parent].lstrip())
     assert "upgrade SUCCEEDED on sandbox-hyperpod: upgrade v1.1.2-eksbuild.1 -> v1.2.1-eksbuild.1." in printed
     before = _jobs(sb)
     eks_addons.fail_next(
@@ -297,9 +316,10 @@ def test_5b_a_failed_draining_downgrade_goes_back_up_and_resubmits(sb):
     outcome = _upgrade(sb, "v1.1.2-eksbuild.1")
     assert outcome.status == "FAILED" and outcome.error == "UpgradeRolledBackError"
     assert "DEGRADED" in outcome.cause and "v1.2.1-eksbuild.1" in outcome.cause
-    states = outcome.states_entered()
-    assert "DeleteJobs" in states and "RollbackUpdateAddon" in states and "RollbackResubmitJobs" in states
-    assert "RollbackDeleteJobs" not in states  # going back up crosses 1.2.0 upward: no drain
+    assert "DeleteJobs" in _child(outcome, "upgrade").states_entered()
+    rollback = _child(outcome, "rollback").states_entered()
+    assert "UpdateAddon" in rollback and "ResubmitJobs" in rollback
+    assert "DeleteJobs" not in rollback  # going back up crosses 1.2.0 upward: no drain
     after = _jobs(sb)
     assert set(after) == set(before)
     for name, job in after.items():

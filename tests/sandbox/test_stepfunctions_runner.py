@@ -90,3 +90,30 @@ def test_unknown_task_token_is_refused(fixture_app):
     sfn = fixture_app.client("stepfunctions")
     with pytest.raises(sfn.exceptions.InvalidToken):
         sfn.send_task_success(taskToken="not-a-token", output="{}")
+
+
+def test_a_child_workflow_runs_to_its_end_and_answers_as_aws_documents(fixture_app):
+    """startExecution.sync:2: the task's result is the child's DescribeExecution, its Output parsed
+    as JSON; each unnamed child gets a name of its own; the Outcome carries the children."""
+    result = fixture_app.run_execution("ParentStateMachine", {"fail": False})
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    first, second = result.output["first"], result.output["second"]
+    assert first["Status"] == "SUCCEEDED" and first["Output"] == {"doubled": 4}
+    assert second["Output"] == {"doubled": 6} and second["Input"] == {"n": 3, "fail": False}
+    assert first["ExecutionArn"] != second["ExecutionArn"]
+    assert not first["ExecutionArn"].endswith(":None")
+    assert [c.execution_arn for c in result.children] == [first["ExecutionArn"], second["ExecutionArn"]]
+    assert [c.input["n"] for c in result.children] == [2, 3]
+    assert result.steps_entered() == ["First", "Route", "Double", "Second", "Route", "Double"]
+
+
+def test_a_failed_child_fails_its_task_with_states_task_failed_and_the_childs_reason(fixture_app):
+    result = fixture_app.run_execution("ParentStateMachine", {"fail": True})
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    error = result.output["error"]
+    assert error["Error"] == "States.TaskFailed"
+    child = json.loads(error["Cause"])  # the child's DescribeExecution
+    assert (child["Status"], child["Error"], child["Cause"]) == ("FAILED", "ChildBoom", "the child failed")
+    assert [c.status for c in result.children] == ["SUCCEEDED", "FAILED"]
+    assert result.children[1].execution_arn == child["ExecutionArn"]
+    assert result.steps_entered() == ["First", "Route", "Double", "Second", "Route", "Boom", "Caught"]

@@ -76,6 +76,20 @@ RETRY_POLICIES: dict[str, list[dict]] = {
         },
         _TRANSIENT_RULE,
     ],
+    # Starting a child workflow (startExecution.sync:2): only failures to start it are retried,
+    # never States.TaskFailed (the child ran and failed; its own steps retried already).
+    "start-child": [
+        {
+            "ErrorEquals": [
+                "StepFunctions.ExecutionLimitExceededException",
+                "StepFunctions.SdkClientException",
+            ],
+            "IntervalSeconds": 2,
+            "MaxAttempts": 5,
+            "BackoffRate": 2,
+            "JitterStrategy": "FULL",
+        }
+    ],
     # Recording a failure: any error, briefly, so the reason is not lost to a blip.
     "record-failure": [
         {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2}
@@ -169,7 +183,7 @@ def test_retry_and_catch_name_real_error_classes(path):
     for name, state in _states(definition):
         for rule in state.get("Retry", []) + state.get("Catch", []):
             for error in rule["ErrorEquals"]:
-                if error.startswith(("States.", "Lambda.", "Sandbox.")):  # AWS-owned names
+                if error.startswith(("States.", "Lambda.", "StepFunctions.", "Sandbox.")):  # AWS-owned
                     continue
                 assert error in PROJECT_ERRORS, f"{name}: {error} is not in hyperpod_control.exceptions"
 

@@ -106,3 +106,32 @@ def test_event_targets_have_a_dead_letter_queue():
 
 def test_outputs_name_what_hpctl_reads():
     assert {"TableName", "EventBusName", "RegisterClusterStateMachineArn"} <= set(TEMPLATE["Outputs"])
+
+
+def test_state_machines_start_only_the_child_they_run_with_what_sync_needs():
+    """startExecution.sync:2 needs StartExecution on the child, Describe/StopExecution on its
+    executions and the managed rule through which Step Functions hears that a child ended; a
+    workflow gets these for the child it runs and nothing wider."""
+    granted = {}
+    for logical, statement in _statements():
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            if action.startswith(("states:", "events:Put", "events:DescribeRule")):
+                granted.setdefault(logical, {})[action] = statement["Resource"]
+    child_executions = {
+        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:"
+        "${ApplyAddonVersionStateMachine.Name}:*"
+    }
+    rule = {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/"
+        "StepFunctionsGetEventsForStepFunctionsExecutionRule"
+    }
+    assert granted["UpgradeOperatorStateMachine"] == {
+        "states:StartExecution": {"Ref": "ApplyAddonVersionStateMachine"},
+        "states:DescribeExecution": child_executions,
+        "states:StopExecution": child_executions,
+        "events:PutTargets": rule,
+        "events:PutRule": rule,
+        "events:DescribeRule": rule,
+    }
+    assert "ApplyAddonVersionStateMachine" not in granted  # the child starts nothing
