@@ -3,7 +3,7 @@ machine (Admit, CreatePods, CheckAgents, StartAgents, Arm, Poll, Remediate, Comp
 Cleanup, NextSegment), by name in ``STEPS``.
 
 Each step reads the job (Kubernetes) and its JOB item (DynamoDB), decides with the pure functions
-of ``services/supervision.py`` and ``services/remediation.py``, acts, and writes the JOB item
+of ``services/supervision/`` and ``services/remediation.py``, acts, and writes the JOB item
 conditionally on the version it read: a concurrent writer (node_health adding a fault, a second
 segment) makes the write fail with ``VersionConflictError`` and Step Functions runs the step again
 on fresh state. Steps are idempotent for the same reason: a retried CreatePods finds the pods it
