@@ -50,11 +50,17 @@ def serverless() -> Iterator[Sandbox]:
 def aws_agent_env() -> Path:
     """AWS's agent's environment (``.venv-aws-agent``, from its locks; README "The agent"), built
     when it is missing or older than its locks: make decides, in about 40 s the first time. Test
-    workers running in parallel take turns: the first builds it, the others find it built."""
+    workers running in parallel take turns: the first builds it, the others find it built.
+
+    ``-o .venv/.installed``: never rebuild the environment these tests are running in. In a tree
+    whose pyproject.toml changed since ``.venv`` was built, make would otherwise delete and rebuild
+    it under the running tests (their subprocesses and pods then fail to import anything)."""
     with open(REPO / f"{AWS_AGENT_VENV.name}.build-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         subprocess.run(
-            ["make", "--no-print-directory", f"{AWS_AGENT_VENV.name}/.installed"], cwd=REPO, check=True
+            ["make", "--no-print-directory", "-o", ".venv/.installed", f"{AWS_AGENT_VENV.name}/.installed"],
+            cwd=REPO,
+            check=True,
         )
     return AWS_AGENT_VENV
 
