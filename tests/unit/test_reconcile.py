@@ -7,6 +7,8 @@ moto."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from hyperpod_control.adapters.stepfunctions import (
 from hyperpod_control.exceptions import (
     DependencyUnavailableError,
     ThrottledError,
+    VersionConflictError,
 )
 from hyperpod_control.models.names import JOB_LABEL, UID_LABEL
 from hyperpod_control.models.records import (
@@ -30,6 +33,8 @@ from hyperpod_control.models.records import (
     OperatorStatus,
 )
 from hyperpod_control.services.reconcile import (
+    ClusterReport,
+    _refuse_spec_change,
     addon_recovery,
     observed_record,
     reconcile,
@@ -621,3 +626,37 @@ def test_a_spec_edit_of_a_running_job_is_refused_with_a_condition_saying_why_onc
     assert spec_change_conditions(again, record, "2026-12-07T12:01:00Z") is None, "said once"
     finished = record.model_copy(update={"phase": JobPhase.COMPLETED})
     assert spec_change_conditions(job_obj(generation=3), finished, "2026-12-07T12:00:00Z") is None
+
+
+class _StatusKube:
+    """Answers a status patch as the API server does for a merge patch that carries
+    ``metadata.resourceVersion``: 409 when the object has moved on since that version."""
+
+    def __init__(self, current_version: str) -> None:
+        self.current_version = current_version
+        self.written: list[dict[str, Any]] = []
+
+    def patch_custom_object_status(self, *args: Any, resource_version: str | None = None) -> dict:
+        if resource_version is not None and resource_version != self.current_version:
+            raise VersionConflictError("a concurrent writer changed the object (409 Conflict).")
+        self.written.append(args[-1])
+        return {}
+
+
+def test_a_spec_edit_condition_is_written_only_on_the_object_as_listed():
+    """The supervisor may set conditions between reconcile's list and its write (a resume sets
+    Suspended False); the whole-list write of the stale conditions must not put the old ones back."""
+    record = JobRecord(
+        cluster_arn=ARN_A, uid=UID, namespace="team-a", name="llama", generation=2, phase=JobPhase.RUNNING
+    )
+    listed = job_obj(generation=3, status={"conditions": []})
+    listed["metadata"]["resourceVersion"] = "41"
+    sup = SimpleNamespace(kube=_StatusKube(current_version="42"), now=lambda: datetime(2026, 12, 7, 12))
+    report = ClusterReport(cluster_arn=ARN_A, mode="serverless")
+    _refuse_spec_change(sup, listed, record, report)
+    assert sup.kube.written == [] and report.refused == []  # left to the next run, on fresh state
+    sup.kube.current_version = "41"
+    _refuse_spec_change(sup, listed, record, report)
+    (written,) = sup.kube.written
+    assert [c["type"] for c in written["conditions"]] == ["SpecChangeRejected"]
+    assert report.refused == ["llama"]

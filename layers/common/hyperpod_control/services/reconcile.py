@@ -287,14 +287,20 @@ def _refuse_spec_change(
     if conditions is None:
         return
     meta = obj["metadata"]
-    sup.kube.patch_custom_object_status(
-        JOB_GROUP,
-        JOB_VERSION,
-        JOB_PLURAL,
-        meta.get("namespace") or "default",
-        meta["name"],
-        {"conditions": conditions},
-    )
+    try:
+        # Conditional on the object as listed: the supervisor may have changed the conditions since
+        # (a resume sets Suspended False), and this whole-list write would put the old ones back.
+        sup.kube.patch_custom_object_status(
+            JOB_GROUP,
+            JOB_VERSION,
+            JOB_PLURAL,
+            meta.get("namespace") or "default",
+            meta["name"],
+            {"conditions": conditions},
+            resource_version=meta.get("resourceVersion"),
+        )
+    except VersionConflictError:
+        return  # changed since the list: the next run decides on what it reads then
     report.refused.append(meta["name"])
 
 

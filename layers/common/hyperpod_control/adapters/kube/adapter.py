@@ -475,10 +475,23 @@ class KubeAdapter:
         return found is not None
 
     def patch_custom_object_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
-        """A JSON merge patch of one custom object's status subresource; None when the object is gone."""
+        """A JSON merge patch of one custom object's status subresource; None when the object is gone.
+        With ``resource_version``, only if the object is still at it (else ``VersionConflictError``):
+        a merge patch replaces a list such as ``conditions`` whole, so a writer whose read is stale
+        would put back what another writer changed since."""
         api = self._api("CustomObjectsApi")
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return self._call(
             f"{plural}.{group} {namespace}/{name} status",
             api.patch_namespaced_custom_object_status,
@@ -487,7 +500,7 @@ class KubeAdapter:
             namespace,
             plural,
             name,
-            {"status": status},
+            body,
             missing_ok=True,
             _content_type="application/merge-patch+json",
         )

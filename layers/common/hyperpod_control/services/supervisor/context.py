@@ -47,7 +47,14 @@ class SupervisorKube(Protocol):
     def custom_objects(self, group: str, version: str, plural: str) -> list[dict[str, Any]]: ...
 
     def patch_custom_object_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None: ...
 
     def delete_custom_object(
