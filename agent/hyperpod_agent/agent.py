@@ -655,6 +655,11 @@ class HyperPodElasticAgent(LocalElasticAgent):
         logger.info("starting the %s stage (%s workers)", stage.value, spec.local_world_size)
         try:
             self._initialize_workers(self._worker_group)
+        except SignalException:
+            # SIGTERM during the rendezvous or the workers' start: torch raises it wherever the main
+            # thread is. It is the pod being stopped, not the stage failing to start: run() stops
+            # what started and exits (caught as a start failure, the agent idled until SIGKILL).
+            raise
         except Exception as exc:
             logger.exception("cannot start the %s stage", stage.value)
             self._stop_stage(signal.SIGKILL, 0)

@@ -71,6 +71,17 @@ def test_sigterm_ends_every_worker_within_the_shutdown_timeout(ctl, agents):
     assert "Sending process" in a.logtext() and "SIGTERM" in a.logtext()
 
 
+def test_sigterm_during_the_rendezvous_ends_the_agent_at_once(ctl, agents):
+    # Rank 0 of two waits in the rendezvous for a rank 1 that never comes: a pod deleted then must
+    # exit on SIGTERM, not take the signal for a stage that failed to start and idle until SIGKILL.
+    a = agents("a", ctl, ["--nproc-per-node", "1"], ["--steps", "10"])
+    a.post("/start", start_body(0, 2, free_port()))
+    wait_for(lambda: "starting the train stage" in a.logtext(), 30, "the rendezvous to begin")
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(15) == 128 + signal.SIGTERM, a.logtext()[-2000:]
+    assert "cannot start the train stage" not in a.logtext()
+
+
 def test_spare_holds_until_promoted(ctl, agents):
     a = agents("a", ctl, ["--nproc-per-node", "2"], ["--steps", "12"])
     spare = agents("s", ctl, ["--nproc-per-node", "2"], ["--steps", "12"])
