@@ -43,6 +43,9 @@ BASE_ENV = {
     "AWS_SESSION_TOKEN": "sandbox",
     "AWS_DEFAULT_REGION": "us-west-2",
     "AWS_REGION": "us-west-2",
+    # moto builds ~1,000 public AMIs into every region's EC2 backend (0.8 s of CPU per sandbox);
+    # nothing here launches an instance from an image.
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
 }
 #: A directory: every sandbox of this process writes there what its functions used (``make iam-report``).
 IAM_USAGE_ENV = "SANDBOX_IAM_USAGE_DIR"

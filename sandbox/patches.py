@@ -32,6 +32,11 @@ moto's backends are process-wide, so these patches consult the *active* sandbox 
   ExecutionAlreadyExists);
 - ``events.models.Rule.send_to_targets``: deliver to Lambda and Step Functions targets (moto
   raises NotImplementedError for them), honour ``Input``/``InputPath`` and disabled rules.
+
+Two only save work, and change no answer: botocore's loaders share what they read across the
+process (each session re-read the same JSON models: sandboxes, functions and tests build dozens),
+and the ASL parser keeps the parse tree of each definition it has parsed (moto parses a state
+machine's definition again for every execution; each gets its own evaluation program still).
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ def install() -> None:
         _patch_jsonpath_variables()
         _patch_start_execution_tasks()
         _patch_events()
+        _share_botocore_models()
+        _cache_asl_parse_trees()
         _install_aws_extensions()
         from sandbox import identity
 
@@ -74,6 +81,45 @@ def install() -> None:
         # execution history already has it.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         _installed = True
+
+
+def _share_botocore_models() -> None:
+    """Every botocore ``Loader`` of the process shares one cache per (search paths, extras): the
+    files are the installed botocore's, read-only while the process runs, and within one loader
+    botocore already hands the same cached objects to every client."""
+    from botocore import loaders
+
+    shared: dict[tuple, dict] = {}
+    original = loaders.Loader.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        key = (tuple(self.search_paths), tuple(self.extras_types))
+        self._cache = shared.setdefault(key, {})
+
+    loaders.Loader.__init__ = __init__
+
+
+def _cache_asl_parse_trees() -> None:
+    """``AmazonStateLanguageParser.parse`` lexes and parses a definition once (ANTLR in Python, a
+    tenth of a second for a workflow here); every call still preprocesses the tree into a new
+    program, so no execution shares evaluation state with another. A definition that does not
+    parse is not kept: it raises every time, as before."""
+    from moto.stepfunctions.parser.asl.parse import asl_parser
+
+    parser = asl_parser.AmazonStateLanguageParser
+    original = parser.parse
+    trees: dict[str, Any] = {}
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        tree = trees.get(definition)
+        if tree is None:
+            program, tree = original(definition)
+            trees[definition] = tree
+            return program, tree
+        return asl_parser.Preprocessor().visit(tree), tree
+
+    parser.parse = staticmethod(parse)
 
 
 def _install_aws_extensions() -> None:

@@ -22,7 +22,9 @@ class TemplateError(Exception):
     """template.yaml uses something the sandbox cannot deploy; the message names it."""
 
 
-class _CfnLoader(yaml.SafeLoader):
+# libyaml's loader where PyYAML was built with it (its wheels are): the pure-Python one took 1.4 s of
+# CPU for template.yaml, at every sandbox's start.
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     pass
 
 

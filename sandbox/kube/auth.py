@@ -42,6 +42,10 @@ log = logging.getLogger("sandbox.kube.auth")
 TOKEN_PREFIX = "k8s-aws-v1."
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
 PRESIGN_MAX_AGE_S = 15 * 60
+#: How long the API server keeps a token's authenticated identity: kube-apiserver caches a token
+#: webhook's (aws-iam-authenticator's) successful answers, ``--authentication-token-webhook-cache-ttl``
+#: (2 minutes by default). Only the identity: every request is still authorised afresh.
+TOKEN_CACHE_TTL_S = 2 * 60
 _STS_HOST = re.compile(r"^sts(\.[a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
 
 
@@ -161,6 +165,8 @@ class EksTokenVerifier:
         self.sts_endpoint_url = sts_endpoint_url.rstrip("/") if sts_endpoint_url else None
         self.http_get = http_get or (urllib_get if sts_endpoint_url else requests_get)
         self.clock = clock
+        self._known: dict[str, tuple[float, CallerIdentity]] = {}
+        self._known_lock = threading.Lock()
 
     def _allowed_host(self, parsed: urllib.parse.ParseResult) -> bool:
         if parsed.scheme == "https" and _STS_HOST.match(parsed.hostname or ""):
@@ -198,6 +204,11 @@ class EksTokenVerifier:
             raise _unauthorized("missing or malformed X-Amz-Date") from exc
         if self.clock() - date.timestamp() > PRESIGN_MAX_AGE_S:
             raise _unauthorized("X-Amz-Date parameter is expired (15 minute expiration)")
+        now = self.clock()
+        with self._known_lock:
+            known = self._known.get(token)
+        if known is not None and now < known[0]:
+            return known[1]
         target = url
         if self.sts_endpoint_url:
             target = f"{self.sts_endpoint_url}/?{parsed.query}"
@@ -209,7 +220,11 @@ class EksTokenVerifier:
             raise ApiError(500, "InternalError", f"error contacting STS: {exc}") from exc
         if status != 200:
             raise _unauthorized(f"STS answered {status}: {body[:200]!r}")
-        return parse_caller_identity(body)
+        identity = parse_caller_identity(body)
+        with self._known_lock:
+            self._known = {t: k for t, k in self._known.items() if now < k[0]}
+            self._known[token] = (now + TOKEN_CACHE_TTL_S, identity)
+        return identity
 
 
 def parse_caller_identity(body: bytes) -> CallerIdentity:

@@ -27,6 +27,9 @@ from hyperpod_control.settings import aws_max_attempts, aws_region, lambda_initi
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None], Any] = {}
+#: One boto3 session per process: each session loads botocore's JSON (the endpoints, the retry
+#: rules, each service's model) anew, a cost every client built from a fresh session paid again.
+_session: Any = None
 
 _THROTTLING = {
     "Throttling",
@@ -100,10 +103,9 @@ def get_client(service: str, region: str | None = None) -> Any:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                import boto3  # deferred: 190 ms that handlers without AWS calls never pay
                 from botocore.config import Config
 
-                client = boto3.session.Session().client(
+                client = _shared_session().client(
                     service,
                     # Lambda sets both variables; local tools often only AWS_REGION.
                     region_name=region or aws_region(),
@@ -161,10 +163,29 @@ class AwsAdapter:
         return self._client
 
 
+def _shared_session() -> Any:
+    """The process's boto3 session (the caller holds ``_lock``: sessions are not thread-safe)."""
+    global _session
+    if _session is None:
+        import boto3  # deferred: 190 ms that handlers without AWS calls never pay
+
+        _session = boto3.session.Session()
+    return _session
+
+
+def session_credentials() -> Any:
+    """The credentials the process's clients sign with (None: none found), resolved once per
+    session and refreshed by botocore when they are temporary."""
+    with _lock:
+        return _shared_session().get_credentials()
+
+
 def reset_clients() -> None:
-    """Forget cached clients (tests that switch endpoints or credentials call this)."""
+    """Forget cached clients and the session (tests that switch endpoints or credentials call this)."""
+    global _session
     with _lock:
         _clients.clear()
+        _session = None
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from typing import Any
 
-from hyperpod_control.adapters.aws import get_client
+from hyperpod_control.adapters.aws import get_client, session_credentials
 from hyperpod_control.exceptions import (
     AccessDeniedError,
 )
@@ -33,10 +33,8 @@ def eks_token(cluster_name: str, region: str | None = None, session: Any = None)
     from botocore.signers import RequestSigner
 
     if session is None:
-        import boto3
-
         sts = get_client("sts", region)
-        credentials = boto3.session.Session().get_credentials()
+        credentials = session_credentials()
     else:
         sts = session.client("sts", region_name=region)
         credentials = session.get_credentials()
