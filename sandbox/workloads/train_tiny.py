@@ -1,9 +1,13 @@
-"""A small real PyTorch training job for the sandbox: a tiny regression model trained with
-DistributedDataParallel over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun
+"""A small real PyTorch training job for the sandbox: a tiny regression model trained data-parallel
+over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun
 (this project's, or AWS's: checkpoints are reported through the client of the agent that runs it).
 
 Every rank sees its own shard of a fixed synthetic dataset (y = 3x - 1 plus noise); gradients are
-all-reduced by DDP, so every rank ends with the same weights, which the script checks at the end.
+averaged over the ranks with one all-reduce per step, as DistributedDataParallel does, so every
+rank ends with the same weights, which the script checks at the end. The script does DDP's
+all-reduce and SGD's step itself: constructing either ``DistributedDataParallel`` or a
+``torch.optim`` optimizer imports torch._dynamo, 1.4 s of CPU per worker, which the sandbox's many
+short-lived workers would pay again and again.
 Checkpoints go under ``--ckpt-dir`` (default: the pod's working directory) every
 ``--ckpt-every`` steps and are reported to the agent, so a restarted job resumes from the last
 step every rank finished. Faults for tests, on the first attempt only (a restarted job runs
@@ -14,7 +18,7 @@ Elastic training: the world size may differ between attempts (a job shrunk on a 
 back later). The checkpoint holds the model only, so any world size resumes it; with
 ``--global-batch-size`` every optimizer step still sees that many samples, whatever the world
 size: each rank accumulates gradients over ``global / (world x --micro-batch-size)`` micro-batches
-(DDP's ``no_sync`` skips the all-reduce on all but the last), the usual way to keep the
+(one all-reduce after the last, as DDP's ``no_sync`` does), the usual way to keep the
 hyperparameters of a job that changes size. A graceful ``/stop`` (before a planned resize) sends
 the workers SIGUSR1; with ``HYPERPOD_SIGNAL_COORDINATION=distributed`` every rank learns of it at
 the same step (``elastic_event_detected`` all-reduces the flag), checkpoints that step, reports it
@@ -22,7 +26,6 @@ and exits, so the resized job resumes exactly there.
 """
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -31,7 +34,6 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 try:  # under AWS's agent (hyperpod-elastic-agent): its client speaks its worker socket's protocol
     from hyperpod_elastic_agent import CheckpointDiscoverySocketClient
@@ -76,8 +78,10 @@ install_elastic_event_handler()  # before the process group: a signal during its
 dist.init_process_group("gloo", timeout=dt.timedelta(seconds=60))
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
-model = DistributedDataParallel(torch.nn.Linear(1, 1))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+model = torch.nn.Linear(1, 1)
+for param in model.parameters():  # every rank starts from rank 0's weights, as with DDP
+    dist.broadcast(param.data, 0)
+LEARNING_RATE = 0.05
 generator = torch.Generator().manual_seed(1000 + rank)
 x = torch.rand(256, 1, generator=generator) * 2 - 1
 y = 3 * x - 1 + 0.01 * torch.randn(256, 1, generator=generator)
@@ -101,24 +105,44 @@ if rank == 0 and accumulate:
     )
 
 
+def average_gradients() -> None:
+    """The ranks' gradients averaged in one bucket, one all-reduce: DDP's reducer, for two
+    parameters."""
+    grads = [p.grad for p in model.parameters()]
+    bucket = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(bucket)
+    bucket /= world
+    offset = 0
+    for g in grads:
+        g.copy_(bucket[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sgd_step() -> None:
+    """Plain SGD: ``torch.optim.SGD``'s step without momentum."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param -= LEARNING_RATE * param.grad
+
+
 def train_step(step: int) -> torch.Tensor:
     """One optimizer step; with gradient accumulation, ``accumulate`` micro-batches per rank."""
-    optimizer.zero_grad()
+    model.zero_grad()
     if not accumulate:
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
-        optimizer.step()
+        average_gradients()
+        sgd_step()
         return loss
     total = torch.zeros(())
     for i in range(accumulate):
         lo = ((step * accumulate + i) * args.micro_batch_size) % len(x)
         xb, yb = x[lo : lo + args.micro_batch_size], y[lo : lo + args.micro_batch_size]
-        last = i == accumulate - 1
-        with contextlib.nullcontext() if last else model.no_sync():
-            loss = torch.nn.functional.mse_loss(model(xb), yb) / accumulate
-            loss.backward()
+        loss = torch.nn.functional.mse_loss(model(xb), yb) / accumulate
+        loss.backward()  # accumulates locally; the ranks exchange once, after the last
         total += loss.detach()
-    optimizer.step()
+    average_gradients()
+    sgd_step()
     return total
 
 
@@ -126,7 +150,7 @@ def save(step: int) -> None:
     path = os.path.join(args.ckpt_dir, f"step_{step}")
     os.makedirs(path, exist_ok=True)
     if rank == 0:
-        torch.save(model.module.state_dict(), os.path.join(path, "model.pt"))
+        torch.save(model.state_dict(), os.path.join(path, "model.pt"))
     dist.barrier()  # the checkpoint exists before any rank reports it complete
     ckpt.update(step, path)
 
@@ -136,7 +160,7 @@ start = 0
 latest = ckpt.latest()
 if latest:
     state = torch.load(os.path.join(latest[0], "model.pt"))
-    model.module.load_state_dict(state)
+    model.load_state_dict(state)
     start = latest[1] + 1
 print(f"rank {rank}/{world} starting at step {start}", flush=True)
 
@@ -162,11 +186,11 @@ for step in range(start, args.steps):
     if args.step_time:
         time.sleep(args.step_time)
 
-weight = model.module.weight.detach().clone()
+weight = model.weight.detach().clone()
 gathered = [torch.zeros_like(weight) for _ in range(world)]
 dist.all_gather(gathered, weight)
 assert all(torch.equal(g, weight) for g in gathered), "ranks disagree on the weights"
-print(json.dumps({"rank": rank, "weight": weight.item(), "bias": model.module.bias.item()}), flush=True)
+print(json.dumps({"rank": rank, "weight": weight.item(), "bias": model.bias.item()}), flush=True)
 # Every rank leaves together, then leaves at once: the process group is torn down neither by
 # destroy_process_group() nor by the interpreter's exit. With gloo on torch 2.13 both can abort
 # ("terminate called without an active exception", SIGABRT) when a peer's connection closes

@@ -17,6 +17,7 @@ def test_demo_runs_the_scenario_and_reports_real_outcomes():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
+    print(text)  # the whole story in the report of a failed assertion below (their reprs are cut)
     assert "HyperPod patches its software: cluster is SystemUpdating" in text
     # Registration waited for InService (CheckCluster more than once), then recorded the operator.
     assert re.search(r"-> SUCCEEDED: \d+ states \(CheckCluster x\d+, .*\), ending in Registered", text), text

@@ -162,7 +162,7 @@ def test_an_invalid_spec_gets_its_failed_condition_and_nothing_else(serverless):
 
 def test_the_same_job_discovered_many_times_starts_one_execution(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("once", replicas=1, steps=30, ckpt_dir=_ckpt()))
+    job = submit(sb, tiny_job("once", nproc_per_node=1, replicas=1, steps=30, ckpt_dir=_ckpt()))
     uid = job["metadata"]["uid"]
     function = sb.stack.resources["ReconcileJobsFunction"]
     threads = [threading.Thread(target=sb.invoke_lambda, args=(function, {})) for _ in range(4)]
@@ -181,7 +181,15 @@ def test_the_same_job_discovered_many_times_starts_one_execution(serverless):
 def test_a_long_job_continues_in_new_segments_and_completes(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("long", replicas=1, steps=200, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.04"])
+        sb,
+        tiny_job(
+            "long",
+            nproc_per_node=1,
+            replicas=1,
+            steps=200,
+            ckpt_dir=_ckpt(),
+            extra_args=["--step-time", "0.04"],
+        ),
     )
     uid = job["metadata"]["uid"]
     execution_of(sb, uid)
@@ -206,7 +214,14 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
     sb = serverless
     job = submit(
         sb,
-        tiny_job("doomed", replicas=2, steps=100000, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.05"]),
+        tiny_job(
+            "doomed",
+            nproc_per_node=1,
+            replicas=2,
+            steps=100000,
+            ckpt_dir=_ckpt(),
+            extra_args=["--step-time", "0.05"],
+        ),
     )
     uid = job["metadata"]["uid"]
     execution_of(sb, uid)
@@ -237,7 +252,15 @@ def test_a_job_deleted_while_running_stops_its_execution_and_pods(serverless):
 def test_an_api_server_answering_500_and_429_for_a_while_is_retried(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("bumpy", replicas=2, steps=150, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.02"])
+        sb,
+        tiny_job(
+            "bumpy",
+            nproc_per_node=1,
+            replicas=2,
+            steps=150,
+            ckpt_dir=_ckpt(),
+            extra_args=["--step-time", "0.02"],
+        ),
     )
     uid = job["metadata"]["uid"]
     execution_of(sb, uid)
@@ -257,7 +280,15 @@ def test_an_api_server_answering_500_and_429_for_a_while_is_retried(serverless):
 def test_a_slow_api_server_times_steps_out_and_they_are_retried(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("slowapi", replicas=2, steps=150, ckpt_dir=_ckpt(), extra_args=["--step-time", "0.02"])
+        sb,
+        tiny_job(
+            "slowapi",
+            nproc_per_node=1,
+            replicas=2,
+            steps=150,
+            ckpt_dir=_ckpt(),
+            extra_args=["--step-time", "0.02"],
+        ),
     )
     uid = job["metadata"]["uid"]
     arn = execution_of(sb, uid)
@@ -298,7 +329,7 @@ def _watched(sb, uid: str) -> set[str]:
 
 def test_a_job_is_admitted_from_the_watch_and_its_deletion_seen_the_same_way(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("watched", replicas=1, steps=100000, ckpt_dir=_ckpt()))
+    job = submit(sb, tiny_job("watched", nproc_per_node=1, replicas=1, steps=100000, ckpt_dir=_ckpt()))
     uid = job["metadata"]["uid"]
     eventually(lambda: "added" in _watched(sb, uid), 30, "watch_jobs to see the job added")
     # ...and reconcile_jobs ran from its "HyperPodPyTorchJob Change" event, not only on the schedule
@@ -320,7 +351,7 @@ def test_a_job_is_admitted_from_the_watch_and_its_deletion_seen_the_same_way(ser
 
 def test_a_spec_edit_of_a_running_job_is_refused_with_a_condition(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("edited", replicas=1, steps=100000, ckpt_dir=_ckpt()))
+    job = submit(sb, tiny_job("edited", nproc_per_node=1, replicas=1, steps=100000, ckpt_dir=_ckpt()))
     uid = job["metadata"]["uid"]
     eventually(lambda: (job_item(sb, uid) or None) and job_item(sb, uid).phase == "Running", 90, "running")
     custom, _ = apis(sb)

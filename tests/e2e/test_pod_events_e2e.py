@@ -70,7 +70,12 @@ def _remediations(sb: Sandbox, uid: str) -> list:
 
 def test_forged_and_foreign_pod_events_change_nothing_while_a_job_trains(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("forged", replicas=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG))
+    job = submit(
+        sb,
+        tiny_job(
+            "forged", nproc_per_node=1, replicas=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG
+        ),
+    )
     uid = job["metadata"]["uid"]
     item = _running(sb, uid)
     rank1 = next(p for p in pods_of(sb, "forged") if p.metadata.name == item.ranked()[1].pod)
@@ -95,7 +100,16 @@ def test_forged_and_foreign_pod_events_change_nothing_while_a_job_trains(serverl
 def test_a_pod_that_really_failed_is_remediated_and_its_event_confirmed(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("killed", replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
+        sb,
+        tiny_job(
+            "killed",
+            nproc_per_node=1,
+            replicas=2,
+            spares=1,
+            steps=300,
+            ckpt_dir=tempfile.mkdtemp(),
+            extra_args=LONG,
+        ),
     )
     uid = job["metadata"]["uid"]
     item = _running(sb, uid)

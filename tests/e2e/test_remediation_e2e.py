@@ -73,7 +73,14 @@ def test_node_failure_under_a_rank_swaps_in_the_spare_and_resumes(serverless, ag
     job = submit(
         sb,
         tiny_job(
-            name, replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG, agent=agent
+            name,
+            replicas=2,
+            spares=1,
+            nproc_per_node=1,
+            steps=300,
+            ckpt_dir=tempfile.mkdtemp(),
+            extra_args=LONG,
+            agent=agent,
         ),
     )
     uid = job["metadata"]["uid"]
@@ -139,7 +146,16 @@ def _sandbox_seconds(sb, since: datetime, until: datetime) -> float:
 def test_a_dead_node_without_any_health_event_is_found_from_kubernetes_and_swapped(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("silent", replicas=2, spares=1, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
+        sb,
+        tiny_job(
+            "silent",
+            nproc_per_node=1,
+            replicas=2,
+            spares=1,
+            steps=300,
+            ckpt_dir=tempfile.mkdtemp(),
+            extra_args=LONG,
+        ),
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -167,7 +183,16 @@ def test_a_dead_node_without_any_health_event_is_found_from_kubernetes_and_swapp
 def test_a_hung_agent_on_a_healthy_node_is_found_by_its_silence_and_its_rank_moved(serverless):
     sb = serverless
     job = submit(
-        sb, tiny_job("mute", replicas=2, spares=1, steps=600, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG)
+        sb,
+        tiny_job(
+            "mute",
+            nproc_per_node=1,
+            replicas=2,
+            spares=1,
+            steps=600,
+            ckpt_dir=tempfile.mkdtemp(),
+            extra_args=LONG,
+        ),
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -215,7 +240,12 @@ def test_a_worker_crash_restarts_processes_in_place(serverless, agent):
 
 def test_no_spare_left_means_a_full_restart_avoiding_the_bad_node(serverless):
     sb = serverless
-    job = submit(sb, tiny_job("full", replicas=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG))
+    job = submit(
+        sb,
+        tiny_job(
+            "full", nproc_per_node=1, replicas=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG
+        ),
+    )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
     bad = item.ranked()[1].node
@@ -248,7 +278,15 @@ def test_two_nodes_failing_together_move_both_ranks_in_one_remediation(serverles
     sb = serverless
     job = submit(
         sb,
-        tiny_job("pairfail", replicas=2, spares=2, steps=300, ckpt_dir=tempfile.mkdtemp(), extra_args=LONG),
+        tiny_job(
+            "pairfail",
+            nproc_per_node=1,
+            replicas=2,
+            spares=2,
+            steps=300,
+            ckpt_dir=tempfile.mkdtemp(),
+            extra_args=LONG,
+        ),
     )
     uid = job["metadata"]["uid"]
     item = _running_with_progress(sb, uid)
@@ -267,6 +305,7 @@ def test_a_spent_restart_budget_fails_the_job_with_the_reason(serverless):
     manifest = tiny_job(
         "budget",
         replicas=2,
+        nproc_per_node=1,
         steps=300,
         ckpt_dir=tempfile.mkdtemp(),
         extra_args=[*LONG, "--fail-at-step", "30", "--fail-rank", "0"],

@@ -29,7 +29,12 @@ def _set_suspend(sb, name: str, value: bool) -> None:
 def test_suspend_removes_the_pods_and_resume_continues_from_the_checkpoint(serverless):
     sb = serverless
     manifest = tiny_job(
-        "pause", replicas=2, steps=600, ckpt_dir=tempfile.mkdtemp(), extra_args=["--step-time", "0.02"]
+        "pause",
+        replicas=2,
+        nproc_per_node=1,
+        steps=600,
+        ckpt_dir=tempfile.mkdtemp(),
+        extra_args=["--step-time", "0.02"],
     )
     uid = submit(sb, manifest)["metadata"]["uid"]
 
@@ -58,7 +63,9 @@ def test_suspend_removes_the_pods_and_resume_continues_from_the_checkpoint(serve
 
 def test_the_active_deadline_fails_a_job_that_overruns_it_naming_the_field(serverless):
     sb = serverless
-    manifest = tiny_job("overrun", replicas=1, steps=100000, extra_args=["--step-time", "0.02"])
+    manifest = tiny_job(
+        "overrun", nproc_per_node=1, replicas=1, steps=100000, extra_args=["--step-time", "0.02"]
+    )
     # Deadlines are measured on the functions' clock, real time (the sandbox scales only waits).
     manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] = 15
     uid = submit(sb, manifest)["metadata"]["uid"]
@@ -70,7 +77,7 @@ def test_the_active_deadline_fails_a_job_that_overruns_it_naming_the_field(serve
 
 def test_the_startup_deadline_fails_a_job_whose_pods_cannot_start_naming_the_field(serverless):
     sb = serverless
-    manifest = tiny_job("nowhere", replicas=1, steps=10)
+    manifest = tiny_job("nowhere", nproc_per_node=1, replicas=1, steps=10)
     spec = manifest["spec"]["replicaSpecs"][0]["template"]["spec"]
     spec["nodeSelector"] = {"no-such-label": "anywhere"}  # never scheduled
     manifest["spec"]["runPolicy"]["startupDeadlineSeconds"] = 10
@@ -87,7 +94,9 @@ def _cordon(core, node: str, value: bool) -> None:
 
 def test_the_fault_deadline_fails_a_job_whose_full_restart_finds_no_node_naming_the_field(serverless):
     sb = serverless
-    manifest = tiny_job("stranded", replicas=1, steps=100000, extra_args=["--step-time", "0.02"])
+    manifest = tiny_job(
+        "stranded", nproc_per_node=1, replicas=1, steps=100000, extra_args=["--step-time", "0.02"]
+    )
     manifest["spec"]["runPolicy"]["faultDeadlineSeconds"] = 5  # the functions' real seconds
     uid = submit(sb, manifest)["metadata"]["uid"]
 
@@ -127,7 +136,7 @@ def test_the_fault_deadline_fails_a_job_whose_full_restart_finds_no_node_naming_
 
 def test_a_finished_job_is_deleted_after_its_ttl(serverless):
     sb = serverless
-    manifest = tiny_job("shortlived", replicas=1, steps=20)
+    manifest = tiny_job("shortlived", nproc_per_node=1, replicas=1, steps=20)
     manifest["spec"]["runPolicy"]["ttlSecondsAfterFinished"] = 5
     uid = submit(sb, manifest)["metadata"]["uid"]
     outcome = wait_finished(sb, uid)
