@@ -5,9 +5,8 @@ over gloo, one process per ``--nproc-per-node`` slot, under hyperpodrun
 Every rank sees its own shard of a fixed synthetic dataset (y = 3x - 1 plus noise); gradients are
 averaged over the ranks with one all-reduce per step, as DistributedDataParallel does, so every
 rank ends with the same weights, which the script checks at the end. The script does DDP's
-all-reduce and SGD's step itself: constructing either ``DistributedDataParallel`` or a
-``torch.optim`` optimizer imports torch._dynamo, 1.4 s of CPU per worker, which the sandbox's many
-short-lived workers would pay again and again.
+all-reduce itself: constructing ``DistributedDataParallel`` imports torch._dynamo, 1.4 s of CPU per
+worker, which the sandbox's many short-lived workers would pay again and again.
 Checkpoints go under ``--ckpt-dir`` (default: the pod's working directory) every
 ``--ckpt-every`` steps and are reported to the agent, so a restarted job resumes from the last
 step every rank finished. Faults for tests, on the first attempt only (a restarted job runs
@@ -81,7 +80,7 @@ torch.manual_seed(0)
 model = torch.nn.Linear(1, 1)
 for param in model.parameters():  # every rank starts from rank 0's weights, as with DDP
     dist.broadcast(param.data, 0)
-LEARNING_RATE = 0.05
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 generator = torch.Generator().manual_seed(1000 + rank)
 x = torch.rand(256, 1, generator=generator) * 2 - 1
 y = 3 * x - 1 + 0.01 * torch.randn(256, 1, generator=generator)
@@ -118,21 +117,14 @@ def average_gradients() -> None:
         offset += g.numel()
 
 
-def sgd_step() -> None:
-    """Plain SGD: ``torch.optim.SGD``'s step without momentum."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param -= LEARNING_RATE * param.grad
-
-
 def train_step(step: int) -> torch.Tensor:
     """One optimizer step; with gradient accumulation, ``accumulate`` micro-batches per rank."""
-    model.zero_grad()
+    optimizer.zero_grad()
     if not accumulate:
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         average_gradients()
-        sgd_step()
+        optimizer.step()
         return loss
     total = torch.zeros(())
     for i in range(accumulate):
@@ -142,7 +134,7 @@ def train_step(step: int) -> torch.Tensor:
         loss.backward()  # accumulates locally; the ranks exchange once, after the last
         total += loss.detach()
     average_gradients()
-    sgd_step()
+    optimizer.step()
     return total
 
 
